@@ -1,0 +1,118 @@
+import { existsSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { fileURLToPath } from "node:url";
+import express from "express";
+import type { Redis } from "ioredis";
+import { createHub, NotFoundError, withByteScripts, type DbHandle, type Logger, type ProviderName } from "@molecule/shared";
+import { createAuthenticator } from "./auth.ts";
+import { errorHandler } from "./error-handler.ts";
+import { createMetrics } from "./metrics.ts";
+import { buildOpenApi } from "./openapi.ts";
+import { createProvisioner } from "./provisioner.ts";
+import { createRateLimiter } from "./rate-limit.ts";
+import { requestContext } from "./request-context.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { workspaceRoutes } from "./routes/workspaces.ts";
+import { createTerminalGateway, type GatewayConfig } from "./terminal/gateway.ts";
+import { terminalRoutes } from "./terminal/routes.ts";
+import { createTickets } from "./terminal/tickets.ts";
+
+export interface ApiConfig extends Omit<GatewayConfig, "ns"> {
+  ns: string;
+  provider: ProviderName;
+  publicStatus: boolean;
+  bodyLimitBytes: number;
+  createRatePerMin: number;
+  ticketTtlSec: number;
+  canvasDir?: string;
+}
+
+export interface ApiDeps {
+  config: ApiConfig;
+  db: DbHandle;
+  /** Command connection (also used by BullMQ's Queue). */
+  redis: Redis;
+  /** Dedicated subscriber connection. */
+  sub: Redis;
+  log: Logger;
+}
+
+const defaultCanvasDir = fileURLToPath(new URL("../../canvas/dist", import.meta.url));
+
+/** The API node: REST routes, the terminal WebSocket gateway and the Canvas static files. */
+export function createApi(deps: ApiDeps) {
+  const { config: c, log } = deps;
+  const db = deps.db.db;
+  const redis = withByteScripts(deps.redis);
+  const hub = createHub(deps.sub, log);
+  const auth = createAuthenticator(db);
+  const tickets = createTickets(redis, c.ns, c.ticketTtlSec);
+  const provisioner = createProvisioner(redis, c.ns, db);
+  const metrics = createMetrics(c.nodeId);
+  const gateway = createTerminalGateway({ db, redis, hub, auth, tickets, log, config: c, metrics: metrics.terminal });
+  const openapi = buildOpenApi();
+
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+  app.use(requestContext(log));
+  app.use(express.json({ limit: c.bodyLimitBytes, strict: true }));
+  // Any other body type is read (bounded) and refused by the route with 415.
+  app.use(express.raw({ type: () => true, limit: c.bodyLimitBytes }));
+  app.use(healthRoutes({ sql: deps.db.sql, redis, isDraining: gateway.isDraining }));
+  app.get("/openapi.json", (_req, res) => {
+    res.json(openapi);
+  });
+  app.get("/metrics", async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.use(
+    workspaceRoutes({
+      db,
+      auth,
+      rateLimit: createRateLimiter(redis, c.ns),
+      provisioner,
+      provider: c.provider,
+      publicStatus: c.publicStatus,
+      createRatePerMin: c.createRatePerMin,
+      endWorkspaceSessions: gateway.endWorkspaceSessions,
+    }),
+  );
+  app.use(terminalRoutes({ db, auth, tickets }));
+  const canvasDir = c.canvasDir ?? defaultCanvasDir;
+  if (existsSync(canvasDir)) app.use(express.static(canvasDir, { index: "index.html", maxAge: "1h" }));
+  app.use((_req, _res, next) => next(new NotFoundError("route")));
+  app.use(errorHandler(log));
+
+  const server: Server = createServer(app);
+  server.on("upgrade", gateway.handleUpgrade);
+  server.keepAliveTimeout = 65_000;
+
+  return {
+    app,
+    server,
+    gateway,
+    provisioner,
+    metrics,
+    listen(port: number, host: string): Promise<number> {
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => {
+          const addr = server.address();
+          resolve(typeof addr === "object" && addr ? addr.port : port);
+        });
+      });
+    },
+    /** Graceful stop: terminal clients get 1012 (and re-attach elsewhere), then connections close. */
+    async close(): Promise<void> {
+      await gateway.drain();
+      await gateway.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      await provisioner.close();
+    },
+  };
+}
+export type Api = ReturnType<typeof createApi>;

@@ -1,0 +1,36 @@
+import { hostname } from "node:os";
+import { z } from "zod";
+import { baseEnvSchema, boolish, parseEnv } from "@molecule/shared";
+
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+
+/** The only place the API reads process.env. */
+export const apiEnvSchema = baseEnvSchema.extend({
+  PORT: int(8080, 0),
+  HOST: z.string().default("127.0.0.1"),
+  MOLECULE_NODE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default(`api-${hostname()}-${process.pid}`),
+  /** GET /workspaces/:id without a token answers {id, status} (the tutorial's poll loop). */
+  MOLECULE_PUBLIC_STATUS: boolish.default(true),
+  MOLECULE_BODY_LIMIT_BYTES: int(64 * 1024, 1),
+  /** Workspace creations allowed per org per minute. */
+  MOLECULE_CREATE_RATE_PER_MIN: int(60, 1),
+  /** Comma-separated origins allowed to open a terminal WebSocket (same-origin is always allowed). */
+  MOLECULE_ALLOWED_ORIGINS: z.string().default(""),
+  MOLECULE_CANVAS_DIR: z.string().optional(),
+  MOLECULE_BOOTSTRAP_TOKEN: z.string().optional(),
+  // Terminal
+  MOLECULE_CLAIM_TIMEOUT_MS: int(10_000, 100),
+  MOLECULE_WINDOW_BYTES: int(512 * 1024, 1024),
+  MOLECULE_MAX_FRAME_BYTES: int(1024 * 1024, 1024),
+  MOLECULE_TICKET_TTL_SEC: int(60, 1),
+  /** Per-session input budget; a client sending faster is slowed down (its socket paused), others unaffected. */
+  MOLECULE_INPUT_BYTES_PER_SEC: int(1024 * 1024, 1024),
+  MOLECULE_INPUT_MSGS_PER_SEC: int(2000, 10),
+  MOLECULE_WORKER_LOST_MS: int(3000, 500),
+  MOLECULE_SHUTDOWN_GRACE_MS: int(5000, 0),
+});
+export type ApiEnv = z.infer<typeof apiEnvSchema>;
+
+export function loadApiEnv(env: Record<string, string | undefined> = process.env): ApiEnv {
+  return parseEnv(apiEnvSchema, env);
+}

@@ -1,0 +1,20 @@
+import { randomUUID } from "node:crypto";
+import type { RequestHandler } from "express";
+import type { Logger } from "@molecule/shared";
+
+/** Gives every request an id (X-Request-Id, echoed back) and a child logger; logs one line per response. */
+export function requestContext(log: Logger): RequestHandler {
+  return (req, res, next) => {
+    const incoming = req.headers["x-request-id"];
+    const id = typeof incoming === "string" && /^[A-Za-z0-9_.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
+    const reqLog = log.child({ req_id: id });
+    Object.assign(req, { id, log: reqLog });
+    res.setHeader("X-Request-Id", id);
+    const start = process.hrtime.bigint();
+    res.on("finish", () => {
+      const ms = Number(process.hrtime.bigint() - start) / 1e6;
+      reqLog.info({ method: req.method, url: req.originalUrl, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, "request");
+    });
+    next();
+  };
+}

@@ -1,0 +1,46 @@
+import { z } from "zod";
+import type { schema } from "@molecule/shared";
+
+export const auditJson = z.object({
+  id: z.string(),
+  workspace_id: z.string(),
+  token_id: z.string().nullable(),
+  token_prefix: z.string().nullable(),
+  client_addr: z.string().nullable(),
+  user_agent: z.string().nullable(),
+  worker_id: z.string().nullable(),
+  provider: z.string(),
+  instance_id: z.string().nullable(),
+  os_user: z.string().nullable(),
+  opened_at: z.string(),
+  closed_at: z.string().nullable(),
+  duration_ms: z.number().nullable(),
+  close_reason: z.string().nullable(),
+  exit_code: z.number().nullable(),
+  exit_signal: z.string().nullable(),
+  bytes_in: z.number(),
+  bytes_out: z.number(),
+});
+
+export function toAuditJson(s: typeof schema.terminalSessions.$inferSelect): z.infer<typeof auditJson> {
+  return {
+    id: s.id,
+    workspace_id: s.workspaceId,
+    token_id: s.tokenId,
+    token_prefix: s.tokenPrefix,
+    client_addr: s.clientAddr,
+    user_agent: s.userAgent,
+    worker_id: s.workerId,
+    provider: s.provider,
+    instance_id: s.instanceId,
+    os_user: s.osUser,
+    opened_at: s.openedAt.toISOString(),
+    closed_at: s.closedAt?.toISOString() ?? null,
+    duration_ms: s.closedAt ? s.closedAt.getTime() - s.openedAt.getTime() : null,
+    close_reason: s.closeReason,
+    exit_code: s.exitCode,
+    exit_signal: s.exitSignal,
+    bytes_in: s.bytesIn,
+    bytes_out: s.bytesOut,
+  };
+}

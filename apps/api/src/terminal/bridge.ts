@@ -1,0 +1,441 @@
+import type { WebSocket } from "ws";
+import {
+  CLOSE,
+  clientMessage,
+  decodeOut,
+  encodeControl,
+  encodeInput,
+  readOutput,
+  type ByteRedis,
+  type ControlMessage,
+  type ErrorCode,
+  type Hub,
+  type Logger,
+  type ServerMessage,
+  type SessionEnd,
+  type SessionKeys,
+} from "@molecule/shared";
+import { closeFor } from "./end-mapping.ts";
+
+export type Mode = "v1" | "raw";
+
+export interface BridgeOptions {
+  sessionId: string;
+  workspaceId: string;
+  keys: SessionKeys;
+  mode: Mode;
+  /** First output offset this client needs (0 for a new session). */
+  from: number;
+  cols: number;
+  rows: number;
+  /** New session: wait for the worker's `ready` before `hello`. Re-attach: the worker already runs it. */
+  isNew: boolean;
+  workerId: string | null;
+  /** The session had already ended before this attach (replay what is left, then end). */
+  endedAlready: SessionEnd | null;
+}
+
+export interface BridgeDeps {
+  redis: ByteRedis;
+  hub: Hub;
+  log: Logger;
+  windowBytes: number;
+  claimTimeoutMs: number;
+  inputBytesPerSec: number;
+  inputMsgsPerSec: number;
+  /** The client went away with a close frame: end the shell. */
+  cancel(sessionId: string, reason: "client_closed" | "no_capacity"): Promise<void>;
+  /** The client dropped without a close frame (or this node is draining): the shell lives on for the grace period. */
+  detached(b: TerminalBridge): void;
+  closed(b: TerminalBridge): void;
+  metrics?: { bytesOut(n: number): void; bytesIn(n: number): void; replay(n: number): void; gap(): void };
+}
+
+const READ_CHUNK = 256 * 1024;
+const MAX_PENDING_INPUT = 256 * 1024;
+
+/**
+ * One client WebSocket attached to one terminal session. Forwards live output
+ * while it is contiguous and fills any gap from the replay log by offset; keeps
+ * at most `windowBytes` unacknowledged output in flight to the client (the rest
+ * waits in the worker's paused PTY and the capped log, never in this process).
+ */
+export class TerminalBridge {
+  readonly sessionId: string;
+  readonly workspaceId: string;
+  workerId: string | null;
+  state: "waiting" | "attached" | "closed" = "waiting";
+  /** Next output offset to send to the client. */
+  private next: number;
+  /** Output the client has consumed (v1: acks; raw: written to the socket). */
+  private acked: number;
+  private forwardedAck: number;
+  /** Highest output end offset known to exist (from live messages or the log). */
+  private known: number;
+  private catchingUp = false;
+  private again = false;
+  private pendingEnd: SessionEnd | null;
+  private pendingInput: Buffer[] = [];
+  private pendingInputBytes = 0;
+  private claimTimer: NodeJS.Timeout | null = null;
+  private byteTokens: number;
+  private msgTokens: number;
+  private lastRefill = Date.now();
+  private throttled = false;
+  private closing = false;
+  private readonly onOut = (msg: Buffer) => this.handleOut(msg);
+  private unReconnect: (() => void) | null = null;
+  private cols: number;
+  private rows: number;
+  bytesIn = 0;
+
+  constructor(
+    readonly ws: WebSocket,
+    private readonly o: BridgeOptions,
+    private readonly d: BridgeDeps,
+  ) {
+    this.sessionId = o.sessionId;
+    this.workspaceId = o.workspaceId;
+    this.workerId = o.workerId;
+    this.next = o.from;
+    this.acked = o.from;
+    this.forwardedAck = o.from;
+    this.known = o.from;
+    this.pendingEnd = o.endedAlready;
+    this.cols = o.cols;
+    this.rows = o.rows;
+    this.byteTokens = d.inputBytesPerSec;
+    this.msgTokens = d.inputMsgsPerSec;
+  }
+
+  get log(): Logger {
+    return this.d.log;
+  }
+
+  /** Subscribes before anything else, so no output published from here on is missed. */
+  async start(): Promise<void> {
+    this.ws.on("message", (data, isBinary) => this.handleClient(data as Buffer, isBinary));
+    this.ws.on("close", (code) => this.handleClose(code));
+    this.ws.on("error", (err) => this.d.log.debug({ err }, "client socket error"));
+    await this.d.hub.subscribe(this.o.keys.out, this.onOut);
+    this.unReconnect = this.d.hub.onReconnect(() => this.catchUp());
+    if (this.state === "closed") return;
+    if (this.o.isNew) {
+      this.claimTimer = setTimeout(() => this.claimTimedOut(), this.d.claimTimeoutMs);
+    } else {
+      this.becomeAttached(this.cols, this.rows);
+    }
+  }
+
+  private becomeAttached(cols: number, rows: number): void {
+    if (this.state !== "waiting") return;
+    this.state = "attached";
+    if (this.claimTimer) clearTimeout(this.claimTimer);
+    this.claimTimer = null;
+    this.sendJson({ type: "hello", session: this.sessionId, offset: this.next, cols, rows });
+    for (const b of this.pendingInput) this.publishIn(encodeInput(b));
+    this.pendingInput = [];
+    this.pendingInputBytes = 0;
+    // A re-attach does not know what it missed until it reads the log.
+    this.catchUp();
+  }
+
+  private claimTimedOut(): void {
+    if (this.state !== "waiting") return;
+    void this.d.cancel(this.sessionId, "no_capacity").catch(() => {});
+    this.finish({ reason: "no_capacity", offset: this.next });
+  }
+
+  // ---- output: worker -> client -------------------------------------------------------
+
+  private handleOut(msg: Buffer): void {
+    const m = decodeOut(msg);
+    if (!m || this.state === "closed") return;
+    if (m.kind === "event") {
+      const ev = m.event;
+      if (ev.kind === "ready") {
+        this.workerId = ev.workerId;
+        this.becomeAttached(ev.cols, ev.rows);
+      } else {
+        this.pendingEnd = ev.end;
+        this.known = Math.max(this.known, ev.end.offset);
+        if (this.state === "waiting") this.state = "attached";
+        this.maybeFinish();
+      }
+      return;
+    }
+    const end = m.offset + m.chunk.length;
+    if (end > this.known) this.known = end;
+    if (this.state !== "attached" || this.catchingUp) {
+      this.again = true;
+      return;
+    }
+    if (m.offset > this.next) {
+      // A publish we never saw: fetch the missing bytes from the log.
+      this.catchUp();
+      return;
+    }
+    if (end <= this.next) return;
+    this.sendOutput(m.chunk.subarray(this.next - m.offset));
+    if (this.next < this.known) this.catchUp();
+    else this.maybeFinish();
+  }
+
+  private room(): number {
+    return this.d.windowBytes - (this.next - this.acked);
+  }
+
+  /** Sends as much of `chunk` (which starts at `next`) as the window allows; the rest stays in the log. */
+  private sendOutput(chunk: Buffer): void {
+    const room = this.room();
+    if (room <= 0 || this.ws.readyState !== this.ws.OPEN) return;
+    const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    const endOffset = this.next + part.length;
+    this.next = endOffset;
+    this.d.metrics?.bytesOut(part.length);
+    if (this.o.mode === "raw") {
+      // Raw clients cannot ack: bytes count as consumed once the socket took them.
+      this.ws.send(part, { binary: true }, () => this.consumed(endOffset));
+    } else {
+      this.ws.send(part, { binary: true });
+    }
+  }
+
+  private consumed(offset: number): void {
+    if (offset <= this.acked || offset > this.next) return;
+    const wasBlocked = this.room() <= 0;
+    this.acked = offset;
+    this.forwardAck();
+    if ((wasBlocked || this.next < this.known) && this.room() > 0) this.catchUp();
+    else this.maybeFinish();
+  }
+
+  /** Tells the worker what the client consumed, so it pauses or resumes the PTY (not on every ack). */
+  private forwardAck(): void {
+    const delta = this.acked - this.forwardedAck;
+    if (delta <= 0) return;
+    if (delta >= this.d.windowBytes / 8 || this.acked >= this.known) {
+      this.forwardedAck = this.acked;
+      this.publishIn(encodeControl({ t: "ack", offset: this.acked }));
+    }
+  }
+
+  /** Reads the log from `next` until caught up with everything known, or the window is full. */
+  catchUp(): void {
+    if (this.state !== "attached") return;
+    if (this.catchingUp) {
+      this.again = true;
+      return;
+    }
+    this.catchingUp = true;
+    void this.runCatchUp()
+      .catch((err) => this.d.log.warn({ err }, "replay from log failed"))
+      .finally(() => {
+        this.catchingUp = false;
+        if (this.state === "attached" && this.again && this.next < this.known && this.room() > 0) {
+          setImmediate(() => this.catchUp());
+        } else {
+          this.maybeFinish();
+        }
+      });
+  }
+
+  private async runCatchUp(): Promise<void> {
+    for (;;) {
+      this.again = false;
+      const room = this.room();
+      if (this.state !== "attached" || room <= 0) return;
+      const r = await readOutput(this.d.redis, this.o.keys.log, this.next, Math.min(room, READ_CHUNK));
+      if (r.lastEnd !== null && r.lastEnd > this.known) this.known = r.lastEnd;
+      if (r.firstStart !== null && r.firstStart > this.next) {
+        this.sendGap(r.firstStart);
+        continue;
+      }
+      let progressed = false;
+      for (const c of r.chunks) {
+        if (this.room() <= 0) break;
+        if (c.offset > this.next) this.sendGap(c.offset);
+        const end = c.offset + c.chunk.length;
+        if (end <= this.next) continue;
+        const before = this.next;
+        this.sendOutput(c.chunk.subarray(this.next - c.offset));
+        this.d.metrics?.replay(this.next - before);
+        progressed = true;
+      }
+      if (!progressed) {
+        // Bytes announced live but absent from the log (e.g. Redis lost them in a restart).
+        if (this.next < this.known && !this.again && r.chunks.length === 0) this.sendGap(this.known);
+        if (!this.again) return;
+      }
+    }
+  }
+
+  private sendGap(to: number): void {
+    if (to <= this.next) return;
+    this.d.metrics?.gap();
+    if (this.o.mode === "v1") this.sendJson({ type: "gap", from: this.next, to });
+    this.d.log.warn({ from: this.next, to }, "output gap: older than the replay window");
+    this.next = to;
+    if (this.acked < to - this.d.windowBytes) this.acked = to - this.d.windowBytes;
+    this.known = Math.max(this.known, to);
+  }
+
+  private maybeFinish(): void {
+    const end = this.pendingEnd;
+    if (!end || this.state === "closed" || this.state === "waiting") return;
+    if (this.next >= end.offset || this.ws.readyState !== this.ws.OPEN) {
+      this.finish(end);
+    } else if (!this.catchingUp && this.room() > 0) {
+      this.catchUp();
+    }
+  }
+
+  /** Ends this connection as the protocol says for `end`. */
+  finish(end: SessionEnd): void {
+    if (this.state === "closed") return;
+    const spec = closeFor(end);
+    if (end.reason === "exit") {
+      this.sendJson({ type: "exit", code: end.code ?? null, signal: end.signal ?? null });
+    } else if (spec.error) {
+      this.sendError(spec.error, spec.message);
+    }
+    this.closeWith(spec.close, spec.error ?? "");
+  }
+
+  /** This node is shutting down: the client re-attaches elsewhere with session and offset. */
+  drain(): void {
+    if (this.state === "closed") return;
+    this.sendError("restarting", "this API node is restarting; re-attach with session and offset");
+    this.closeWith(CLOSE.restarting, "restarting");
+    this.d.detached(this);
+  }
+
+  private closeWith(code: number, reason: string): void {
+    this.closing = true;
+    this.cleanup();
+    if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) {
+      this.ws.close(code, reason.slice(0, 120));
+      // A client that never answers the close handshake must not hold the socket.
+      setTimeout(() => this.ws.terminate(), 5000).unref();
+    }
+  }
+
+  private cleanup(): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    if (this.claimTimer) clearTimeout(this.claimTimer);
+    this.unReconnect?.();
+    void this.d.hub.unsubscribe(this.o.keys.out, this.onOut);
+    this.d.closed(this);
+  }
+
+  private handleClose(code: number): void {
+    if (this.closing || this.state === "closed") return;
+    this.closing = true;
+    if (code === 1006) {
+      // No close frame: network loss. The shell lives on for the grace period.
+      this.d.detached(this);
+    } else {
+      void this.d.cancel(this.sessionId, "client_closed").catch((err) => this.d.log.warn({ err }, "cancel failed"));
+    }
+    this.cleanup();
+  }
+
+  // ---- input: client -> worker ----------------------------------------------------------
+
+  private handleClient(data: Buffer, isBinary: boolean): void {
+    if (this.state === "closed") return;
+    this.throttle(data.length);
+    if (this.o.mode === "raw" || isBinary) {
+      this.input(data);
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(data.toString("utf8"));
+    } catch {
+      this.sendError("bad_message", "text frames must be one JSON object");
+      return;
+    }
+    const r = clientMessage.safeParse(parsed);
+    if (!r.success) {
+      const type = (parsed as { type?: unknown } | null)?.type;
+      const known = type === "resize" || type === "ack" || type === "ping";
+      const issue = r.error.issues[0];
+      this.sendError(
+        "bad_message",
+        known ? `invalid ${String(type)}: ${issue?.path.join(".")} ${issue?.message}` : `unknown message type: ${JSON.stringify(type ?? null)}`,
+      );
+      return;
+    }
+    const msg = r.data;
+    switch (msg.type) {
+      case "ping":
+        this.sendJson({ type: "pong" });
+        return;
+      case "resize":
+        this.cols = msg.cols;
+        this.rows = msg.rows;
+        this.control({ t: "resize", cols: msg.cols, rows: msg.rows });
+        return;
+      case "ack":
+        this.consumed(Math.min(msg.offset, this.next));
+        return;
+    }
+  }
+
+  private input(data: Buffer): void {
+    if (data.length === 0) return;
+    this.bytesIn += data.length;
+    this.d.metrics?.bytesIn(data.length);
+    if (this.state === "waiting") {
+      // Typed before the shell is up: keep it (bounded) and send it once the worker is ready.
+      if (this.pendingInputBytes + data.length > MAX_PENDING_INPUT) return;
+      this.pendingInput.push(Buffer.from(data));
+      this.pendingInputBytes += data.length;
+      return;
+    }
+    this.publishIn(encodeInput(data));
+  }
+
+  private control(c: ControlMessage): void {
+    if (this.state === "waiting") return;
+    this.publishIn(encodeControl(c));
+  }
+
+  private publishIn(payload: Buffer): void {
+    this.d.redis.publish(this.o.keys.in, payload).catch((err) => this.d.log.warn({ err }, "input publish failed"));
+  }
+
+  /** Token buckets for bytes and messages: a flooding client has its socket paused, others are unaffected. */
+  private throttle(bytes: number): void {
+    const now = Date.now();
+    const dt = (now - this.lastRefill) / 1000;
+    this.lastRefill = now;
+    this.byteTokens = Math.min(this.d.inputBytesPerSec, this.byteTokens + dt * this.d.inputBytesPerSec);
+    this.msgTokens = Math.min(this.d.inputMsgsPerSec, this.msgTokens + dt * this.d.inputMsgsPerSec);
+    this.byteTokens -= bytes;
+    this.msgTokens -= 1;
+    if (this.throttled || (this.byteTokens >= 0 && this.msgTokens >= 0)) return;
+    const wait = Math.max(-this.byteTokens / this.d.inputBytesPerSec, -this.msgTokens / this.d.inputMsgsPerSec) * 1000;
+    this.throttled = true;
+    this.ws.pause();
+    setTimeout(() => {
+      this.throttled = false;
+      if (this.state !== "closed") this.ws.resume();
+    }, Math.ceil(wait)).unref();
+  }
+
+  // ---- framing ---------------------------------------------------------------------------
+
+  private sendJson(m: ServerMessage): void {
+    if (this.o.mode !== "v1" || this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(JSON.stringify(m));
+  }
+
+  sendError(code: ErrorCode | "restarting", message: string): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (this.o.mode === "v1") this.ws.send(JSON.stringify({ type: "error", code, message }));
+    else if (code !== "bad_message") this.ws.send(`Error: ${message}\r\n`);
+  }
+}

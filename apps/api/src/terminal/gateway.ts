@@ -1,0 +1,432 @@
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { Queue } from "bullmq";
+import { and, eq, isNull, lt, sql } from "drizzle-orm";
+import { WebSocketServer, type WebSocket } from "ws";
+import {
+  AppError,
+  BadRequestError,
+  CLOSE,
+  ForbiddenError,
+  NotFoundError,
+  SUBPROTOCOL_V1,
+  TERMINAL_QUEUE,
+  UnauthorizedError,
+  UnavailableError,
+  bullPrefix,
+  encodeControl,
+  isUuid,
+  schema,
+  sessionKeys,
+  terminalQuery,
+  workerAliveKey,
+  type ByteRedis,
+  type Db,
+  type EndReason,
+  type Hub,
+  type Logger,
+  type SessionEnd,
+  type TerminalJob,
+} from "@molecule/shared";
+import type { Authenticator, Principal } from "../auth.ts";
+import { bearerToken } from "../auth.ts";
+import { toAppError, validationError } from "../error-handler.ts";
+import { loadOwned } from "../routes/workspaces.ts";
+import { TerminalBridge, type BridgeDeps, type Mode } from "./bridge.ts";
+import type { Tickets } from "./tickets.ts";
+
+export interface GatewayConfig {
+  ns: string;
+  nodeId: string;
+  windowBytes: number;
+  maxFrameBytes: number;
+  claimTimeoutMs: number;
+  inputBytesPerSec: number;
+  inputMsgsPerSec: number;
+  workerLostMs: number;
+  allowedOrigins: string[];
+}
+
+export interface GatewayDeps {
+  db: Db;
+  redis: ByteRedis;
+  hub: Hub;
+  auth: Authenticator;
+  tickets: Tickets;
+  log: Logger;
+  config: GatewayConfig;
+  metrics?: BridgeDeps["metrics"] & { opened(ms: number): void; closed(reason: string): void; active(n: number): void };
+}
+
+const PATH_RE = /^\/workspaces\/([^/]+)\/terminal\/?$/;
+const VIEWER_TTL_MS = 6000;
+const VIEWER_REFRESH_MS = 2000;
+const WATCH_MS = 500;
+const ENDED_TTL_MS = 3600_000;
+
+/** Writes an HTTP error on a socket that has not been upgraded: the same JSON body as the REST API. */
+function refuse(socket: Duplex, err: AppError): void {
+  const body = JSON.stringify(err.toJSON());
+  const reason = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable" }[err.status] ?? "Error";
+  socket.end(
+    `HTTP/1.1 ${err.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * The terminal WebSocket endpoint of one API node: authenticates before the
+ * upgrade, creates or re-attaches sessions, and watches the workers of the
+ * sessions it holds (worker_lost) while telling workers a viewer is attached.
+ */
+export function createTerminalGateway(d: GatewayDeps) {
+  const c = d.config;
+  const queue = new Queue<TerminalJob>(TERMINAL_QUEUE, { connection: d.redis, prefix: bullPrefix(c.ns) });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: c.maxFrameBytes,
+    perMessageDeflate: false,
+    handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL_V1) ? SUBPROTOCOL_V1 : false),
+  });
+  const bridges = new Set<TerminalBridge>();
+  let draining = false;
+
+  const bridgeDeps: BridgeDeps = {
+    redis: d.redis,
+    hub: d.hub,
+    log: d.log,
+    windowBytes: c.windowBytes,
+    claimTimeoutMs: c.claimTimeoutMs,
+    inputBytesPerSec: c.inputBytesPerSec,
+    inputMsgsPerSec: c.inputMsgsPerSec,
+    metrics: d.metrics,
+    cancel: (sessionId, reason) => cancelSession(sessionId, reason),
+    detached: (b) => {
+      // Start the orphan grace period now rather than when the viewer key expires.
+      if (!draining) void d.redis.del(sessionKeys(c.ns, b.sessionId).viewer).catch(() => {});
+    },
+    closed: (b) => {
+      bridges.delete(b);
+      d.metrics?.active(bridges.size);
+    },
+  };
+
+  async function cancelSession(sessionId: string, reason: EndReason): Promise<void> {
+    const k = sessionKeys(c.ns, sessionId);
+    // Key first, then the message: a worker that (re)subscribes or claims later still sees it.
+    await d.redis.set(k.cancel, reason, "PX", ENDED_TTL_MS);
+    await d.redis.publish(k.in, encodeControl({ t: "cancel", reason }));
+    if (reason === "client_closed" || reason === "no_capacity") {
+      // Not claimed yet: take the job back so it does not occupy a worker; close its audit row here.
+      const removed = await queue.remove(sessionId).catch(() => 0);
+      if (removed) await closeAudit(sessionId, reason);
+    }
+  }
+
+  async function closeAudit(sessionId: string, reason: EndReason): Promise<void> {
+    await d.db
+      .update(schema.terminalSessions)
+      .set({ closedAt: sql`now()` as unknown as Date, closeReason: reason })
+      .where(and(eq(schema.terminalSessions.id, sessionId), isNull(schema.terminalSessions.closedAt)));
+  }
+
+  function originAllowed(req: IncomingMessage): boolean {
+    const origin = req.headers.origin;
+    if (origin === undefined) return true;
+    if (c.allowedOrigins.includes(origin) || c.allowedOrigins.includes("*")) return true;
+    try {
+      return new URL(origin).host === req.headers.host;
+    } catch {
+      return false;
+    }
+  }
+
+  async function authenticate(req: IncomingMessage, workspaceId: string, ticket: string | undefined): Promise<Principal> {
+    const token = bearerToken(req.headers.authorization);
+    if (token !== undefined) return d.auth.authenticate(token);
+    if (ticket !== undefined) {
+      const p = await d.tickets.consume(ticket, workspaceId);
+      if (!p) throw new UnauthorizedError("invalid, expired or already used ticket");
+      return p;
+    }
+    throw new UnauthorizedError("a bearer token or a ticket is required");
+  }
+
+  /** The HTTP server's `upgrade` handler. */
+  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const t0 = performance.now();
+    socket.on("error", () => {});
+    try {
+      const url = new URL(req.url ?? "/", "http://x");
+      const m = PATH_RE.exec(url.pathname);
+      if (!m) throw new NotFoundError("route");
+      const workspaceId = m[1]!;
+      if (!isUuid(workspaceId)) throw new BadRequestError("workspace id must be a UUID", [{ field: "id" }], "bad_id");
+      if (!originAllowed(req)) throw new ForbiddenError(`origin ${req.headers.origin} is not allowed`);
+      if (draining) throw new UnavailableError("this API node is shutting down");
+      const q = terminalQuery.safeParse(Object.fromEntries(url.searchParams));
+      if (!q.success) throw validationError(q.error, "terminal query");
+      const p = await authenticate(req, workspaceId, q.data.ticket);
+      const ws = await loadOwned(d.db, p, workspaceId);
+      wss.handleUpgrade(req, socket, head, (sock) => {
+        patchOversizeClose(sock);
+        const mode: Mode = sock.protocol === SUBPROTOCOL_V1 ? "v1" : "raw";
+        void open(sock, mode, req, p, ws, q.data, t0).catch((err) => {
+          d.log.error({ err }, "terminal open failed");
+          if (sock.readyState === sock.OPEN) sock.close(CLOSE.internal, "internal");
+        });
+      });
+    } catch (err) {
+      const e = toAppError(err);
+      if (e.status >= 500) d.log.error({ err }, "terminal upgrade failed");
+      refuse(socket, e);
+    }
+  }
+
+  /** ws closes an oversized frame with 1009; the protocol says 1008 with a `policy` error first. */
+  function patchOversizeClose(sock: WebSocket): void {
+    const close = sock.close.bind(sock);
+    sock.close = (code?: number, reason?: string | Buffer) => {
+      if (code === 1009) {
+        if (sock.protocol === SUBPROTOCOL_V1) {
+          sock.send(JSON.stringify({ type: "error", code: "policy", message: `frame larger than ${c.maxFrameBytes} bytes` }));
+        } else {
+          sock.send(`Error: frame larger than ${c.maxFrameBytes} bytes\r\n`);
+        }
+        return close(CLOSE.policy, "frame too large");
+      }
+      return close(code, reason);
+    };
+  }
+
+  function failEarly(sock: WebSocket, mode: Mode, code: keyof typeof CLOSE, message: string): void {
+    if (mode === "v1") sock.send(JSON.stringify({ type: "error", code, message }));
+    else sock.send(`Error: ${message}\r\n`);
+    sock.close(CLOSE[code], code);
+  }
+
+  async function open(
+    sock: WebSocket,
+    mode: Mode,
+    req: IncomingMessage,
+    p: Principal,
+    ws: typeof schema.workspaces.$inferSelect,
+    q: { cols: number; rows: number; session?: string; offset?: number },
+    t0: number,
+  ): Promise<void> {
+    if (q.session !== undefined) return reattach(sock, mode, p, ws, q.session, q.offset ?? 0);
+    if (ws.status !== "ready") {
+      return failEarly(sock, mode, "not_ready", `the workspace is ${ws.status}, not ready`);
+    }
+    const sessionId = randomUUID();
+    const k = sessionKeys(c.ns, sessionId);
+    const bridge = new TerminalBridge(
+      sock,
+      { sessionId, workspaceId: ws.id, keys: k, mode, from: 0, cols: q.cols, rows: q.rows, isNew: true, workerId: null, endedAlready: null },
+      { ...bridgeDeps, log: d.log.child({ session_id: sessionId, workspace_id: ws.id }) },
+    );
+    bridges.add(bridge);
+    d.metrics?.active(bridges.size);
+    await bridge.start();
+    const now = Date.now();
+    await d.redis
+      .multi()
+      .hset(k.meta, { ws: ws.id, org: p.orgId, cols: q.cols, rows: q.rows, state: "pending", created: now })
+      .pexpire(k.meta, ENDED_TTL_MS * 24)
+      .set(k.viewer, c.nodeId, "PX", VIEWER_TTL_MS)
+      .exec();
+    await d.db.insert(schema.terminalSessions).values({
+      id: sessionId,
+      orgId: p.orgId,
+      workspaceId: ws.id,
+      tokenId: p.tokenId,
+      tokenPrefix: p.tokenPrefix,
+      clientAddr: clientAddress(req),
+      userAgent: req.headers["user-agent"]?.slice(0, 512) ?? null,
+      provider: ws.provider,
+      instanceId: ws.instanceId,
+    });
+    await queue.add(
+      "session",
+      {
+        sessionId,
+        workspaceId: ws.id,
+        orgId: p.orgId,
+        cols: q.cols,
+        rows: q.rows,
+        claimDeadline: now + c.claimTimeoutMs,
+        windowBytes: c.windowBytes,
+        provider: ws.provider as TerminalJob["provider"],
+        instanceId: ws.instanceId,
+      },
+      { jobId: sessionId, attempts: 1, removeOnComplete: true, removeOnFail: { age: 3600 } },
+    );
+    bridge.log.info({ mode, open_ms: Math.round(performance.now() - t0) }, "terminal session requested");
+  }
+
+  async function reattach(sock: WebSocket, mode: Mode, p: Principal, ws: typeof schema.workspaces.$inferSelect, session: string, offset: number): Promise<void> {
+    const notFound = () => failEarly(sock, mode, "session_not_found", "no such session for this workspace (unknown, expired or ended)");
+    if (!isUuid(session)) return notFound();
+    const k = sessionKeys(c.ns, session);
+    const meta = await d.redis.hgetall(k.meta);
+    if (meta.ws !== ws.id || meta.org !== p.orgId) return notFound();
+    let ended: SessionEnd | null = null;
+    if (meta.end) {
+      try {
+        ended = JSON.parse(meta.end) as SessionEnd;
+      } catch {
+        ended = null;
+      }
+    }
+    const bridge = new TerminalBridge(
+      sock,
+      {
+        sessionId: session,
+        workspaceId: ws.id,
+        keys: k,
+        mode,
+        from: offset,
+        cols: Number(meta.cols) || 80,
+        rows: Number(meta.rows) || 24,
+        isNew: meta.state === "pending",
+        workerId: meta.worker ?? null,
+        endedAlready: ended,
+      },
+      { ...bridgeDeps, log: d.log.child({ session_id: session, workspace_id: ws.id }) },
+    );
+    bridges.add(bridge);
+    d.metrics?.active(bridges.size);
+    await d.redis.set(k.viewer, c.nodeId, "PX", VIEWER_TTL_MS);
+    await bridge.start();
+    bridge.log.info({ mode, offset }, "terminal re-attached");
+  }
+
+  // ---- watchdog: viewer heartbeats out, worker heartbeats in ------------------------------
+
+  const missingSince = new Map<string, number>();
+  let lastViewerRefresh = 0;
+  let watching = false;
+  const watch = setInterval(() => {
+    if (watching) return;
+    watching = true;
+    void watchOnce()
+      .catch((err) => d.log.debug({ err }, "watchdog round failed"))
+      .finally(() => {
+        watching = false;
+      });
+  }, WATCH_MS);
+  watch.unref();
+
+  async function watchOnce(): Promise<void> {
+    if (bridges.size === 0) return;
+    const now = Date.now();
+    const live = [...bridges].filter((b) => b.state !== "closed");
+    if (now - lastViewerRefresh >= VIEWER_REFRESH_MS && !draining) {
+      lastViewerRefresh = now;
+      const pipe = d.redis.pipeline();
+      for (const b of live) pipe.set(sessionKeys(c.ns, b.sessionId).viewer, c.nodeId, "PX", VIEWER_TTL_MS);
+      await pipe.exec();
+    }
+    const workers = [...new Set(live.filter((b) => b.state === "attached" && b.workerId).map((b) => b.workerId!))];
+    if (workers.length === 0) return;
+    const pipe = d.redis.pipeline();
+    for (const w of workers) pipe.exists(workerAliveKey(c.ns, w));
+    const res = (await pipe.exec()) ?? [];
+    workers.forEach((w, i) => {
+      const [err, n] = res[i] ?? [new Error("no reply"), 0];
+      if (err) return;
+      if (n === 1) {
+        missingSince.delete(w);
+        return;
+      }
+      const since = missingSince.get(w) ?? now;
+      missingSince.set(w, since);
+      if (now - since >= c.workerLostMs) {
+        missingSince.delete(w);
+        void workerLost(w, live.filter((b) => b.workerId === w));
+      }
+    });
+  }
+
+  async function workerLost(workerId: string, lost: TerminalBridge[]): Promise<void> {
+    d.log.warn({ worker_id: workerId, sessions: lost.length }, "terminal worker lost");
+    for (const b of lost) {
+      b.finish({ reason: "worker_lost", offset: 0 });
+      await cancelSession(b.sessionId, "worker_lost").catch(() => {});
+      await closeAudit(b.sessionId, "worker_lost").catch(() => {});
+    }
+  }
+
+  /**
+   * Closes audit rows nobody else will close: sessions whose worker died while no
+   * node watched them, and sessions never claimed. Idempotent; any node may run it.
+   */
+  async function sweep(): Promise<number> {
+    const rows = await d.db
+      .select({ id: schema.terminalSessions.id, workerId: schema.terminalSessions.workerId })
+      .from(schema.terminalSessions)
+      .where(
+        and(
+          isNull(schema.terminalSessions.closedAt),
+          lt(schema.terminalSessions.openedAt, new Date(Date.now() - c.claimTimeoutMs - 5000)),
+        ),
+      )
+      .limit(500);
+    let closed = 0;
+    for (const r of rows) {
+      if (r.workerId === null) {
+        const state = await d.redis.hget(sessionKeys(c.ns, r.id).meta, "state");
+        if (state === "pending" || state === null) {
+          await closeAudit(r.id, "no_capacity");
+          closed++;
+        }
+      } else if (!(await d.redis.exists(workerAliveKey(c.ns, r.workerId)))) {
+        await closeAudit(r.id, "worker_lost");
+        closed++;
+      }
+    }
+    return closed;
+  }
+  const sweeper = setInterval(() => void sweep().catch(() => {}), 10_000);
+  sweeper.unref();
+
+  /** Ends every session of a workspace (it is being deleted or restarted). */
+  async function endWorkspaceSessions(workspaceId: string): Promise<void> {
+    const rows = await d.db
+      .select({ id: schema.terminalSessions.id })
+      .from(schema.terminalSessions)
+      .where(and(eq(schema.terminalSessions.workspaceId, workspaceId), isNull(schema.terminalSessions.closedAt)));
+    await Promise.all(rows.map((r) => cancelSession(r.id, "workspace_deleted")));
+  }
+
+  return {
+    handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void handleUpgrade(req, socket, head),
+    endWorkspaceSessions,
+    sweep,
+    get sessions() {
+      return bridges.size;
+    },
+    isDraining: () => draining,
+    /** Graceful shutdown: every client gets 1012 and re-attaches to the same shell through another node. */
+    async drain(): Promise<void> {
+      draining = true;
+      for (const b of [...bridges]) b.drain();
+    },
+    async close(): Promise<void> {
+      clearInterval(watch);
+      clearInterval(sweeper);
+      for (const b of [...bridges]) b.drain();
+      for (const s of wss.clients) s.terminate();
+      wss.close();
+      await queue.close();
+    },
+  };
+}
+export type TerminalGateway = ReturnType<typeof createTerminalGateway>;
+
+function clientAddress(req: IncomingMessage): string | null {
+  // Behind our load balancer the client is in X-Forwarded-For (first hop); otherwise the peer.
+  const xff = req.headers["x-forwarded-for"];
+  const first = typeof xff === "string" ? xff.split(",")[0]?.trim() : undefined;
+  return (first || req.socket.remoteAddress) ?? null;
+}

@@ -1,0 +1,67 @@
+import * as pty from "node-pty";
+import { createDb, createLogger, createRedis, migrateDatabase } from "@molecule/shared";
+import { loadWorkerEnv } from "./env.ts";
+import { bwrapAvailable, createLocalProvider } from "./providers/index.ts";
+import { createWorker } from "./worker.ts";
+
+const env = loadWorkerEnv();
+const log = createLogger("terminal-worker", env.LOG_LEVEL).child({ worker_id: env.MOLECULE_WORKER_ID });
+
+await migrateDatabase(env.DATABASE_URL);
+const db = createDb(env.DATABASE_URL);
+const redis = createRedis(env.REDIS_URL, { connectionName: `${env.MOLECULE_WORKER_ID}:cmd` });
+const sub = createRedis(env.REDIS_URL, { connectionName: `${env.MOLECULE_WORKER_ID}:sub` });
+for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
+  r.on("error", (err) => log.warn({ err: err.message, conn: name }, "redis connection error"));
+}
+
+const local = createLocalProvider({
+  root: env.MOLECULE_SANDBOX_ROOT,
+  bwrap: env.MOLECULE_SANDBOX_BWRAP,
+  shell: env.MOLECULE_SHELL,
+  provisionDelayMs: env.MOLECULE_LOCAL_PROVISION_DELAY_MS,
+});
+if (env.MOLECULE_SANDBOX_BWRAP !== "off" && !bwrapAvailable()) {
+  log.warn("bubblewrap is not usable: local shells run as plain child processes (whoami is this worker's user)");
+}
+
+const worker = createWorker({
+  config: {
+    ns: env.MOLECULE_REDIS_PREFIX,
+    workerId: env.MOLECULE_WORKER_ID,
+    capacity: env.MOLECULE_WORKER_CAPACITY,
+    provisionConcurrency: env.MOLECULE_PROVISION_CONCURRENCY,
+    provisionLockMs: env.MOLECULE_PROVISION_LOCK_MS,
+    provisionTimeoutMs: env.MOLECULE_PROVISION_TIMEOUT_MS,
+    replayWindowBytes: env.MOLECULE_REPLAY_WINDOW_BYTES,
+    orphanGraceMs: env.MOLECULE_ORPHAN_GRACE_MS,
+    idleTimeoutMs: env.MOLECULE_IDLE_TIMEOUT_MS,
+    maxSessionMs: env.MOLECULE_MAX_SESSION_MS,
+    drainTimeoutMs: env.MOLECULE_DRAIN_TIMEOUT_MS,
+    terminal: env.MOLECULE_TERMINAL_ENABLED,
+    provisioning: env.MOLECULE_PROVISIONING_ENABLED,
+  },
+  db,
+  redis,
+  sub,
+  log,
+  providers: { local },
+  spawn: pty.spawn as never,
+});
+await worker.start();
+log.info({ capacity: env.MOLECULE_WORKER_CAPACITY }, "terminal-worker ready");
+process.stdout.write(`${JSON.stringify({ event: "ready", worker_id: env.MOLECULE_WORKER_ID, pid: process.pid })}\n`);
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal, drain_ms: env.MOLECULE_DRAIN_TIMEOUT_MS }, "shutting down: no new sessions; draining");
+  const hard = setTimeout(() => process.exit(1), env.MOLECULE_DRAIN_TIMEOUT_MS + 10_000);
+  hard.unref();
+  await worker.close().catch((err) => log.error({ err }, "close failed"));
+  await Promise.allSettled([db.close(), redis.quit(), sub.quit()]);
+  process.exit(0);
+}
+process.on("SIGTERM", () => void stop("SIGTERM"));
+process.on("SIGINT", () => void stop("SIGINT"));

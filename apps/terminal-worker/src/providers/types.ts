@@ -1,0 +1,61 @@
+import type { ProviderName, schema } from "@molecule/shared";
+
+export type WorkspaceRow = typeof schema.workspaces.$inferSelect;
+
+/** What a PTY runs: always an argv array, never a shell string with user data in it. */
+export interface ShellCommand {
+  file: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd?: string;
+  /** Audit fields known only to the provider (instance, OS user). */
+  audit?: { instanceId?: string | null; osUser?: string | null };
+  /** Runs after the shell is gone (e.g. delete an ephemeral key). */
+  cleanup?: () => Promise<void>;
+}
+
+export interface TerminalContext {
+  sessionId: string;
+  workspaceId: string;
+  orgId: string;
+  instanceId: string | null;
+  cols: number;
+  rows: number;
+}
+
+export interface ProvisionContext {
+  /** Persist the instance id the moment the provider has one, so a crash can still find it. */
+  recordInstanceId(id: string): Promise<void>;
+}
+
+export interface Provider {
+  readonly name: ProviderName;
+  create(ws: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId?: string | null }>;
+  /** Re-provision (e.g. replace the instance); without it, restart re-runs the idempotent create. */
+  restart?(ws: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId?: string | null }>;
+  destroy(ws: WorkspaceRow): Promise<void>;
+  terminalCommand(ctx: TerminalContext): Promise<ShellCommand>;
+}
+
+/** A provider failure. Transient ones are retried with backoff; permanent ones fail the workspace with `message`. */
+export class ProviderError extends Error {
+  constructor(
+    message: string,
+    readonly transient: boolean,
+    readonly code = "provider_error",
+  ) {
+    super(message);
+    this.name = "ProviderError";
+  }
+}
+
+/** The terminal cannot open for a reason the user can act on (maps to a protocol close code). */
+export class TerminalUnavailableError extends Error {
+  constructor(
+    readonly reason: "eic_wiring_incomplete" | "not_ready",
+    message: string,
+  ) {
+    super(message);
+    this.name = "TerminalUnavailableError";
+  }
+}

@@ -1,0 +1,125 @@
+import { UnrecoverableError, Worker, type Job } from "bullmq";
+import type { Redis } from "ioredis";
+import { and, inArray, lt } from "drizzle-orm";
+import {
+  PROVISION_QUEUE,
+  bullPrefix,
+  getWorkspace,
+  provisionJob,
+  schema,
+  setInstanceId,
+  transitionWorkspace,
+  type Db,
+  type Logger,
+  type ProvisionJob,
+} from "@molecule/shared";
+import { ProviderError, providerFor, type ProviderRegistry, type WorkspaceRow } from "./providers/index.ts";
+
+export interface ProvisioningDeps {
+  db: Db;
+  redis: Redis;
+  ns: string;
+  log: Logger;
+  providers: ProviderRegistry;
+  concurrency: number;
+  lockMs: number;
+  timeoutMs: number;
+}
+
+/**
+ * Runs `provision` jobs. Every step is idempotent and every status change is a
+ * conditional transition, so a retried job, a crash mid-way or a delete racing a
+ * create never leaves a half-made workspace or a wrong status.
+ */
+export function createProvisioningWorker(d: ProvisioningDeps) {
+  async function recordInstance(id: string, instanceId: string) {
+    await setInstanceId(d.db, id, instanceId);
+  }
+
+  async function provision(ws: WorkspaceRow, job: Job<ProvisionJob>, log: Logger): Promise<void> {
+    const provider = providerFor(d.providers, ws.provider);
+    const during = ws.status as "provisioning" | "restarting";
+    const ctx = { recordInstanceId: (iid: string) => recordInstance(ws.id, iid) };
+    try {
+      const res = job.data.action === "restart" && provider.restart ? await provider.restart(ws, ctx) : await provider.create(ws, ctx);
+      const ready = await transitionWorkspace(d.db, ws.id, "ready", { from: [during], instanceId: res.instanceId ?? undefined });
+      if (!ready) {
+        // Deleted (or timed out) while we were creating: undo what we made.
+        const now = await getWorkspace(d.db, ws.id);
+        log.info({ status: now?.status }, "workspace changed during provisioning; cleaning up");
+        if (now && (now.status === "removing" || now.status === "removed")) await provider.destroy(now);
+        return;
+      }
+      log.info("workspace ready");
+    } catch (err) {
+      const transient = err instanceof ProviderError ? err.transient : true;
+      const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      if (transient && !last) throw err;
+      const message = err instanceof ProviderError ? err.message : `provisioning failed: ${(err as Error).message}`;
+      await transitionWorkspace(d.db, ws.id, "failed", { from: [during], message });
+      log.warn({ err: (err as Error).message }, "workspace failed");
+      throw new UnrecoverableError(message);
+    }
+  }
+
+  async function process(job: Job<ProvisionJob>): Promise<void> {
+    const data = provisionJob.parse(job.data);
+    const log = d.log.child({ workspace_id: data.workspaceId, action: data.action, job_id: job.id });
+    const ws = await getWorkspace(d.db, data.workspaceId);
+    if (!ws) return;
+    if (data.action === "destroy") {
+      if (ws.status === "removed") return;
+      await providerFor(d.providers, ws.provider).destroy(ws);
+      await transitionWorkspace(d.db, ws.id, "removed");
+      log.info("workspace removed");
+      return;
+    }
+    const expected = data.action === "create" ? "provisioning" : "restarting";
+    if (ws.status !== expected) {
+      log.info({ status: ws.status }, "nothing to do: workspace is no longer " + expected);
+      return;
+    }
+    await provision(ws, job, log);
+  }
+
+  const worker = new Worker<ProvisionJob>(PROVISION_QUEUE, process, {
+    connection: d.redis,
+    prefix: bullPrefix(d.ns),
+    concurrency: d.concurrency,
+    lockDuration: d.lockMs,
+    stalledInterval: Math.max(1000, Math.floor(d.lockMs / 2)),
+    // A job whose worker died is picked up again: every step above is idempotent.
+    maxStalledCount: 5,
+  });
+  worker.on("failed", (job, err) => d.log.debug({ job_id: job?.id, err: err.message }, "provision job failed"));
+  worker.on("error", (err) => d.log.warn({ err: err.message }, "provision worker error"));
+
+  /** Workspaces stuck provisioning past the timeout become failed with a message (any worker may run it). */
+  async function sweepTimeouts(): Promise<number> {
+    const cutoff = new Date(Date.now() - d.timeoutMs);
+    const stuck = await d.db
+      .select({ id: schema.workspaces.id })
+      .from(schema.workspaces)
+      .where(and(inArray(schema.workspaces.status, ["provisioning", "restarting"]), lt(schema.workspaces.updatedAt, cutoff)))
+      .limit(100);
+    let n = 0;
+    for (const w of stuck) {
+      const moved = await transitionWorkspace(d.db, w.id, "failed", {
+        message: `provisioning did not finish within ${Math.round(d.timeoutMs / 1000)} s`,
+      });
+      if (moved) n++;
+    }
+    return n;
+  }
+  const sweeper = setInterval(() => void sweepTimeouts().catch(() => {}), Math.min(10_000, d.timeoutMs / 2));
+  sweeper.unref();
+
+  return {
+    worker,
+    sweepTimeouts,
+    async close(): Promise<void> {
+      clearInterval(sweeper);
+      await worker.close();
+    },
+  };
+}

@@ -1,0 +1,146 @@
+import { Worker, type Job } from "bullmq";
+import type { Redis } from "ioredis";
+import {
+  TERMINAL_QUEUE,
+  bullPrefix,
+  sessionKeys,
+  terminalJob,
+  workerAliveKey,
+  type ByteRedis,
+  type Db,
+  type EndReason,
+  type Hub,
+  type Logger,
+  type TerminalJob,
+} from "@molecule/shared";
+import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
+import { endWithoutShell, PtySession, type SpawnPty } from "./session.ts";
+
+export interface RunnerDeps {
+  redis: ByteRedis;
+  /** Connection BullMQ duplicates for its blocking reads. */
+  bullConnection: Redis;
+  hub: Hub;
+  db: Db;
+  ns: string;
+  workerId: string;
+  log: Logger;
+  providers: ProviderRegistry;
+  spawn: SpawnPty;
+  capacity: number;
+  replayWindowBytes: number;
+  orphanGraceMs: number;
+  idleTimeoutMs: number;
+  maxSessionMs: number;
+}
+
+const ALIVE_TTL_MS = 2000;
+const TICK_MS = 500;
+
+/**
+ * Claims `terminal` jobs and holds each for the life of its shell, so BullMQ
+ * concurrency is this worker's session capacity. Jobs are never retried and a
+ * stalled one is failed, not re-run: a shell that died with its worker cannot be
+ * resumed, and the viewer is told `worker_lost` instead.
+ */
+export function createTerminalRunner(d: RunnerDeps) {
+  const sessions = new Map<string, PtySession>();
+  const alive = workerAliveKey(d.ns, d.workerId);
+
+  async function process(job: Job<TerminalJob>): Promise<void> {
+    const data = terminalJob.parse(job.data);
+    const k = sessionKeys(d.ns, data.sessionId);
+    const log = d.log.child({ session_id: data.sessionId, workspace_id: data.workspaceId });
+    if (Date.now() > data.claimDeadline) {
+      // The API already told the client no_capacity: never start a shell nobody holds.
+      log.warn("claimed after the claim deadline; not starting a shell");
+      return;
+    }
+    const cancelled = await d.redis.get(k.cancel);
+    if (cancelled) {
+      await endWithoutShell(d, k, data.sessionId, { reason: cancelled as EndReason, offset: 0 });
+      return;
+    }
+    let cmd;
+    try {
+      cmd = await providerFor(d.providers, data.provider).terminalCommand({
+        sessionId: data.sessionId,
+        workspaceId: data.workspaceId,
+        orgId: data.orgId,
+        instanceId: data.instanceId,
+        cols: data.cols,
+        rows: data.rows,
+      });
+    } catch (err) {
+      const reason = err instanceof TerminalUnavailableError ? err.reason : "spawn_failed";
+      log.warn({ err: (err as Error).message, reason }, "terminal unavailable");
+      await endWithoutShell(d, k, data.sessionId, { reason, offset: 0, message: (err as Error).message });
+      return;
+    }
+    const s = new PtySession(data, k, cmd, d);
+    sessions.set(data.sessionId, s);
+    try {
+      await s.start();
+      await s.done;
+    } finally {
+      sessions.delete(data.sessionId);
+    }
+  }
+
+  const worker = new Worker<TerminalJob>(TERMINAL_QUEUE, process, {
+    connection: d.bullConnection,
+    prefix: bullPrefix(d.ns),
+    concurrency: d.capacity,
+    maxStalledCount: 0,
+    autorun: false,
+  });
+  worker.on("error", (err) => d.log.warn({ err: err.message }, "terminal worker error"));
+
+  // Heartbeat out ("shell alive" for every session here), viewer presence in.
+  let ticking = false;
+  async function tick(): Promise<void> {
+    await d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS);
+    if (sessions.size === 0) return;
+    const list = [...sessions.values()];
+    const pipe = d.redis.pipeline();
+    for (const s of list) pipe.exists(sessionKeys(d.ns, s.sessionId).viewer);
+    const res = (await pipe.exec()) ?? [];
+    const now = Date.now();
+    list.forEach((s, i) => {
+      const [err, n] = res[i] ?? [new Error("no reply"), 0];
+      if (!err) s.tick(now, n === 1, d.orphanGraceMs);
+    });
+  }
+  const timer = setInterval(() => {
+    if (ticking) return;
+    ticking = true;
+    void tick()
+      .catch((err) => d.log.debug({ err: err.message }, "heartbeat failed"))
+      .finally(() => (ticking = false));
+  }, TICK_MS);
+  timer.unref();
+
+  return {
+    worker,
+    sessions,
+    async start(): Promise<void> {
+      await d.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
+      void worker.run();
+      await worker.waitUntilReady();
+    },
+    /**
+     * Stops claiming; waits up to `drainMs` for sessions to end by themselves, then
+     * ends the rest with `worker_shutdown` (the viewer is told why).
+     */
+    async drain(drainMs: number): Promise<void> {
+      const closing = worker.close();
+      const deadline = Date.now() + drainMs;
+      while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      await Promise.all([...sessions.values()].map((s) => s.end("worker_shutdown")));
+      await closing;
+      clearInterval(timer);
+      await d.redis.del(alive).catch(() => {});
+    },
+  };
+}
+export type TerminalRunner = ReturnType<typeof createTerminalRunner>;

@@ -1,0 +1,277 @@
+import type { IPty } from "node-pty";
+import { and, eq, isNull, sql } from "drizzle-orm";
+import {
+  decodeIn,
+  encodeData,
+  encodeEvent,
+  schema,
+  type ByteRedis,
+  type Db,
+  type EndReason,
+  type Hub,
+  type Logger,
+  type SessionEnd,
+  type SessionKeys,
+  type TerminalJob,
+} from "@molecule/shared";
+import type { ShellCommand } from "../providers/index.ts";
+import { killTree } from "./kill-tree.ts";
+
+export type SpawnPty = (file: string, args: string[], opts: { name: string; cols: number; rows: number; cwd?: string; env: Record<string, string>; encoding: null }) => IPty;
+
+export interface SessionDeps {
+  redis: ByteRedis;
+  hub: Hub;
+  db: Db;
+  workerId: string;
+  log: Logger;
+  spawn: SpawnPty;
+  replayWindowBytes: number;
+  idleTimeoutMs: number;
+  maxSessionMs: number;
+}
+
+/** How long an ended session's keys stay, so a late re-attach still gets the tail and the exit. */
+export const ENDED_TTL_MS = 3600_000;
+const LOG_TTL_MS = 6 * 3600_000;
+const MAX_COALESCE = 64 * 1024;
+
+/** Ends a session that never got a shell: tells any viewer why and closes the audit row. */
+export async function endWithoutShell(d: Pick<SessionDeps, "redis" | "db">, k: SessionKeys, sessionId: string, end: SessionEnd): Promise<void> {
+  await d.redis
+    .multi()
+    .hset(k.meta, { state: "ended", end: JSON.stringify(end) })
+    .pexpire(k.meta, ENDED_TTL_MS)
+    .set(k.cancel, end.reason, "PX", ENDED_TTL_MS)
+    .publish(k.out, encodeEvent({ kind: "end", end }))
+    .exec();
+  await closeAudit(d.db, sessionId, end, 0, 0);
+}
+
+async function closeAudit(db: Db, sessionId: string, end: SessionEnd, bytesIn: number, bytesOut: number): Promise<void> {
+  await db
+    .update(schema.terminalSessions)
+    .set({
+      closedAt: sql`now()` as unknown as Date,
+      closeReason: end.reason,
+      exitCode: end.code ?? null,
+      exitSignal: end.signal == null ? null : String(end.signal),
+      bytesIn,
+      bytesOut,
+    })
+    .where(and(eq(schema.terminalSessions.id, sessionId), isNull(schema.terminalSessions.closedAt)));
+}
+
+/**
+ * One shell on this worker. Output is coalesced per event-loop turn, appended to
+ * the replay log and published in one atomic step; the PTY is paused while more
+ * than the client's window is unacknowledged, so a `yes` cannot fill memory.
+ */
+export class PtySession {
+  readonly sessionId: string;
+  private pty: IPty | null = null;
+  private produced = 0;
+  private acked = 0;
+  private paused = false;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private flushScheduled = false;
+  private bytesIn = 0;
+  private lastInput = Date.now();
+  private readonly startedAt = Date.now();
+  private orphanSince: number | null = null;
+  private ending = false;
+  private exitInfo: { code: number | null; signal: number | null } | null = null;
+  private exitWaiters: (() => void)[] = [];
+  private resolveDone!: (e: SessionEnd) => void;
+  readonly done = new Promise<SessionEnd>((r) => (this.resolveDone = r));
+  private readonly onIn = (msg: Buffer) => this.handleIn(msg);
+  readonly log: Logger;
+
+  constructor(
+    private readonly job: TerminalJob,
+    private readonly keys: SessionKeys,
+    private readonly cmd: ShellCommand,
+    private readonly d: SessionDeps,
+  ) {
+    this.sessionId = job.sessionId;
+    this.log = d.log.child({ session_id: job.sessionId, workspace_id: job.workspaceId });
+  }
+
+  get pid(): number | null {
+    return this.pty?.pid ?? null;
+  }
+
+  /** Subscribe, then check the cancel key (a cancel that raced the claim is never lost), then spawn. */
+  async start(): Promise<void> {
+    await this.d.hub.subscribe(this.keys.in, this.onIn);
+    const cancelled = await this.d.redis.get(this.keys.cancel);
+    if (cancelled) {
+      await this.end((cancelled as EndReason) ?? "client_closed");
+      return;
+    }
+    try {
+      this.pty = this.d.spawn(this.cmd.file, this.cmd.args, {
+        name: "xterm-256color",
+        cols: this.job.cols,
+        rows: this.job.rows,
+        cwd: this.cmd.cwd,
+        env: this.cmd.env,
+        encoding: null,
+      });
+    } catch (err) {
+      this.log.error({ err }, "spawn failed");
+      await this.end("spawn_failed", { message: `the shell could not be started: ${(err as Error).message}` });
+      return;
+    }
+    const pty = this.pty;
+    pty.onData((data) => this.output(data as unknown as Buffer));
+    pty.onExit(({ exitCode, signal }) => this.exited(exitCode, signal ?? null));
+    await this.d.redis
+      .multi()
+      .hset(this.keys.meta, { state: "running", worker: this.d.workerId, pid: pty.pid })
+      .publish(this.keys.out, encodeEvent({ kind: "ready", workerId: this.d.workerId, cols: this.job.cols, rows: this.job.rows, pid: pty.pid }))
+      .exec();
+    void this.d.db
+      .update(schema.terminalSessions)
+      .set({ workerId: this.d.workerId, instanceId: this.cmd.audit?.instanceId ?? undefined, osUser: this.cmd.audit?.osUser ?? undefined })
+      .where(eq(schema.terminalSessions.id, this.sessionId))
+      .catch((err) => this.log.warn({ err }, "audit update failed"));
+    this.log.info({ pid: pty.pid, file: this.cmd.file }, "shell started");
+  }
+
+  // ---- output ----------------------------------------------------------------------
+
+  private output(data: Buffer): void {
+    this.pending.push(data);
+    this.pendingBytes += data.length;
+    if (this.pendingBytes >= MAX_COALESCE) this.flush();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // Coalesce what arrives in this turn of the event loop: one Redis call, not one per read.
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.pendingBytes === 0) return;
+    const chunk = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    const offset = this.produced;
+    this.produced += chunk.length;
+    const keepFrom = Math.max(0, this.produced - this.d.replayWindowBytes);
+    this.d.redis
+      .appendOutput(this.keys.log, this.keys.out, String(offset), encodeData(offset, chunk), String(keepFrom), LOG_TTL_MS)
+      .catch((err) => this.log.warn({ err }, "output append failed"));
+    if (!this.paused && this.pty && this.produced - this.acked >= this.job.windowBytes) {
+      this.paused = true;
+      this.pty.pause();
+    }
+  }
+
+  // ---- input and control --------------------------------------------------------------
+
+  private handleIn(msg: Buffer): void {
+    const m = decodeIn(msg);
+    if (!m || this.ending) return;
+    if (m.kind === "input") {
+      this.lastInput = Date.now();
+      this.bytesIn += m.data.length;
+      this.pty?.write(m.data);
+      return;
+    }
+    const c = m.control;
+    switch (c.t) {
+      case "resize":
+        this.pty?.resize(c.cols, c.rows);
+        void this.d.redis.hset(this.keys.meta, { cols: c.cols, rows: c.rows }).catch(() => {});
+        return;
+      case "ack":
+        if (c.offset > this.acked) this.acked = Math.min(c.offset, this.produced);
+        if (this.paused && this.produced - this.acked < this.job.windowBytes) {
+          this.paused = false;
+          this.pty?.resume();
+        }
+        return;
+      case "cancel":
+        void this.end(c.reason);
+        return;
+    }
+  }
+
+  // ---- lifetime ---------------------------------------------------------------------
+
+  /** Called by the worker's watchdog about once a second. */
+  tick(now: number, viewerPresent: boolean, graceMs: number): void {
+    if (this.ending || !this.pty) return;
+    if (viewerPresent) this.orphanSince = null;
+    else {
+      this.orphanSince ??= now;
+      if (now - this.orphanSince >= graceMs) void this.end("orphaned");
+    }
+    if (now - this.lastInput >= this.d.idleTimeoutMs) {
+      void this.end("idle_timeout", { message: `no input for ${Math.round(this.d.idleTimeoutMs / 1000)} s` });
+    } else if (now - this.startedAt >= this.d.maxSessionMs) {
+      void this.end("session_expired", { message: `maximum session length of ${Math.round(this.d.maxSessionMs / 1000)} s reached` });
+    }
+  }
+
+  private exited(code: number, signal: number | null): void {
+    this.exitInfo = { code, signal: signal || null };
+    for (const w of this.exitWaiters) w();
+    this.exitWaiters = [];
+    // Output the shell wrote just before exiting may still be in flight from the PTY.
+    setTimeout(() => void this.end("exit", { code, signal: signal || null }), 20);
+  }
+
+  private waitExit(ms: number): Promise<void> {
+    if (this.exitInfo || !this.pty) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.exitWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  /** Ends the session once: kills the process tree, tells the viewer, closes the audit row. */
+  async end(reason: EndReason, extra: { code?: number | null; signal?: number | null; message?: string } = {}): Promise<SessionEnd> {
+    if (this.ending) return this.done;
+    this.ending = true;
+    try {
+      if (this.pty && !this.exitInfo) {
+        this.pty.resume();
+        await killTree(this.pty.pid);
+        await this.waitExit(2000);
+      }
+      this.flush();
+      const code = reason === "exit" ? (extra.code ?? this.exitInfo?.code ?? null) : null;
+      const signal = reason === "exit" ? (extra.signal ?? this.exitInfo?.signal ?? null) : null;
+      const end: SessionEnd = { reason, offset: this.produced, code, signal, ...(extra.message ? { message: extra.message } : {}) };
+      await this.d.redis
+        .multi()
+        .hset(this.keys.meta, { state: "ended", end: JSON.stringify(end) })
+        .pexpire(this.keys.meta, ENDED_TTL_MS)
+        .pexpire(this.keys.log, ENDED_TTL_MS)
+        .set(this.keys.cancel, reason, "PX", ENDED_TTL_MS)
+        .publish(this.keys.out, encodeEvent({ kind: "end", end }))
+        .exec();
+      await this.d.hub.unsubscribe(this.keys.in, this.onIn);
+      await closeAudit(this.d.db, this.sessionId, end, this.bytesIn, this.produced).catch((err) =>
+        this.log.warn({ err }, "audit close failed"),
+      );
+      await this.cmd.cleanup?.().catch((err) => this.log.warn({ err }, "cleanup failed"));
+      this.log.info({ reason, code, signal, bytes_in: this.bytesIn, bytes_out: this.produced }, "session ended");
+      this.resolveDone(end);
+      return end;
+    } catch (err) {
+      this.log.error({ err }, "ending the session failed");
+      const end: SessionEnd = { reason, offset: this.produced };
+      this.resolveDone(end);
+      return end;
+    }
+  }
+}

@@ -1,0 +1,145 @@
+import { readFileSync } from "node:fs";
+import type { Redis } from "ioredis";
+import { z } from "zod";
+
+/**
+ * Messages between the terminal-worker and API nodes over Redis. Output chunks
+ * and input bytes are raw binary with a one-byte tag (the hot path); events and
+ * control messages are small JSON documents.
+ */
+
+const TAG_DATA = 0x64; // 'd': output chunk, uint64 BE start offset, bytes
+const TAG_EVENT = 0x65; // 'e': worker event (JSON)
+const TAG_INPUT = 0x69; // 'i': input bytes
+const TAG_CONTROL = 0x63; // 'c': control (JSON)
+export const DATA_HEADER = 9;
+
+export function encodeData(offset: number, chunk: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(DATA_HEADER + chunk.length);
+  buf[0] = TAG_DATA;
+  buf.writeBigUInt64BE(BigInt(offset), 1);
+  chunk.copy(buf, DATA_HEADER);
+  return buf;
+}
+
+/** Why a session ended, as the worker (or the API, for claim timeouts) reports it. */
+export const endReason = z.enum([
+  "exit",
+  "client_closed",
+  "orphaned",
+  "idle_timeout",
+  "session_expired",
+  "worker_shutdown",
+  "worker_lost",
+  "workspace_deleted",
+  "not_ready",
+  "no_capacity",
+  "eic_wiring_incomplete",
+  "spawn_failed",
+]);
+export type EndReason = z.infer<typeof endReason>;
+
+export const sessionEnd = z.object({
+  reason: endReason,
+  /** Total output bytes: a viewer closes only after forwarding everything before it. */
+  offset: z.number().int().min(0),
+  code: z.number().int().nullable().optional(),
+  signal: z.union([z.string(), z.number()]).nullable().optional(),
+  message: z.string().optional(),
+});
+export type SessionEnd = z.infer<typeof sessionEnd>;
+
+export const workerEvent = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("ready"), workerId: z.string(), cols: z.number(), rows: z.number(), pid: z.number().optional() }),
+  z.object({ kind: z.literal("end"), end: sessionEnd }),
+]);
+export type WorkerEvent = z.infer<typeof workerEvent>;
+
+export const controlMessage = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("resize"), cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }),
+  z.object({ t: z.literal("ack"), offset: z.number().int().min(0) }),
+  z.object({ t: z.literal("cancel"), reason: endReason }),
+]);
+export type ControlMessage = z.infer<typeof controlMessage>;
+
+export type OutMessage = { kind: "data"; offset: number; chunk: Buffer } | { kind: "event"; event: WorkerEvent };
+export type InMessage = { kind: "input"; data: Buffer } | { kind: "control"; control: ControlMessage };
+
+export function encodeEvent(e: WorkerEvent): Buffer {
+  return Buffer.concat([Buffer.of(TAG_EVENT), Buffer.from(JSON.stringify(e))]);
+}
+export function encodeInput(data: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(1 + data.length);
+  buf[0] = TAG_INPUT;
+  data.copy(buf, 1);
+  return buf;
+}
+export function encodeControl(c: ControlMessage): Buffer {
+  return Buffer.concat([Buffer.of(TAG_CONTROL), Buffer.from(JSON.stringify(c))]);
+}
+
+/** Returns null for anything malformed: a bad message is dropped, never thrown into a session. */
+export function decodeOut(buf: Buffer): OutMessage | null {
+  if (buf.length >= DATA_HEADER && buf[0] === TAG_DATA) {
+    return { kind: "data", offset: Number(buf.readBigUInt64BE(1)), chunk: buf.subarray(DATA_HEADER) };
+  }
+  if (buf.length > 1 && buf[0] === TAG_EVENT) {
+    const r = workerEvent.safeParse(safeJson(buf.subarray(1)));
+    return r.success ? { kind: "event", event: r.data } : null;
+  }
+  return null;
+}
+
+export function decodeIn(buf: Buffer): InMessage | null {
+  if (buf.length >= 1 && buf[0] === TAG_INPUT) return { kind: "input", data: buf.subarray(1) };
+  if (buf.length > 1 && buf[0] === TAG_CONTROL) {
+    const r = controlMessage.safeParse(safeJson(buf.subarray(1)));
+    return r.success ? { kind: "control", control: r.data } : null;
+  }
+  return null;
+}
+
+function safeJson(b: Buffer): unknown {
+  try {
+    return JSON.parse(b.toString("utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
+
+export interface ByteRedis extends Redis {
+  appendOutput(log: string, channel: string, offset: string, payload: Buffer, minId: string, ttlMs: number): Promise<number>;
+  readOutputBuffer(log: string, from: string, maxBytes: number, maxEntries: number): Promise<[number, number, ...Buffer[]]>;
+}
+
+/** Registers the byte-path Lua scripts on a connection (EVALSHA, loaded on first use). */
+export function withByteScripts(redis: Redis): ByteRedis {
+  const r = redis as ByteRedis;
+  if (!(r as unknown as Record<string, unknown>).appendOutput) {
+    r.defineCommand("appendOutput", { numberOfKeys: 2, lua: lua("append-output") });
+    r.defineCommand("readOutput", { numberOfKeys: 1, lua: lua("read-output") });
+  }
+  return r;
+}
+
+export interface LogRead {
+  /** Start offset of the oldest byte still in the log, or null when the log is empty. */
+  firstStart: number | null;
+  /** Offset just past the newest byte in the log, or null when the log is empty. */
+  lastEnd: number | null;
+  chunks: { offset: number; chunk: Buffer }[];
+}
+
+export async function readOutput(r: ByteRedis, log: string, from: number, maxBytes: number, maxEntries = 512): Promise<LogRead> {
+  const res = await r.readOutputBuffer(log, String(from), maxBytes, maxEntries);
+  const first = Number(res[0]);
+  const last = Number(res[1]);
+  const chunks: LogRead["chunks"] = [];
+  for (let i = 2; i < res.length; i++) {
+    const m = decodeOut(res[i] as Buffer);
+    if (m?.kind === "data") chunks.push({ offset: m.offset, chunk: m.chunk });
+  }
+  return { firstStart: first < 0 ? null : first, lastEnd: last < 0 ? null : last, chunks };
+}

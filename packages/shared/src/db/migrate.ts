@@ -1,0 +1,54 @@
+import { fileURLToPath } from "node:url";
+import { migrate } from "drizzle-orm/postgres-js/migrator";
+import postgres from "postgres";
+import { createDb } from "./client.ts";
+
+export const migrationsFolder = fileURLToPath(new URL("../../drizzle", import.meta.url));
+
+/** Creates the database named in `url` if it does not exist (connecting to `postgres`). */
+export async function ensureDatabase(url: string): Promise<void> {
+  const u = new URL(url);
+  const name = decodeURIComponent(u.pathname.replace(/^\//, ""));
+  if (!/^[A-Za-z0-9_-]{1,63}$/.test(name)) throw new Error(`unsupported database name: ${name}`);
+  u.pathname = "/postgres";
+  const admin = postgres(u.toString(), { max: 1, connect_timeout: 3, onnotice: () => {} });
+  try {
+    const rows = await admin`select 1 from pg_database where datname = ${name}`;
+    if (rows.length === 0) {
+      try {
+        await admin.unsafe(`create database "${name}"`);
+      } catch (err) {
+        // Another process may have created it at the same moment.
+        if ((err as { code?: string }).code !== "42P04") throw err;
+      }
+    }
+  } finally {
+    await admin.end({ timeout: 2 });
+  }
+}
+
+export async function dropDatabase(url: string): Promise<void> {
+  const u = new URL(url);
+  const name = decodeURIComponent(u.pathname.replace(/^\//, ""));
+  if (!/^[A-Za-z0-9_-]{1,63}$/.test(name)) throw new Error(`unsupported database name: ${name}`);
+  u.pathname = "/postgres";
+  const admin = postgres(u.toString(), { max: 1, connect_timeout: 3, onnotice: () => {} });
+  try {
+    await admin.unsafe(`drop database if exists "${name}" with (force)`);
+  } finally {
+    await admin.end({ timeout: 2 });
+  }
+}
+
+export async function migrateDatabase(url: string): Promise<void> {
+  await ensureDatabase(url);
+  const h = createDb(url, { max: 1 });
+  try {
+    // Serialise concurrent migrators (several processes starting at once).
+    await h.sql`select pg_advisory_lock(823461)`;
+    await migrate(h.db, { migrationsFolder });
+    await h.sql`select pg_advisory_unlock(823461)`;
+  } finally {
+    await h.close();
+  }
+}

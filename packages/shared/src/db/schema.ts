@@ -1,0 +1,114 @@
+import { sql } from "drizzle-orm";
+import {
+  bigint,
+  bigserial,
+  index,
+  integer,
+  pgTable,
+  text,
+  timestamp,
+  uuid,
+} from "drizzle-orm/pg-core";
+
+export const orgs = pgTable("orgs", {
+  id: uuid("id").primaryKey().defaultRandom(),
+  name: text("name").notNull(),
+  createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+});
+
+/** Tokens are stored only as a SHA-256 hash plus a short display prefix. */
+export const apiTokens = pgTable(
+  "api_tokens",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    orgId: uuid("org_id")
+      .notNull()
+      .references(() => orgs.id, { onDelete: "cascade" }),
+    name: text("name").notNull().default("default"),
+    prefix: text("prefix").notNull(),
+    hash: text("hash").notNull().unique(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    revokedAt: timestamp("revoked_at", { withTimezone: true }),
+    lastUsedAt: timestamp("last_used_at", { withTimezone: true }),
+  },
+  (t) => [index("api_tokens_org_idx").on(t.orgId)],
+);
+
+export const workspaces = pgTable(
+  "workspaces",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    orgId: uuid("org_id")
+      .notNull()
+      .references(() => orgs.id, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    runtime: text("runtime").notNull(),
+    tier: integer("tier").notNull(),
+    status: text("status").notNull(),
+    provider: text("provider").notNull(),
+    instanceId: text("instance_id"),
+    error: text("error"),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+    readyAt: timestamp("ready_at", { withTimezone: true }),
+  },
+  (t) => [
+    index("workspaces_org_created_idx").on(t.orgId, t.createdAt.desc(), t.id.desc()),
+    index("workspaces_status_idx").on(t.status, t.updatedAt),
+  ],
+);
+
+/** Every status transition, with its timestamp: the lifecycle audit trail. */
+export const workspaceEvents = pgTable(
+  "workspace_events",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    workspaceId: uuid("workspace_id")
+      .notNull()
+      .references(() => workspaces.id, { onDelete: "cascade" }),
+    fromStatus: text("from_status"),
+    toStatus: text("to_status").notNull(),
+    message: text("message"),
+    at: timestamp("at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index("workspace_events_ws_idx").on(t.workspaceId, t.id)],
+);
+
+/** Terminal audit: who opened a shell into which workspace and instance, when, for how long. */
+export const terminalSessions = pgTable(
+  "terminal_sessions",
+  {
+    id: uuid("id").primaryKey(),
+    orgId: uuid("org_id")
+      .notNull()
+      .references(() => orgs.id, { onDelete: "cascade" }),
+    workspaceId: uuid("workspace_id")
+      .notNull()
+      .references(() => workspaces.id, { onDelete: "cascade" }),
+    tokenId: uuid("token_id"),
+    tokenPrefix: text("token_prefix"),
+    clientAddr: text("client_addr"),
+    userAgent: text("user_agent"),
+    workerId: text("worker_id"),
+    provider: text("provider").notNull(),
+    instanceId: text("instance_id"),
+    osUser: text("os_user"),
+    openedAt: timestamp("opened_at", { withTimezone: true }).notNull().defaultNow(),
+    closedAt: timestamp("closed_at", { withTimezone: true }),
+    closeReason: text("close_reason"),
+    exitCode: integer("exit_code"),
+    exitSignal: text("exit_signal"),
+    bytesIn: bigint("bytes_in", { mode: "number" }).notNull().default(0),
+    bytesOut: bigint("bytes_out", { mode: "number" }).notNull().default(0),
+  },
+  (t) => [
+    index("terminal_sessions_ws_idx").on(t.workspaceId, t.openedAt.desc()),
+    index("terminal_sessions_open_idx").on(t.openedAt).where(sql`closed_at is null`),
+  ],
+);
+
+export type Org = typeof orgs.$inferSelect;
+export type ApiToken = typeof apiTokens.$inferSelect;
+export type Workspace = typeof workspaces.$inferSelect;
+export type WorkspaceEvent = typeof workspaceEvents.$inferSelect;
+export type TerminalSession = typeof terminalSessions.$inferSelect;

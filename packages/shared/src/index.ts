@@ -1,0 +1,15 @@
+export * from "./config.ts";
+export * from "./errors.ts";
+export * from "./ids.ts";
+export * from "./jobs.ts";
+export * from "./logger.ts";
+export * from "./protocol.ts";
+export * from "./redis-keys.ts";
+export * from "./tokens.ts";
+export * from "./workspace.ts";
+export * from "./byte-path.ts";
+export * from "./db/client.ts";
+export * from "./db/migrate.ts";
+export * from "./db/workspaces.ts";
+export * as schema from "./db/schema.ts";
+export * from "./subscriber-hub.ts";

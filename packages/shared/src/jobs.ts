@@ -1,0 +1,37 @@
+import { z } from "zod";
+import { UUID_RE } from "./ids.ts";
+
+export const PROVISION_QUEUE = "provision";
+export const TERMINAL_QUEUE = "terminal";
+
+export const provisionAction = z.enum(["create", "restart", "destroy"]);
+export type ProvisionAction = z.infer<typeof provisionAction>;
+
+export const provisionJob = z.object({
+  workspaceId: z.string().regex(UUID_RE),
+  action: provisionAction,
+});
+export type ProvisionJob = z.infer<typeof provisionJob>;
+
+/**
+ * Job id = workspace id + action, so a retried request never provisions twice.
+ * `generation` distinguishes successive restarts (each is a new request).
+ */
+export function provisionJobId(workspaceId: string, action: ProvisionAction, generation?: number): string {
+  return generation === undefined ? `${workspaceId}-${action}` : `${workspaceId}-${action}-${generation}`;
+}
+
+export const terminalJob = z.object({
+  sessionId: z.string().regex(UUID_RE),
+  workspaceId: z.string().regex(UUID_RE),
+  orgId: z.string().regex(UUID_RE),
+  cols: z.number().int().min(1).max(1000),
+  rows: z.number().int().min(1).max(1000),
+  /** When the API gives up waiting for a claim; a worker that claims later must not start a shell. */
+  claimDeadline: z.number().int(),
+  /** Flow-control window: the worker pauses the PTY when this much output is unacknowledged. */
+  windowBytes: z.number().int().min(1024),
+  provider: z.enum(["local", "docker", "aws"]),
+  instanceId: z.string().nullable(),
+});
+export type TerminalJob = z.infer<typeof terminalJob>;

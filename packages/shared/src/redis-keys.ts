@@ -1,0 +1,55 @@
+/**
+ * Every Redis key name in one place. `ns` is the deployment's key prefix
+ * (MOLECULE_REDIS_PREFIX), so tests and a dev stack can share one Redis.
+ *
+ * Per-session keys share the hash tag `{<sessionId>}` so one Lua script can touch
+ * them all on Redis Cluster; BullMQ's keys live under the hash-tagged prefix `{ns}`.
+ */
+export function bullPrefix(ns: string): string {
+  return `{${ns}}`;
+}
+
+export interface SessionKeys {
+  /** Stream of output chunks; entry id `<startOffset>-1`, field `d` = bytes. The replay window. */
+  log: string;
+  /** Live output + worker events channel (worker -> API). */
+  out: string;
+  /** Input + control channel (API -> worker). */
+  in: string;
+  /** Hash: workspace, org, worker, cols, rows, state, end (final event JSON). */
+  meta: string;
+  /** Reason the session was cancelled, set by whichever side ends it. */
+  cancel: string;
+  /** Present while an API node holds the client's socket (refreshed with a TTL). */
+  viewer: string;
+}
+
+export function sessionKeys(ns: string, sessionId: string): SessionKeys {
+  const base = `${ns}:term:{${sessionId}}`;
+  return {
+    log: `${base}:log`,
+    out: `${base}:out`,
+    in: `${base}:in`,
+    meta: `${base}:meta`,
+    cancel: `${base}:cancel`,
+    viewer: `${base}:viewer`,
+  };
+}
+
+/** A terminal worker's liveness key, refreshed every second with a short TTL. */
+export function workerAliveKey(ns: string, workerId: string): string {
+  return `${ns}:worker:${workerId}:alive`;
+}
+
+export function ticketKey(ns: string, ticketHash: string): string {
+  return `${ns}:ticket:${ticketHash}`;
+}
+
+export function rateLimitKey(ns: string, what: string, subject: string, window: number): string {
+  return `${ns}:rl:${what}:${subject}:${window}`;
+}
+
+/** Pattern that matches every key of a namespace (tests clean up with it). */
+export function namespacePatterns(ns: string): string[] {
+  return [`${ns}:*`, `${bullPrefix(ns)}:*`];
+}

@@ -1,0 +1,56 @@
+import type { Redis } from "ioredis";
+import type { Logger } from "./logger.ts";
+
+export type ChannelHandler = (msg: Buffer) => void;
+
+/**
+ * One subscriber connection per process, shared by every session: channels are
+ * (un)subscribed as sessions come and go, and messages dispatched by channel.
+ * After a reconnect (ioredis resubscribes by itself), `onReconnect` listeners run
+ * so each session can fill any gap from the replay log: pub/sub losses cost
+ * latency, never bytes.
+ */
+export function createHub(sub: Redis, log: Logger) {
+  const handlers = new Map<string, Set<ChannelHandler>>();
+  const reconnectListeners = new Set<() => void>();
+  let wasReady = false;
+
+  sub.on("messageBuffer", (channel: Buffer, message: Buffer) => {
+    const hs = handlers.get(channel.toString("latin1"));
+    if (hs) for (const h of hs) h(message);
+  });
+  sub.on("ready", () => {
+    if (wasReady) {
+      log.warn({ channels: handlers.size }, "redis subscriber reconnected");
+      for (const l of reconnectListeners) l();
+    }
+    wasReady = true;
+  });
+
+  return {
+    /** Resolves once Redis confirms the subscription, so nothing published afterwards is missed. */
+    async subscribe(channel: string, handler: ChannelHandler): Promise<void> {
+      let hs = handlers.get(channel);
+      if (!hs) {
+        hs = new Set();
+        handlers.set(channel, hs);
+      }
+      hs.add(handler);
+      await sub.subscribe(channel);
+    },
+    async unsubscribe(channel: string, handler: ChannelHandler): Promise<void> {
+      const hs = handlers.get(channel);
+      if (!hs?.delete(handler) || hs.size > 0) return;
+      handlers.delete(channel);
+      await sub.unsubscribe(channel).catch(() => {});
+    },
+    onReconnect(l: () => void): () => void {
+      reconnectListeners.add(l);
+      return () => reconnectListeners.delete(l);
+    },
+    get channels() {
+      return handlers.size;
+    },
+  };
+}
+export type Hub = ReturnType<typeof createHub>;

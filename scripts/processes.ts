@@ -1,0 +1,59 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("..", import.meta.url));
+export const API_MAIN = join(ROOT, "apps/api/src/main.ts");
+export const WORKER_MAIN = join(ROOT, "apps/terminal-worker/src/main.ts");
+
+export interface Proc {
+  name: string;
+  child: ChildProcess;
+  /** Resolves with the first JSON line the process prints with `event` (listening / ready). */
+  ready: Promise<Record<string, unknown>>;
+  exited: Promise<number | null>;
+}
+
+/**
+ * Starts a TypeScript entry point under node + tsx. JSON event lines on stdout
+ * are parsed; everything (pino logs included) goes to `logFile` when given.
+ */
+export function startNode(name: string, entry: string, env: NodeJS.ProcessEnv, logFile?: string): Proc {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+    cwd: ROOT,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let log: NodeJS.WritableStream | null = null;
+  if (logFile) {
+    mkdirSync(dirname(logFile), { recursive: true });
+    log = createWriteStream(logFile, { flags: "a" });
+  }
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      log?.write(`${line}\n`);
+      if (line.startsWith('{"event"')) {
+        try {
+          resolve(JSON.parse(line));
+        } catch {
+          // not ours
+        }
+      }
+    });
+    child.stderr!.on("data", (b) => log?.write(b));
+    void exited.then((code) => reject(new Error(`${name} exited with ${code} before it was ready`)));
+  });
+  ready.catch(() => {});
+  return { name, child, ready, exited };
+}
+
+export async function stopProc(p: Proc, signal: NodeJS.Signals = "SIGTERM", ms = 15_000): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+  p.child.kill(signal);
+  const t = setTimeout(() => p.child.kill("SIGKILL"), ms);
+  await p.exited;
+  clearTimeout(t);
+}

@@ -1,0 +1,106 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as pty from "node-pty";
+import { createDb, createLogger, createRedis, type DbHandle } from "@molecule/shared";
+import { createApi, type ApiConfig } from "../../apps/api/src/app.ts";
+import { createOrg } from "../../apps/api/src/orgs.ts";
+import { createLocalProvider, type LocalProviderOptions } from "../../apps/terminal-worker/src/providers/index.ts";
+import { createWorker, type WorkerConfig } from "../../apps/terminal-worker/src/worker.ts";
+import { testUrls, uniqueNs } from "./env.ts";
+
+export interface StackOptions {
+  api?: Partial<ApiConfig>;
+  worker?: Partial<WorkerConfig> | false;
+  local?: Partial<LocalProviderOptions>;
+  redisUrl?: string;
+}
+
+/** API and worker built in this process through their factories, on real Redis and PostgreSQL. */
+export async function startStack(o: StackOptions = {}) {
+  const { databaseUrl } = testUrls();
+  const redisUrl = o.redisUrl ?? testUrls().redisUrl;
+  const ns = o.api?.ns ?? uniqueNs();
+  const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
+  const db: DbHandle = createDb(databaseUrl, { max: 5 });
+  const conns = [createRedis(redisUrl), createRedis(redisUrl), createRedis(redisUrl), createRedis(redisUrl)];
+  for (const c of conns) c.on("error", () => {});
+  const [apiRedis, apiSub, wRedis, wSub] = conns as [ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>];
+  const sandboxRoot = mkdtempSync(join(tmpdir(), "molecule-sbx-"));
+  const api = createApi({
+    config: {
+      ns,
+      nodeId: `api-${ns}`,
+      provider: "local",
+      publicStatus: true,
+      bodyLimitBytes: 64 * 1024,
+      createRatePerMin: 1000,
+      ticketTtlSec: 60,
+      windowBytes: 512 * 1024,
+      maxFrameBytes: 1024 * 1024,
+      claimTimeoutMs: 5000,
+      inputBytesPerSec: 1024 * 1024,
+      inputMsgsPerSec: 2000,
+      workerLostMs: 2000,
+      allowedOrigins: [],
+      ...o.api,
+    },
+    db,
+    redis: apiRedis,
+    sub: apiSub,
+    log,
+  });
+  const port = await api.listen(0, "127.0.0.1");
+  const workerId = `w-${ns}`;
+  const worker =
+    o.worker === false
+      ? null
+      : createWorker({
+          config: {
+            ns,
+            workerId,
+            capacity: 250,
+            provisionConcurrency: 8,
+            provisionLockMs: 5000,
+            provisionTimeoutMs: 60_000,
+            replayWindowBytes: 1024 * 1024,
+            orphanGraceMs: 60_000,
+            idleTimeoutMs: 30 * 60_000,
+            maxSessionMs: 3600_000,
+            drainTimeoutMs: 0,
+            terminal: true,
+            provisioning: true,
+            ...o.worker,
+          },
+          db,
+          redis: wRedis,
+          sub: wSub,
+          log,
+          providers: { local: createLocalProvider({ root: sandboxRoot, bwrap: "auto", shell: "/bin/bash", ...o.local }) },
+          spawn: pty.spawn as never,
+        });
+  await worker?.start();
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    ns,
+    url,
+    wsUrl: url.replace(/^http/, "ws"),
+    db,
+    api,
+    worker,
+    workerId,
+    sandboxRoot,
+    redis: apiRedis,
+    async org(name = "org") {
+      return createOrg(db.db, `${name}-${ns}`);
+    },
+    async close() {
+      await api.close().catch(() => {});
+      await worker?.close().catch(() => {});
+      for (const c of conns) c.disconnect();
+      await db.close();
+      rmSync(sandboxRoot, { recursive: true, force: true });
+    },
+  };
+}
+export type Stack = Awaited<ReturnType<typeof startStack>>;
