@@ -15,7 +15,7 @@ export async function call(
     body = opts.raw;
     if (opts.contentType) headers["content-type"] = opts.contentType;
   }
-  const res = await fetch(base + path, { method, headers, body });
+  const res = await fetch(base + path, { method, headers, body: body as BodyInit | undefined });
   const text = await res.text();
   let parsed: unknown = text;
   try {

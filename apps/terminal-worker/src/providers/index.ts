@@ -2,7 +2,7 @@ import type { ProviderName } from "@molecule/shared";
 import type { Provider } from "./types.ts";
 
 export * from "./types.ts";
-export { createLocalProvider, bwrapAvailable } from "./local.ts";
+export { createLocalProvider, bwrapAvailable, type LocalProviderOptions } from "./local.ts";
 
 /** Providers by name; a workspace keeps the provider it was created with. */
 export type ProviderRegistry = Partial<Record<ProviderName, Provider>>;

@@ -12,6 +12,12 @@ export interface ShellCommand {
   audit?: { instanceId?: string | null; osUser?: string | null };
   /** Runs after the shell is gone (e.g. delete an ephemeral key). */
   cleanup?: () => Promise<void>;
+  /**
+   * Explains an exit that means "the connection never came up" (e.g. ssh 255 with
+   * an EIC error on stderr) as a protocol error instead of a plain exit. Called with
+   * the exit code, the last output bytes and how long the command ran.
+   */
+  diagnoseExit?: (exit: { code: number; signal: number | null; tail: Buffer; ranMs: number }) => TerminalDiagnosis | null;
 }
 
 export interface TerminalContext {
@@ -35,6 +41,11 @@ export interface Provider {
   restart?(ws: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId?: string | null }>;
   destroy(ws: WorkspaceRow): Promise<void>;
   terminalCommand(ctx: TerminalContext): Promise<ShellCommand>;
+}
+
+export interface TerminalDiagnosis {
+  reason: "eic_wiring_incomplete" | "not_ready";
+  message: string;
 }
 
 /** A provider failure. Transient ones are retried with backoff; permanent ones fail the workspace with `message`. */

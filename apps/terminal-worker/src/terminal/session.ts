@@ -35,6 +35,7 @@ export interface SessionDeps {
 export const ENDED_TTL_MS = 3600_000;
 const LOG_TTL_MS = 6 * 3600_000;
 const MAX_COALESCE = 64 * 1024;
+const TAIL_BYTES = 4096;
 
 /** Ends a session that never got a shell: tells any viewer why and closes the audit row. */
 export async function endWithoutShell(d: Pick<SessionDeps, "redis" | "db">, k: SessionKeys, sessionId: string, end: SessionEnd): Promise<void> {
@@ -83,6 +84,9 @@ export class PtySession {
   private ending = false;
   private exitInfo: { code: number | null; signal: number | null } | null = null;
   private exitWaiters: (() => void)[] = [];
+  /** The last output bytes, for diagnoseExit (only kept when the command has one). */
+  private tail: Buffer[] = [];
+  private tailBytes = 0;
   private resolveDone!: (e: SessionEnd) => void;
   readonly done = new Promise<SessionEnd>((r) => (this.resolveDone = r));
   private readonly onIn = (msg: Buffer) => this.handleIn(msg);
@@ -143,6 +147,11 @@ export class PtySession {
   // ---- output ----------------------------------------------------------------------
 
   private output(data: Buffer): void {
+    if (this.cmd.diagnoseExit) {
+      this.tail.push(data);
+      this.tailBytes += data.length;
+      while (this.tailBytes - this.tail[0]!.length >= TAIL_BYTES) this.tailBytes -= this.tail.shift()!.length;
+    }
     this.pending.push(data);
     this.pendingBytes += data.length;
     if (this.pendingBytes >= MAX_COALESCE) this.flush();
@@ -223,7 +232,11 @@ export class PtySession {
     for (const w of this.exitWaiters) w();
     this.exitWaiters = [];
     // Output the shell wrote just before exiting may still be in flight from the PTY.
-    setTimeout(() => void this.end("exit", { code, signal: signal || null }), 20);
+    setTimeout(() => {
+      const diag = this.cmd.diagnoseExit?.({ code, signal: signal || null, tail: Buffer.concat(this.tail), ranMs: Date.now() - this.startedAt });
+      if (diag) void this.end(diag.reason, { message: diag.message });
+      else void this.end("exit", { code, signal: signal || null });
+    }, 20);
   }
 
   private waitExit(ms: number): Promise<void> {
