@@ -18,7 +18,7 @@ await requireServices(env.DATABASE_URL, env.REDIS_URL);
 await migrateDatabase(env.DATABASE_URL);
 
 // The dev token is kept (0600) under .molecule/ so every start can print it again.
-const stateDir = join(ROOT, ".molecule");
+const stateDir = process.env.MOLECULE_STATE_DIR ?? join(ROOT, ".molecule");
 mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 const tokenFile = join(stateDir, "dev-token");
 const h = createDb(env.DATABASE_URL, { max: 1 });
