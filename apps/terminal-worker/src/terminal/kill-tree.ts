@@ -43,17 +43,36 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
+function gone(pid: number): boolean {
+  try {
+    // A zombie is dead too; its parent reaps it.
+    return readFileSync(`/proc/${pid}/stat`, "latin1").split(") ")[1]?.startsWith("Z") ?? true;
+  } catch {
+    return true;
+  }
+}
+
+async function waitGone(pids: number[], ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (pids.some((p) => !gone(p)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+}
+
 /**
- * Ends a shell and everything it started: SIGHUP to its process group and every
- * descendant (as a terminal hang-up would), then SIGKILL to whatever is left
- * after `graceMs` — including processes that left the group with setsid.
+ * Ends a shell and everything it started, including processes that left its
+ * process group with setsid or ignore SIGHUP. Descendants go first (SIGHUP, as a
+ * hang-up would, then SIGKILL after `graceMs`), deepest first, while their parents
+ * still live to reap them; the root last, so a sandbox (bubblewrap) can reap its
+ * own namespace instead of leaving zombies to an init that may never reap them.
  */
 export async function killTree(pid: number, graceMs = 300): Promise<void> {
-  const tree = [pid, ...descendants(pid)];
-  signal(-pid, "SIGHUP");
-  for (const p of tree) signal(p, "SIGHUP");
-  await new Promise((r) => setTimeout(r, graceMs));
-  const later = new Set([...tree, ...descendants(pid)]);
+  const first = descendants(pid).reverse();
+  for (const p of first) signal(p, "SIGHUP");
+  await waitGone(first, graceMs);
+  const rest = [...new Set([...first, ...descendants(pid).reverse()])];
+  for (const p of rest) signal(p, "SIGKILL");
+  await waitGone([pid], 200);
+  signal(pid, "SIGHUP");
+  await waitGone([pid], 200);
   signal(-pid, "SIGKILL");
-  for (const p of later) signal(p, "SIGKILL");
+  signal(pid, "SIGKILL");
 }
