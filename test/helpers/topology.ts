@@ -1,0 +1,70 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createDb } from "@molecule/shared";
+import { createOrg } from "../../apps/api/src/orgs.ts";
+import { API_MAIN, WORKER_MAIN, startNode, stopProc, type Proc } from "../../scripts/processes.ts";
+import { childEnv, testUrls, uniqueNs } from "./env.ts";
+
+export interface NodeHandle {
+  proc: Proc;
+  url: string;
+  wsUrl: string;
+  id: string;
+}
+
+/**
+ * API and worker processes of one test, addressed directly (no load balancer), so
+ * a test can open on one node, kill it, and re-attach on another.
+ */
+export async function startTopology(o: { apis?: number; workers?: number; env?: Record<string, string> } = {}) {
+  const ns = uniqueNs();
+  const sandboxRoot = mkdtempSync(join(tmpdir(), "molecule-topo-"));
+  const env = childEnv(ns, { MOLECULE_SANDBOX_ROOT: sandboxRoot, ...o.env });
+  const procs: Proc[] = [];
+  const logDir = process.env.TEST_LOG_DIR;
+  const apis: NodeHandle[] = [];
+  const workers: { proc: Proc; id: string }[] = [];
+
+  async function addApi(extra: Record<string, string> = {}): Promise<NodeHandle> {
+    const id = `api-${ns}-${apis.length}`;
+    const proc = startNode(id, API_MAIN, { ...env, MOLECULE_NODE_ID: id, ...extra }, logDir && join(logDir, `${id}.log`));
+    procs.push(proc);
+    const port = (await proc.ready).port as number;
+    const h = { proc, id, url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}` };
+    apis.push(h);
+    return h;
+  }
+  async function addWorker(extra: Record<string, string> = {}) {
+    const id = `w-${ns}-${workers.length}`;
+    const proc = startNode(id, WORKER_MAIN, { ...env, MOLECULE_WORKER_ID: id, ...extra }, logDir && join(logDir, `${id}.log`));
+    procs.push(proc);
+    await proc.ready;
+    const h = { proc, id };
+    workers.push(h);
+    return h;
+  }
+  await Promise.all([
+    ...Array.from({ length: o.apis ?? 1 }, () => addApi()),
+    ...Array.from({ length: o.workers ?? 1 }, () => addWorker()),
+  ]);
+  const db = createDb(testUrls().databaseUrl, { max: 2 });
+  const org = await createOrg(db.db, `topo-${ns}`);
+  return {
+    ns,
+    env,
+    apis,
+    workers,
+    db,
+    token: org.token,
+    sandboxRoot,
+    addApi,
+    addWorker,
+    async close() {
+      await Promise.all(procs.map((p) => stopProc(p, "SIGKILL")));
+      await db.close();
+      rmSync(sandboxRoot, { recursive: true, force: true });
+    },
+  };
+}
+export type Topology = Awaited<ReturnType<typeof startTopology>>;
