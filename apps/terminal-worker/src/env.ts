@@ -28,6 +28,9 @@ export const workerEnvSchema = baseEnvSchema.extend({
   MOLECULE_SHELL: z.string().default("/bin/bash"),
   MOLECULE_TERMINAL_ENABLED: boolish.default(true),
   MOLECULE_PROVISIONING_ENABLED: boolish.default(true),
+  /** Prometheus GET /metrics on this port; 0 = no metrics server (the default). */
+  MOLECULE_METRICS_PORT: int(0, 0),
+  MOLECULE_METRICS_HOST: z.string().default("127.0.0.1"),
 });
 export type WorkerEnv = z.infer<typeof workerEnvSchema>;
 

@@ -1,6 +1,7 @@
 import * as pty from "node-pty";
 import { createDb, createLogger, createRedis, migrateDatabase } from "@molecule/shared";
 import { loadWorkerEnv } from "./env.ts";
+import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { bwrapAvailable, createLocalProvider } from "./providers/index.ts";
 import { createWorker } from "./worker.ts";
 
@@ -25,6 +26,7 @@ if (env.MOLECULE_SANDBOX_BWRAP !== "off" && !bwrapAvailable()) {
   log.warn("bubblewrap is not usable: local shells run as plain child processes (whoami is this worker's user)");
 }
 
+const metrics = createWorkerMetrics(env.MOLECULE_WORKER_ID);
 const worker = createWorker({
   config: {
     ns: env.MOLECULE_REDIS_PREFIX,
@@ -47,10 +49,14 @@ const worker = createWorker({
   log,
   providers: { local },
   spawn: pty.spawn as never,
+  metrics,
 });
 await worker.start();
-log.info({ capacity: env.MOLECULE_WORKER_CAPACITY }, "terminal-worker ready");
-process.stdout.write(`${JSON.stringify({ event: "ready", worker_id: env.MOLECULE_WORKER_ID, pid: process.pid })}\n`);
+const metricsServer = env.MOLECULE_METRICS_PORT > 0 ? await serveMetrics(metrics.registry, env.MOLECULE_METRICS_PORT, env.MOLECULE_METRICS_HOST) : null;
+log.info({ capacity: env.MOLECULE_WORKER_CAPACITY, metrics_port: env.MOLECULE_METRICS_PORT || null }, "terminal-worker ready");
+process.stdout.write(
+  `${JSON.stringify({ event: "ready", worker_id: env.MOLECULE_WORKER_ID, pid: process.pid, ...(metricsServer ? { metrics_port: env.MOLECULE_METRICS_PORT } : {}) })}\n`,
+);
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {
@@ -60,6 +66,7 @@ async function stop(signal: string): Promise<void> {
   const hard = setTimeout(() => process.exit(1), env.MOLECULE_DRAIN_TIMEOUT_MS + 10_000);
   hard.unref();
   await worker.close().catch((err) => log.error({ err }, "close failed"));
+  metricsServer?.close();
   await Promise.allSettled([db.close(), redis.quit(), sub.quit()]);
   process.exit(0);
 }

@@ -13,6 +13,7 @@ import {
   type Logger,
   type ProvisionJob,
 } from "@molecule/shared";
+import type { WorkerMetrics } from "./metrics.ts";
 import { ProviderError, providerFor, type ProviderRegistry, type WorkspaceRow } from "./providers/index.ts";
 
 export interface ProvisioningDeps {
@@ -24,6 +25,7 @@ export interface ProvisioningDeps {
   concurrency: number;
   lockMs: number;
   timeoutMs: number;
+  metrics?: Pick<WorkerMetrics, "provisioned" | "jobWait">;
 }
 
 /**
@@ -40,9 +42,13 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
     const provider = providerFor(d.providers, ws.provider);
     const during = ws.status as "provisioning" | "restarting";
     const ctx = { recordInstanceId: (iid: string) => recordInstance(ws.id, iid) };
+    const t0 = performance.now();
+    const observe = (outcome: "ready" | "failed" | "retry" | "superseded") =>
+      d.metrics?.provisioned(ws.provider, job.data.action, outcome, performance.now() - t0);
     try {
       const res = job.data.action === "restart" && provider.restart ? await provider.restart(ws, ctx) : await provider.create(ws, ctx);
       const ready = await transitionWorkspace(d.db, ws.id, "ready", { from: [during], instanceId: res.instanceId ?? undefined });
+      observe(ready ? "ready" : "superseded");
       if (!ready) {
         // Deleted (or timed out) while we were creating: undo what we made.
         const now = await getWorkspace(d.db, ws.id);
@@ -54,7 +60,11 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
     } catch (err) {
       const transient = err instanceof ProviderError ? err.transient : true;
       const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      if (transient && !last) throw err;
+      if (transient && !last) {
+        observe("retry");
+        throw err;
+      }
+      observe("failed");
       const message = err instanceof ProviderError ? err.message : `provisioning failed: ${(err as Error).message}`;
       await transitionWorkspace(d.db, ws.id, "failed", { from: [during], message });
       log.warn({ err: (err as Error).message }, "workspace failed");
@@ -65,6 +75,7 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
   async function process(job: Job<ProvisionJob>): Promise<void> {
     const data = provisionJob.parse(job.data);
     const log = d.log.child({ workspace_id: data.workspaceId, action: data.action, job_id: job.id });
+    d.metrics?.jobWait(PROVISION_QUEUE, (job.processedOn ?? Date.now()) - job.timestamp);
     const ws = await getWorkspace(d.db, data.workspaceId);
     if (!ws) return;
     if (data.action === "destroy") {

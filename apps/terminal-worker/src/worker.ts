@@ -1,5 +1,7 @@
+import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import { createHub, withByteScripts, type DbHandle, type Logger } from "@molecule/shared";
+import { PROVISION_QUEUE, TERMINAL_QUEUE, bullPrefix, createHub, withByteScripts, type DbHandle, type Logger } from "@molecule/shared";
+import type { WorkerMetrics } from "./metrics.ts";
 import type { ProviderRegistry } from "./providers/index.ts";
 import { createProvisioningWorker } from "./provisioning.ts";
 import { createTerminalRunner } from "./terminal/runner.ts";
@@ -29,6 +31,7 @@ export interface WorkerDeps {
   log: Logger;
   providers: ProviderRegistry;
   spawn: SpawnPty;
+  metrics?: WorkerMetrics;
 }
 
 /** The terminal-worker process: provisioning jobs and terminal sessions. */
@@ -46,6 +49,7 @@ export function createWorker(deps: WorkerDeps) {
         concurrency: c.provisionConcurrency,
         lockMs: c.provisionLockMs,
         timeoutMs: c.provisionTimeoutMs,
+        metrics: deps.metrics,
       })
     : null;
   const terminal = c.terminal
@@ -64,8 +68,15 @@ export function createWorker(deps: WorkerDeps) {
         orphanGraceMs: c.orphanGraceMs,
         idleTimeoutMs: c.idleTimeoutMs,
         maxSessionMs: c.maxSessionMs,
+        metrics: deps.metrics,
       })
     : null;
+  // Queue depth for the metrics, read when Prometheus scrapes.
+  const queues = deps.metrics ? [PROVISION_QUEUE, TERMINAL_QUEUE].map((n) => new Queue(n, { connection: redis, prefix: bullPrefix(c.ns) })) : [];
+  deps.metrics?.sources({
+    active: () => terminal?.sessions.size ?? 0,
+    queues: async () => Object.fromEntries(await Promise.all(queues.map(async (q) => [q.name, await q.getJobCounts()] as const))),
+  });
 
   return {
     provisioning,
@@ -75,7 +86,7 @@ export function createWorker(deps: WorkerDeps) {
       await provisioning?.worker.waitUntilReady();
     },
     async close(): Promise<void> {
-      await Promise.all([terminal?.drain(c.drainTimeoutMs), provisioning?.close()]);
+      await Promise.all([terminal?.drain(c.drainTimeoutMs), provisioning?.close(), ...queues.map((q) => q.close())]);
     },
   };
 }

@@ -13,6 +13,7 @@ import {
   type Logger,
   type TerminalJob,
 } from "@molecule/shared";
+import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
 import { endWithoutShell, PtySession, type SpawnPty } from "./session.ts";
 
@@ -32,6 +33,7 @@ export interface RunnerDeps {
   orphanGraceMs: number;
   idleTimeoutMs: number;
   maxSessionMs: number;
+  metrics?: Pick<WorkerMetrics, "session" | "jobWait">;
 }
 
 const ALIVE_TTL_MS = 2000;
@@ -46,19 +48,24 @@ const TICK_MS = 500;
 export function createTerminalRunner(d: RunnerDeps) {
   const sessions = new Map<string, PtySession>();
   const alive = workerAliveKey(d.ns, d.workerId);
+  const m = d.metrics;
+  const sessionDeps = m ? { ...d, spawn: countPtyBytes(d.spawn, m.session) } : d;
 
   async function process(job: Job<TerminalJob>): Promise<void> {
     const data = terminalJob.parse(job.data);
     const k = sessionKeys(d.ns, data.sessionId);
     const log = d.log.child({ session_id: data.sessionId, workspace_id: data.workspaceId });
+    m?.jobWait(TERMINAL_QUEUE, (job.processedOn ?? Date.now()) - job.timestamp);
     if (Date.now() > data.claimDeadline) {
       // The API already told the client no_capacity: never start a shell nobody holds.
       log.warn("claimed after the claim deadline; not starting a shell");
+      m?.session.closed("no_capacity");
       return;
     }
     const cancelled = await d.redis.get(k.cancel);
     if (cancelled) {
       await endWithoutShell(d, k, data.sessionId, { reason: cancelled as EndReason, offset: 0 });
+      m?.session.closed(cancelled);
       return;
     }
     let cmd;
@@ -75,13 +82,16 @@ export function createTerminalRunner(d: RunnerDeps) {
       const reason = err instanceof TerminalUnavailableError ? err.reason : "spawn_failed";
       log.warn({ err: (err as Error).message, reason }, "terminal unavailable");
       await endWithoutShell(d, k, data.sessionId, { reason, offset: 0, message: (err as Error).message });
+      m?.session.closed(reason);
       return;
     }
-    const s = new PtySession(data, k, cmd, d);
+    const s = new PtySession(data, k, cmd, sessionDeps);
     sessions.set(data.sessionId, s);
     try {
       await s.start();
-      await s.done;
+      if (s.pid !== null) m?.session.opened();
+      const end = await s.done;
+      m?.session.closed(end.reason);
     } finally {
       sessions.delete(data.sessionId);
     }
