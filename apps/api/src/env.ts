@@ -26,7 +26,8 @@ export const apiEnvSchema = baseEnvSchema.extend({
   /** Per-session input budget; a client sending faster is slowed down (its socket paused), others unaffected. */
   MOLECULE_INPUT_BYTES_PER_SEC: int(1024 * 1024, 1024),
   MOLECULE_INPUT_MSGS_PER_SEC: int(2000, 10),
-  MOLECULE_WORKER_LOST_MS: int(3000, 500),
+  // Missing worker heartbeat this long (after its 1.5 s TTL) means worker_lost: noticed within ~3.5 s.
+  MOLECULE_WORKER_LOST_MS: int(1500, 500),
   MOLECULE_SHUTDOWN_GRACE_MS: int(5000, 0),
 });
 export type ApiEnv = z.infer<typeof apiEnvSchema>;

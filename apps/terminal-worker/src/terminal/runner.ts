@@ -36,7 +36,7 @@ export interface RunnerDeps {
   metrics?: Pick<WorkerMetrics, "session" | "jobWait">;
 }
 
-const ALIVE_TTL_MS = 2000;
+const ALIVE_TTL_MS = 1500;
 const TICK_MS = 500;
 
 /**

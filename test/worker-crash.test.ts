@@ -1,0 +1,74 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { call, readyWorkspace, waitFor } from "./helpers/http.ts";
+import { processesMatching } from "./helpers/procs.ts";
+import { openShell, TermClient } from "./helpers/term-client.ts";
+import { startTopology, type Topology } from "./helpers/topology.ts";
+
+let t: Topology;
+let ws: string;
+beforeAll(async () => {
+  t = await startTopology({ apis: 1, workers: 1, env: { MOLECULE_CLAIM_TIMEOUT_MS: "3000", MOLECULE_DRAIN_TIMEOUT_MS: "1000" } });
+  ws = await readyWorkspace(t.apis[0]!.url, t.token);
+});
+afterAll(() => t?.close());
+
+const api = () => t.apis[0]!;
+const sessionRow = async (id: string) => (await call(api().url, "GET", `/workspaces/${ws}/terminal/sessions`, { token: t.token })).body.sessions.find((s: { id: string }) => s.id === id);
+
+describe("terminal-worker failures", () => {
+  it("SIGKILL the worker: worker_lost (4500) within 5 s, the audit row closed, no process left", async () => {
+    const w = t.workers[0]!;
+    const c = await openShell(api().wsUrl, ws, { token: t.token });
+    const marker = `crash-marker-${Date.now()}`;
+    await c.run(`sleep 1000 && echo ${marker} & true`);
+    expect(processesMatching("sleep 1000").length).toBeGreaterThan(0);
+    const t0 = Date.now();
+    w.proc.child.kill("SIGKILL");
+    const err = await c.waitMessage("error", 8000);
+    expect(err.code).toBe("worker_lost");
+    expect((await c.closed).code).toBe(4500);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const row = await waitFor(async () => {
+      const r = await sessionRow(c.hello!.session);
+      return r?.closed_at ? r : null;
+    });
+    expect(row.close_reason).toBe("worker_lost");
+    await waitFor(async () => processesMatching("sleep 1000").length === 0, 5000);
+    await t.addWorker();
+  });
+
+  it("SIGTERM the worker: it stops claiming and ends its sessions with a clear reason", async () => {
+    const w = t.workers.at(-1)!;
+    const c = await openShell(api().wsUrl, ws, { token: t.token });
+    await c.run("true");
+    w.proc.child.kill("SIGTERM");
+    const err = await c.waitMessage("error", 15_000);
+    expect(err.code).toBe("worker_lost");
+    expect(err.message).toMatch(/shutting down/);
+    expect((await c.closed).code).toBe(4500);
+    expect(await w.proc.exited).toBe(0);
+    const row = await sessionRow(c.hello!.session);
+    expect(row.close_reason).toBe("worker_shutdown");
+  });
+
+  it("a client that leaves before any worker claims its session never gets a shell", async () => {
+    // No worker runs now: the session's job waits in the queue.
+    const c = new TermClient(api().wsUrl, ws, { token: t.token });
+    await c.opened;
+    await new Promise((r) => setTimeout(r, 200));
+    await c.close(1000);
+    await t.addWorker();
+    // A worker is claiming again: a new session works...
+    const d = await openShell(api().wsUrl, ws, { token: t.token });
+    expect((await d.run("echo alive")).trim()).toBe("alive");
+    // ...and the abandoned one was closed without ever reaching a worker.
+    const all = (await call(api().url, "GET", `/workspaces/${ws}/terminal/sessions`, { token: t.token })).body.sessions;
+    const open = all.filter((r: { closed_at: string | null }) => !r.closed_at);
+    expect(open.map((r: { id: string }) => r.id)).toEqual([d.hello!.session]);
+    const abandoned = all.filter((r: { close_reason: string; worker_id: string | null }) => r.close_reason === "client_closed" && r.worker_id === null);
+    expect(abandoned.length).toBe(1);
+    // Its id would be in the shell's command line (bwrap --setenv MOLECULE_SESSION_ID ...).
+    expect(processesMatching(abandoned[0].id)).toEqual([]);
+    await d.close();
+  });
+});
