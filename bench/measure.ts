@@ -1,0 +1,129 @@
+/**
+ * What the benchmark reads about processes: CPU time (all live threads, from
+ * /proc/<pid>/task/<tid>/schedstat, nanoseconds), resident memory
+ * (/proc/<pid>/status), Redis memory (INFO), and percentiles.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import type { Redis } from "ioredis";
+
+export interface Proc {
+  role: string;
+  pid: number;
+}
+
+/** CPU time a process has used so far, in milliseconds (every thread, user + system). */
+export function cpuMs(pid: number): number {
+  let ns = 0;
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0;
+  }
+  for (const t of tasks) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "latin1").split(" ")[0]);
+    } catch {
+      // thread ended meanwhile
+    }
+  }
+  if (ns > 0) return ns / 1e6;
+  // No schedstat (kernel without CONFIG_SCHEDSTATS): clock ticks from stat, 10 ms resolution.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return 0;
+  }
+}
+
+/** Resident set size in bytes (0 when the process is gone). */
+export function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "latin1"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export async function redisInfo(redis: Redis): Promise<{ pid: number; usedMemory: number; version: string }> {
+  const info = await redis.info();
+  const get = (k: string) => new RegExp(`^${k}:(.*)$`, "m").exec(info)?.[1]?.trim() ?? "";
+  return { pid: Number(get("process_id")), usedMemory: Number(get("used_memory")), version: get("redis_version") };
+}
+
+export async function redisUsedMemory(redis: Redis): Promise<number> {
+  const info = await redis.info("memory");
+  return Number(/^used_memory:(\d+)/m.exec(info)?.[1] ?? 0);
+}
+
+export function cpuSnapshot(procs: Proc[]): Map<number, number> {
+  return new Map(procs.map((p) => [p.pid, cpuMs(p.pid)]));
+}
+
+/** CPU milliseconds per role since `before` (roles with several processes are summed). */
+export function cpuSince(procs: Proc[], before: Map<number, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of procs) out[p.role] = (out[p.role] ?? 0) + (cpuMs(p.pid) - (before.get(p.pid) ?? 0));
+  return out;
+}
+
+export function rssByRole(procs: Proc[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of procs) out[p.role] = (out[p.role] ?? 0) + rssBytes(p.pid);
+  return out;
+}
+
+/**
+ * Samples resident memory of every process (and Redis' used_memory) every
+ * `everyMs` until stopped; reports baseline and peak per role.
+ */
+export function memorySampler(procs: Proc[], redis: Redis | null, everyMs = 50) {
+  const base = rssByRole(procs);
+  const peak: Record<string, number> = { ...base };
+  let redisBase = 0;
+  let redisPeak = 0;
+  let inflight = false;
+  const readRedis = async () => {
+    if (!redis || inflight) return;
+    inflight = true;
+    try {
+      const m = await redisUsedMemory(redis);
+      if (!redisBase) redisBase = m;
+      redisPeak = Math.max(redisPeak, m);
+    } catch {
+      // Redis busy or gone: skip this sample
+    } finally {
+      inflight = false;
+    }
+  };
+  const sample = () => {
+    const now = rssByRole(procs);
+    for (const [k, v] of Object.entries(now)) peak[k] = Math.max(peak[k] ?? 0, v);
+    void readRedis();
+  };
+  const first = readRedis();
+  const timer = setInterval(sample, everyMs);
+  return {
+    async stop() {
+      clearInterval(timer);
+      await first;
+      sample();
+      await readRedis();
+      const rolePeak: Record<string, { base: number; peak: number; growth: number }> = {};
+      for (const k of Object.keys(peak)) rolePeak[k] = { base: base[k] ?? 0, peak: peak[k]!, growth: peak[k]! - (base[k] ?? 0) };
+      if (redis) rolePeak["redis.used_memory"] = { base: redisBase, peak: redisPeak, growth: redisPeak - redisBase };
+      return rolePeak;
+    },
+  };
+}
+
+export function percentiles(values: number[]): { n: number; p50: number; p90: number; p99: number; max: number; mean: number } {
+  if (values.length === 0) return { n: 0, p50: NaN, p90: NaN, p99: NaN, max: NaN, mean: NaN };
+  const s = [...values].sort((a, b) => a - b);
+  // Nearest-rank percentile.
+  const at = (p: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+  return { n: s.length, p50: at(50), p90: at(90), p99: at(99), max: s[s.length - 1]!, mean: s.reduce((a, b) => a + b, 0) / s.length };
+}

@@ -1,0 +1,180 @@
+/**
+ * Turns benchmark results into target verdicts and the markdown table that
+ * bench/results/latest.md and docs/benchmark.md show.
+ */
+
+export interface Verdict {
+  id: string;
+  what: string;
+  value: number | null;
+  limit: number;
+  unit: string;
+  /** "max": value must be <= limit; "min": value must be >= limit. */
+  kind: "max" | "min";
+  met: boolean;
+}
+
+export type Results = {
+  version: 1;
+  quick: boolean;
+  startedAt: string;
+  durationSec: number;
+  machine: Record<string, unknown>;
+  targets: { system: string; bare: string };
+  settings: Record<string, unknown>;
+  scenarios: Record<string, any>;
+  verdicts: Verdict[];
+};
+
+const MiB = 1024 * 1024;
+
+/** Every numeric leaf of `sys` divided by the same leaf of `bare` (where both exist and bare is not 0). */
+export function ratios(sys: unknown, bare: unknown): unknown {
+  if (typeof sys === "number" && typeof bare === "number") return bare === 0 ? null : Math.round((sys / bare) * 100) / 100;
+  if (sys && bare && typeof sys === "object" && typeof bare === "object" && !Array.isArray(sys)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(sys as Record<string, unknown>)) {
+      const r = ratios(v, (bare as Record<string, unknown>)[k]);
+      if (r !== undefined && r !== null && !(typeof r === "object" && Object.keys(r as object).length === 0)) out[k] = r;
+    }
+    return out;
+  }
+  return undefined;
+}
+
+function check(id: string, what: string, value: number | null | undefined, kind: "max" | "min", limit: number, unit: string): Verdict {
+  const v = value === undefined || value === null || Number.isNaN(value) ? null : value;
+  return { id, what, value: v, limit, unit, kind, met: v !== null && (kind === "max" ? v <= limit : v >= limit) };
+}
+
+/** The issue's targets, checked against one run. */
+export function verdicts(s: Record<string, any>): Verdict[] {
+  const out: Verdict[] = [];
+  const sys = (k: string) => s[k]?.system;
+  const bare = (k: string) => s[k]?.bare;
+  if (sys("echo")) {
+    out.push(check("echo.p50", "echo p50", sys("echo").us.p50, "max", 700, "µs"));
+    out.push(check("echo.p99", "echo p99", sys("echo").us.p99, "max", 5000, "µs"));
+    out.push(check("echo.p50.ratio", "echo p50 / bare p50", sys("echo").us.p50 / bare("echo").us.p50, "max", 2, "x"));
+  }
+  if (sys("throughput")) {
+    const t = sys("throughput");
+    out.push(check("throughput.ratio", "throughput / bare", t.mbPerSec / bare("throughput").mbPerSec, "min", 0.85, "x"));
+    out.push(check("throughput.cpu", "server CPU per MB / bare", t.serverCpuMsPerMB / bare("throughput").serverCpuMsPerMB, "max", 2, "x"));
+    out.push(check("throughput.bytes", "every byte arrives (1 = yes)", t.everyByte && t.errors.length === 0 ? 1 : 0, "min", 1, ""));
+    for (const role of ["api", "worker", "redis.used_memory"]) {
+      const m = t.memory[role];
+      if (m) out.push(check(`throughput.mem.${role}`, `${role} memory growth during 64 MB`, m.growth / MiB, "max", 64, "MiB"));
+    }
+  }
+  if (sys("open")) {
+    out.push(check("open.p50", "open p50", sys("open").ms.p50, "max", 25, "ms"));
+    out.push(check("open.p99", "open p99", sys("open").ms.p99, "max", 60, "ms"));
+  }
+  if (sys("flood")) {
+    const f = sys("flood");
+    out.push(check("flood.ctrlc", "Ctrl-C to prompt at 1 MB/s", f.ctrlCToPromptMs, "max", 500, "ms"));
+    for (const role of ["api", "worker", "redis.used_memory"]) {
+      const m = f.memory[role];
+      if (m) out.push(check(`flood.mem.${role}`, `${role} memory growth during the flood`, m.growth / MiB, "max", 64, "MiB"));
+    }
+  }
+  if (sys("concurrent")) {
+    const c = sys("concurrent");
+    out.push(check("concurrent.open", `${c.sessions} sessions all open within`, c.opened === c.sessions ? c.allOpenMs : null, "max", 2000, "ms"));
+    out.push(check("concurrent.echo", `echo p50 with ${c.active} active`, c.echoUs.p50 / 1000, "max", 8, "ms"));
+    out.push(check("concurrent.mem", "server memory per session", c.serverBytesPerSession / 1024, "max", 256, "KiB"));
+  }
+  if (sys("thousand")) {
+    const k = sys("thousand");
+    out.push(check("thousand.errors", `${k.sessions} sessions on one worker: errors`, k.opened === k.sessions && k.echoUs.n > 0 ? k.errorCount : null, "max", 0, ""));
+    out.push(check("thousand.mem", `server memory per session (${k.sessions})`, k.serverBytesPerSession / 1024, "max", 256, "KiB"));
+  }
+  return out;
+}
+
+const f = (v: number | null | undefined, d = 1) => (v === null || v === undefined || Number.isNaN(v) ? "–" : v.toFixed(d));
+const ratio = (a: number | null | undefined, b: number | null | undefined) => (a == null || b == null || !b ? "–" : `${(a / b).toFixed(2)}x`);
+
+export function markdown(r: Results): string {
+  const s = r.scenarios;
+  const rows: string[][] = [];
+  const row = (name: string, sys: number | null | undefined, bare: number | null | undefined, unit: string, d = 1, target = "") =>
+    rows.push([name, `${f(sys, d)} ${unit}`.trim(), `${f(bare, d)} ${unit}`.trim(), ratio(sys, bare), target]);
+  const both = (k: string) => (s[k]?.system && s[k]?.bare ? [s[k].system, s[k].bare] : null);
+
+  const open = both("open");
+  if (open) {
+    row("open p50 (connect → first prompt byte)", open[0].ms.p50, open[1].ms.p50, "ms", 1, "≤ 25 ms");
+    row("open p90", open[0].ms.p90, open[1].ms.p90, "ms");
+    row("open p99", open[0].ms.p99, open[1].ms.p99, "ms", 1, "≤ 60 ms");
+  }
+  const echo = both("echo");
+  if (echo) {
+    row("echo p50", echo[0].us.p50, echo[1].us.p50, "µs", 0, "≤ 700 µs, ≤ 2x bare");
+    row("echo p90", echo[0].us.p90, echo[1].us.p90, "µs", 0);
+    row("echo p99", echo[0].us.p99, echo[1].us.p99, "µs", 0, "≤ 5000 µs");
+    row("echo max", echo[0].us.max, echo[1].us.max, "µs", 0);
+    row("server CPU per keystroke (API+worker / bridge)", echo[0].serverCpuUsPerKey, echo[1].serverCpuUsPerKey, "µs", 0);
+    row("Redis CPU per keystroke", echo[0].cpuUsPerKey.redis, null, "µs", 0);
+  }
+  const tp = both("throughput");
+  if (tp) {
+    row(`throughput (${f(tp[0].payloadBytes / 1e6, 2)} MB)`, tp[0].mbPerSec, tp[1].mbPerSec, "MB/s", 2, "≥ 0.85x bare");
+    row("server CPU per MB (API+worker+Redis / bridge)", tp[0].serverCpuMsPerMB, tp[1].serverCpuMsPerMB, "ms", 1, "≤ 2x bare");
+    rows.push(["every byte arrived", tp[0].everyByte ? "yes" : "NO", tp[1].everyByte ? "yes" : "NO", "", "yes"]);
+    const mem = (m: any, k: string) => (m[k] ? m[k].peak / 1024 / 1024 : null);
+    row("peak RSS API (sum)", mem(tp[0].memory, "api"), null, "MiB");
+    row("peak RSS worker (sum)", mem(tp[0].memory, "worker"), null, "MiB");
+    row("peak RSS haproxy", mem(tp[0].memory, "lb"), null, "MiB");
+    row("peak RSS Redis (process)", mem(tp[0].memory, "redis"), null, "MiB");
+    row("peak RSS bridge", null, mem(tp[1].memory, "bridge"), "MiB");
+  }
+  const fl = both("flood");
+  if (fl) {
+    row("flood: Ctrl-C → `__BACK__` at 1 MB/s", fl[0].ctrlCToPromptMs, fl[1].ctrlCToPromptMs, "ms", 0, "≤ 500 ms");
+    row("flood: backlog at Ctrl-C", fl[0].backlogAtCtrlC / 1024, fl[1].backlogAtCtrlC / 1024, "KiB", 0);
+    const g = (m: any, k: string) => (m[k] ? m[k].growth / 1024 / 1024 : null);
+    row("flood: API RSS growth", g(fl[0].memory, "api"), null, "MiB", 1, "≤ 64 MiB");
+    row("flood: worker RSS growth", g(fl[0].memory, "worker"), null, "MiB", 1, "≤ 64 MiB");
+    row("flood: Redis used_memory growth", g(fl[0].memory, "redis.used_memory"), null, "MiB", 1, "≤ 64 MiB");
+    row("flood: bridge RSS growth", null, g(fl[1].memory, "bridge"), "MiB");
+  }
+  const cc = both("concurrent");
+  if (cc) {
+    row(`concurrent: ${cc[0].sessions} opened at once, last prompt after`, cc[0].allOpenMs, cc[1].allOpenMs, "ms", 0, "≤ 2000 ms");
+    row("concurrent: open p50", cc[0].openMs.p50, cc[1].openMs.p50, "ms");
+    row("concurrent: open p99", cc[0].openMs.p99, cc[1].openMs.p99, "ms");
+    row(`concurrent: echo p50 (${cc[0].active} active)`, cc[0].echoUs.p50 / 1000, cc[1].echoUs.p50 / 1000, "ms", 2, "≤ 8 ms");
+    row(`concurrent: echo p99 (${cc[0].active} active)`, cc[0].echoUs.p99 / 1000, cc[1].echoUs.p99 / 1000, "ms", 2);
+    row("concurrent: server memory per session", cc[0].serverBytesPerSession / 1024, cc[1].serverBytesPerSession / 1024, "KiB", 0, "≤ 256 KiB");
+  }
+  const th = both("thousand");
+  if (th) {
+    row(`${th[0].sessions} sessions on one worker: opened`, th[0].opened, th[1].opened, "", 0, `${th[0].sessions}`);
+    row(`${th[0].sessions} sessions: errors`, th[0].errorCount, th[1].errorCount, "", 0, "0");
+    row(`${th[0].sessions} sessions: open p50`, th[0].openMs.p50, th[1].openMs.p50, "ms");
+    row(`${th[0].sessions} sessions: echo p50`, th[0].echoUs.p50 / 1000, th[1].echoUs.p50 / 1000, "ms", 2);
+    row(`${th[0].sessions} sessions: server memory per session`, th[0].serverBytesPerSession / 1024, th[1].serverBytesPerSession / 1024, "KiB", 0, "≤ 256 KiB");
+  }
+
+  const m = r.machine as Record<string, any>;
+  const lines = [
+    `# Benchmark results${r.quick ? " (quick run: not comparable)" : ""}`,
+    "",
+    `Run ${r.startedAt}, ${r.durationSec.toFixed(0)} s. Machine: ${m.cpu} × ${m.cores} cores, ${m.memGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, Redis ${m.redis}, ${m.haproxy}; load average ${m.loadStart} at start, ${m.loadEnd} at the end${m.note ? `; ${m.note}` : ""}.`,
+    "",
+    `- system: ${r.targets.system}`,
+    `- bare: ${r.targets.bare}`,
+    "",
+    "| figure | system | bare bridge | ratio | target |",
+    "|---|---:|---:|---:|---|",
+    ...rows.map((c) => `| ${c.join(" | ")} |`),
+    "",
+    "| target | value | limit | met |",
+    "|---|---:|---:|:-:|",
+    ...r.verdicts.map((v) => `| ${v.what} | ${f(v.value, 2)} ${v.unit} | ${v.kind === "max" ? "≤" : "≥"} ${v.limit} ${v.unit} | ${v.met ? "yes" : "**no**"} |`),
+    "",
+  ];
+  return lines.join("\n");
+}

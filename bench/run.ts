@@ -1,0 +1,216 @@
+/**
+ * The terminal benchmark: `pnpm bench` (see docs/benchmark.md).
+ *
+ * Starts the bare bridge (bench/bare-bridge.ts) and the system under test (the
+ * multi-node cluster from scripts/cluster.ts: haproxy, 2 API processes, 2
+ * terminal-workers, on the local Redis and PostgreSQL, in a Redis key prefix and
+ * database of the benchmark's own), runs every scenario against both in the same
+ * run, and writes bench/results/latest.json and latest.md.
+ *
+ *   --quick            tiny counts (the smoke test; figures not comparable)
+ *   --only a,b         scenarios: open, echo, throughput, flood, concurrent, thousand
+ *   --out DIR          where latest.json / latest.md go (default bench/results)
+ *   --system KIND      cluster (default) or node (one API + one worker, no load balancer)
+ *   --note TEXT        added to the machine line of the report
+ */
+import { randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
+import { ROOT } from "../scripts/processes.ts";
+import { redisInfo } from "./measure.ts";
+import { markdown, ratios, verdicts, type Results } from "./report.ts";
+import { scenarioConcurrent, scenarioEcho, scenarioFlood, scenarioOpen, scenarioThroughput } from "./scenarios.ts";
+import { startBare, startSystem, type Target } from "./system.ts";
+
+const ALL = ["open", "echo", "throughput", "flood", "concurrent", "thousand"] as const;
+type Scenario = (typeof ALL)[number];
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    out: { type: "string" },
+    system: { type: "string", default: "cluster" },
+    note: { type: "string" },
+  },
+});
+const quick = args.quick!;
+const only = new Set((args.only ?? ALL.join(",")).split(",").map((s) => s.trim()) as Scenario[]);
+for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s}; known: ${ALL.join(", ")}`);
+const kind = args.system === "node" ? "node" : "cluster";
+const outDir = args.out ?? join(ROOT, "bench/results");
+
+const settings = quick
+  ? { opens: 3, echoPairs: 20, throughputBytes: 1_000_000, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
+  : { opens: 100, echoPairs: 1000, throughputBytes: 64_000_000, floodMs: 2000, floodRate: 1_000_000, concurrent: { sessions: 200, active: 20, pairs: 50 }, thousand: { sessions: 1000, openConcurrency: 100, active: 1000, pairs: 1, echoConcurrency: 100 } };
+
+const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
+
+// ---- the benchmark's own Redis prefix and database -----------------------------------------
+
+const ns = process.env.BENCH_REDIS_PREFIX ?? `bench-${randomBytes(4).toString("hex")}`;
+const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const dbUrl = new URL(process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/molecule");
+if (!process.env.BENCH_DATABASE_URL) dbUrl.pathname = "/molecule_bench";
+const databaseUrl = process.env.BENCH_DATABASE_URL ?? dbUrl.toString();
+const workDir = mkdtempSync(join(os.tmpdir(), `molecule-${ns}-`));
+const logDir = join(workDir, "logs");
+mkdirSync(logDir, { recursive: true });
+
+function openFilesLimit(): number {
+  const m = /Max open files\s+(\d+|unlimited)/.exec(readFileSync("/proc/self/limits", "utf8"));
+  return !m || m[1] === "unlimited" ? Infinity : Number(m[1]);
+}
+
+const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
+await redis.connect().catch((err) => {
+  process.stderr.write(`Redis is not reachable at ${redisUrl} (${(err as Error).message}). Start it: redis-server --daemonize yes --bind 127.0.0.1\n`);
+  process.exit(2);
+});
+const rInfo = await redisInfo(redis);
+
+function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: redisUrl,
+    MOLECULE_REDIS_PREFIX: prefix,
+    MOLECULE_SANDBOX_ROOT: join(workDir, "sandboxes"),
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
+    ...extra,
+  };
+}
+
+async function cleanRedis(prefix: string): Promise<void> {
+  for (const pattern of [`${prefix}:*`, `{${prefix}}:*`]) {
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+      cursor = next;
+      if (keys.length) await redis.unlink(...keys);
+    } while (cursor !== "0");
+  }
+}
+
+const load = () => os.loadavg().map((v) => v.toFixed(2)).join(" ");
+const haproxyVersion = (() => {
+  const r = spawnSync("haproxy", ["-v"], { encoding: "utf8" });
+  return r.status === 0 ? (/HAProxy version (\S+)/.exec(r.stdout)?.[1] ? `haproxy ${/HAProxy version (\S+)/.exec(r.stdout)![1]}` : "haproxy") : "no haproxy";
+})();
+const machine = {
+  cpu: os.cpus()[0]?.model ?? "unknown",
+  cores: os.cpus().length,
+  memGiB: Math.round(os.totalmem() / 2 ** 30),
+  kernel: os.release(),
+  node: process.version,
+  redis: rInfo.version,
+  haproxy: haproxyVersion,
+  loadStart: load(),
+  loadEnd: "",
+  openFilesLimit: openFilesLimit(),
+  note: args.note ?? "",
+};
+
+const started = Date.now();
+const scenarios: Record<string, { system?: unknown; bare?: unknown; ratio?: unknown }> = {};
+let systemDescribe = "";
+let bareDescribe = "";
+
+async function both(name: Scenario, bare: Target, system: Target, fn: (t: Target) => Promise<unknown>): Promise<void> {
+  if (!only.has(name)) return;
+  const entry: { system?: unknown; bare?: unknown; ratio?: unknown } = {};
+  for (const t of [bare, system]) {
+    const t0 = Date.now();
+    log(`${name}: ${t.name}…`);
+    try {
+      entry[t.name] = await fn(t);
+    } catch (err) {
+      entry[t.name] = { failed: (err as Error).message };
+    }
+    log(`${name}: ${t.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  entry.ratio = ratios(entry.system, entry.bare);
+  scenarios[name] = entry;
+}
+
+let bare: Target | null = null;
+let system: Target | null = null;
+const cleanup = async () => {
+  await Promise.allSettled([bare?.stop(), system?.stop()]);
+  bare = system = null;
+};
+process.on("SIGINT", () => void cleanup().finally(() => process.exit(130)));
+
+try {
+  log(`prefix ${ns}, database ${new URL(databaseUrl).pathname.slice(1)}, system: ${kind}, logs in ${logDir}`);
+  [bare, system] = await Promise.all([
+    startBare(baseEnv(`${ns}-bare`), logDir),
+    startSystem({ env: baseEnv(ns), kind, redisPid: rInfo.pid, logDir }),
+  ]);
+  systemDescribe = system.describe;
+  bareDescribe = bare.describe;
+  const b = bare;
+  const s = system;
+
+  await both("open", b, s, (t) => scenarioOpen(t, settings.opens));
+  await both("echo", b, s, (t) => scenarioEcho(t, settings.echoPairs));
+  await both("throughput", b, s, (t) => scenarioThroughput(t, redis, settings.throughputBytes));
+  await both("flood", b, s, (t) => scenarioFlood(t, redis, { floodMs: settings.floodMs, rate: settings.floodRate }));
+  await both("concurrent", b, s, (t) => scenarioConcurrent(t, redis, t.name === "system" ? ns : null, settings.concurrent));
+  await system.stop();
+  system = null;
+
+  if (only.has("thousand")) {
+    const n = settings.thousand.sessions;
+    // Each session holds a PTY, a WebSocket on the client, haproxy (two) and the API: 4+ descriptors.
+    if (openFilesLimit() < n * 6 + 1000) {
+      scenarios.thousand = { system: { failed: `ulimit -n is ${openFilesLimit()}: raise it to at least ${n * 6 + 1000}` } };
+    } else {
+      // One worker holds every session: its capacity and the claim deadline are raised for the run.
+      const prefix = `${ns}-k`;
+      system = await startSystem({
+        env: baseEnv(prefix, { MOLECULE_WORKER_CAPACITY: String(n + 100), MOLECULE_CLAIM_TIMEOUT_MS: "60000" }),
+        kind,
+        workers: 1,
+        redisPid: rInfo.pid,
+        logDir,
+      });
+      const s1 = system;
+      await both("thousand", b, s1, (t) => scenarioConcurrent(t, redis, t.name === "system" ? prefix : null, settings.thousand));
+      await cleanRedis(prefix).catch(() => {});
+    }
+  }
+} catch (err) {
+  log(`benchmark failed: ${(err as Error).stack ?? String(err)}`);
+  process.exitCode = 1;
+} finally {
+  await cleanup();
+  await cleanRedis(ns).catch(() => {});
+  await cleanRedis(`${ns}-k`).catch(() => {});
+  redis.disconnect();
+}
+
+machine.loadEnd = load();
+const results: Results = {
+  version: 1,
+  quick,
+  startedAt: new Date(started).toISOString(),
+  durationSec: (Date.now() - started) / 1000,
+  machine,
+  targets: { system: systemDescribe, bare: bareDescribe },
+  settings,
+  scenarios,
+  verdicts: verdicts(scenarios),
+};
+mkdirSync(outDir, { recursive: true });
+writeFileSync(join(outDir, "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
+writeFileSync(join(outDir, "latest.md"), markdown(results));
+process.stdout.write(markdown(results));
+log(`wrote ${join(outDir, "latest.json")} and latest.md (${results.durationSec.toFixed(0)} s)`);
+if (existsSync(workDir) && process.exitCode !== 1) rmSync(workDir, { recursive: true, force: true });
+process.exit(process.exitCode ?? 0);
