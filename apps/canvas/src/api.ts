@@ -1,0 +1,87 @@
+import type { WorkspaceJson } from "@molecule/shared/workspace";
+
+export type Workspace = WorkspaceJson;
+
+export interface AuditSession {
+  id: string;
+  token_prefix: string | null;
+  client_addr: string | null;
+  user_agent: string | null;
+  worker_id: string | null;
+  provider: string;
+  instance_id: string | null;
+  os_user: string | null;
+  opened_at: string;
+  closed_at: string | null;
+  duration_ms: number | null;
+  close_reason: string | null;
+  exit_code: number | null;
+  exit_signal: string | null;
+  bytes_in: number;
+  bytes_out: number;
+}
+
+export interface FieldError {
+  field: string | null;
+  message: string;
+}
+
+/** An error answer of the API: `{"error": {"code", "message", "details"}}`. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: unknown,
+  ) {
+    super(message);
+  }
+
+  /** Per-field validation messages (400 `details: [{field, message}]`). */
+  get fieldErrors(): FieldError[] {
+    if (!Array.isArray(this.details)) return [];
+    return this.details
+      .filter((d): d is { field?: unknown; message?: unknown } => typeof d === "object" && d !== null)
+      .map((d) => ({
+        field: typeof d.field === "string" && d.field ? d.field : null,
+        message: typeof d.message === "string" ? d.message : "invalid",
+      }));
+  }
+}
+
+/** REST calls with the org token; the token only ever travels in the Authorization header. */
+export function createApiClient(token: string, base = "") {
+  async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let res: Response;
+    try {
+      res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+    } catch (err) {
+      throw new ApiError(0, "network", `the API could not be reached (${(err as Error).message})`, null);
+    }
+    const text = await res.text();
+    let json: unknown = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      // not JSON (a proxy's error page)
+    }
+    if (!res.ok) {
+      const e = (json as { error?: { code?: string; message?: string; details?: unknown } } | null)?.error;
+      throw new ApiError(res.status, e?.code ?? "http_error", e?.message ?? `HTTP ${res.status}`, e?.details ?? null);
+    }
+    return json as T;
+  }
+
+  const ws = (id: string) => `/workspaces/${encodeURIComponent(id)}`;
+  return {
+    listWorkspaces: () => call<{ workspaces: Workspace[] }>("GET", "/workspaces?limit=200").then((r) => r.workspaces),
+    createWorkspace: (body: { name: string; runtime: string; tier: unknown }) => call<Workspace>("POST", "/workspaces", body),
+    deleteWorkspace: (id: string) => call<Workspace>("DELETE", ws(id)),
+    restartWorkspace: (id: string) => call<Workspace>("POST", `${ws(id)}/restart`),
+    terminalTicket: (id: string) => call<{ ticket: string; expires_at: string }>("POST", `${ws(id)}/terminal/tickets`).then((r) => r.ticket),
+    terminalSessions: (id: string) => call<{ sessions: AuditSession[] }>("GET", `${ws(id)}/terminal/sessions`).then((r) => r.sessions),
+  };
+}
+export type ApiClient = ReturnType<typeof createApiClient>;

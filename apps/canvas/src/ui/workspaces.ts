@@ -1,0 +1,243 @@
+import { RUNTIMES, type WorkspaceStatus } from "@molecule/shared/workspace";
+import { ApiError, type ApiClient, type Workspace } from "../api.ts";
+import { h, setText } from "../dom.ts";
+import { announce } from "./announce.ts";
+import { confirmDialog } from "./confirm.ts";
+
+const TRANSITIONAL: readonly WorkspaceStatus[] = ["provisioning", "restarting", "removing"];
+const POLL_FAST_MS = 1000;
+const POLL_SLOW_MS = 4000;
+
+export interface WorkspacesDeps {
+  api: ApiClient;
+  openTerminal(ws: Workspace): void;
+  openSessions(ws: Workspace): void;
+  /** The token stopped working (401): back to sign-in. */
+  unauthorized(message: string): void;
+}
+
+interface Row {
+  tr: HTMLTableRowElement;
+  status: HTMLElement;
+  error: HTMLElement;
+  terminal: HTMLButtonElement;
+  restart: HTMLButtonElement;
+  remove: HTMLButtonElement;
+  ws: Workspace;
+}
+
+/** The workspace list (live status by polling GET /workspaces) and the create form. */
+export function createWorkspacesView(d: WorkspacesDeps) {
+  // ---- create form --------------------------------------------------------------------
+  const fieldError = (id: string) => h("p", { id, class: "field-error", "aria-live": "polite" });
+  const nameErr = fieldError("name-error");
+  const runtimeErr = fieldError("runtime-error");
+  const tierErr = fieldError("tier-error");
+  const formErr = fieldError("form-error");
+  const name = h("input", { id: "ws-name", type: "text", autocomplete: "off", "aria-describedby": "name-error", placeholder: "prod-agent" });
+  const runtime = h("select", { id: "ws-runtime", "aria-describedby": "runtime-error" }, ...RUNTIMES.map((r) => h("option", { value: r }, r)));
+  runtime.value = "hermes";
+  const tier = h("select", { id: "ws-tier", "aria-describedby": "tier-error" }, ...[1, 2, 3, 4].map((t) => h("option", { value: t }, String(t))));
+  tier.value = "2";
+  const submit = h("button", { type: "submit" }, "Create workspace");
+  const fields: Record<string, { input: HTMLElement; error: HTMLElement }> = {
+    name: { input: name, error: nameErr },
+    runtime: { input: runtime, error: runtimeErr },
+    tier: { input: tier, error: tierErr },
+  };
+  // novalidate: the API's own validation messages are the ones shown, next to their fields.
+  const form = h(
+    "form",
+    { class: "create", novalidate: true, "aria-labelledby": "create-title" },
+    h("h2", { id: "create-title" }, "New workspace"),
+    h("div", { class: "field" }, h("label", { for: "ws-name" }, "Name"), name, nameErr),
+    h(
+      "div",
+      { class: "field-row" },
+      h("div", { class: "field" }, h("label", { for: "ws-runtime" }, "Runtime"), runtime, runtimeErr),
+      h("div", { class: "field" }, h("label", { for: "ws-tier" }, "Tier"), tier, tierErr),
+    ),
+    submit,
+    formErr,
+  );
+
+  function clearErrors(): void {
+    for (const f of Object.values(fields)) {
+      setText(f.error, "");
+      f.input.removeAttribute("aria-invalid");
+    }
+    setText(formErr, "");
+  }
+
+  function showApiError(err: unknown): void {
+    if (!(err instanceof ApiError)) {
+      setText(formErr, String(err));
+      return;
+    }
+    const byField = err.fieldErrors;
+    const loose: string[] = [];
+    for (const fe of byField) {
+      const f = fe.field ? fields[fe.field.split(".")[0]!] : undefined;
+      if (f) {
+        f.error.textContent = f.error.textContent ? `${f.error.textContent}; ${fe.message}` : fe.message;
+        f.input.setAttribute("aria-invalid", "true");
+      } else {
+        loose.push(fe.field ? `${fe.field}: ${fe.message}` : fe.message);
+      }
+    }
+    if (!byField.length || loose.length) setText(formErr, [err.message, ...loose].join(" — "));
+    const first = byField.map((fe) => fe.field && fields[fe.field.split(".")[0]!]).find(Boolean);
+    (first ? first.input : name).focus();
+  }
+
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    clearErrors();
+    submit.disabled = true;
+    d.api
+      .createWorkspace({ name: name.value, runtime: runtime.value, tier: Number(tier.value) })
+      .then((ws) => {
+        name.value = "";
+        upsert(ws);
+        announce(`Workspace ${ws.name} created: ${ws.status}`);
+        schedule(0);
+      })
+      .catch((err) => {
+        if (err instanceof ApiError && err.status === 401) return d.unauthorized(err.message);
+        showApiError(err);
+      })
+      .finally(() => {
+        submit.disabled = false;
+      });
+  });
+
+  // ---- list ---------------------------------------------------------------------------
+  const tbody = h("tbody");
+  const listStatus = h("p", { class: "muted" }, "Loading…");
+  const table = h(
+    "table",
+    { class: "workspaces" },
+    h("caption", { class: "sr-only" }, "Workspaces"),
+    h("thead", {}, h("tr", {}, ...["Name", "Runtime", "Tier", "Status", "Actions"].map((c) => h("th", { scope: "col" }, c)))),
+    tbody,
+  );
+  const rows = new Map<string, Row>();
+
+  async function act(ws: Workspace, what: "restart" | "delete"): Promise<void> {
+    const ok = await confirmDialog(
+      what === "delete" ? `Delete ${ws.name}?` : `Restart ${ws.name}?`,
+      what === "delete"
+        ? "The workspace is removed with everything in it; open terminals to it end."
+        : "The workspace restarts; open terminals to it end.",
+      what === "delete" ? "Delete" : "Restart",
+    );
+    if (!ok) return;
+    try {
+      const moved = what === "delete" ? await d.api.deleteWorkspace(ws.id) : await d.api.restartWorkspace(ws.id);
+      upsert(moved);
+      announce(`Workspace ${ws.name}: ${moved.status}`);
+      schedule(0);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) return d.unauthorized(err.message);
+      announce(`Could not ${what} ${ws.name}: ${(err as Error).message}`);
+      setText(listStatus, `Could not ${what} ${ws.name}: ${(err as Error).message}`);
+    }
+  }
+
+  function render(r: Row): void {
+    const ws = r.ws;
+    setText(r.status, ws.status);
+    r.status.dataset.status = ws.status;
+    setText(r.error, ws.status === "failed" && ws.error ? ws.error : "");
+    r.terminal.disabled = ws.status !== "ready";
+    r.restart.disabled = ws.status !== "ready" && ws.status !== "failed";
+    r.remove.disabled = ws.status === "removing" || ws.status === "removed";
+  }
+
+  function upsert(ws: Workspace): void {
+    const existing = rows.get(ws.id);
+    if (existing) {
+      const before = existing.ws.status;
+      existing.ws = ws;
+      render(existing);
+      if (before !== ws.status) announce(`Workspace ${ws.name} is now ${ws.status}`);
+      return;
+    }
+    const status = h("span", { class: "status" });
+    const error = h("span", { class: "ws-error" });
+    const terminal = h("button", { type: "button", onclick: () => d.openTerminal(r.ws) }, "Terminal");
+    const sessions = h("button", { type: "button", onclick: () => d.openSessions(r.ws) }, "Sessions");
+    const restart = h("button", { type: "button", onclick: () => void act(r.ws, "restart") }, "Restart");
+    const remove = h("button", { type: "button", class: "danger", onclick: () => void act(r.ws, "delete") }, "Delete");
+    for (const [b, what] of [[terminal, "Open a terminal in"], [sessions, "Terminal sessions of"], [restart, "Restart"], [remove, "Delete"]] as const) {
+      b.setAttribute("aria-label", `${what} ${ws.name}`);
+    }
+    const tr = h(
+      "tr",
+      { "data-workspace": ws.id },
+      h("th", { scope: "row" }, ws.name),
+      h("td", {}, ws.runtime),
+      h("td", {}, String(ws.tier)),
+      h("td", {}, status, error),
+      h("td", { class: "actions" }, terminal, sessions, restart, remove),
+    );
+    const r: Row = { tr, status, error, terminal, restart, remove, ws };
+    rows.set(ws.id, r);
+    render(r);
+    // Newest first, as the API lists them.
+    tbody.prepend(tr);
+  }
+
+  function sync(list: Workspace[]): void {
+    const seen = new Set(list.map((w) => w.id));
+    for (const [id, r] of rows) {
+      if (!seen.has(id)) {
+        r.tr.remove();
+        rows.delete(id);
+        announce(`Workspace ${r.ws.name} was removed`);
+      }
+    }
+    for (const ws of [...list].reverse()) upsert(ws);
+    setText(listStatus, list.length ? "" : "No workspaces yet: create one below.");
+  }
+
+  // ---- polling ------------------------------------------------------------------------
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let stopped = false;
+  let inflight = false;
+  function schedule(ms: number): void {
+    if (stopped) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => void poll(), ms);
+  }
+  async function poll(): Promise<void> {
+    if (inflight) return schedule(200);
+    inflight = true;
+    try {
+      sync(await d.api.listWorkspaces());
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        stopped = true;
+        d.unauthorized(err.message);
+        return;
+      }
+      setText(listStatus, `Could not refresh the list: ${(err as Error).message}`);
+    } finally {
+      inflight = false;
+    }
+    const busy = [...rows.values()].some((r) => TRANSITIONAL.includes(r.ws.status));
+    schedule(busy ? POLL_FAST_MS : POLL_SLOW_MS);
+  }
+
+  const root = h("div", { class: "workspaces-view" }, h("h2", {}, "Workspaces"), listStatus, table, form);
+  return {
+    root,
+    start(): void {
+      void poll();
+    },
+    stop(): void {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+    },
+  };
+}

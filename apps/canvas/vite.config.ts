@@ -1,0 +1,24 @@
+import { defineConfig } from "vite";
+
+// `pnpm --filter @molecule/canvas build` writes dist/, which every API node serves at `/`.
+// `pnpm --filter @molecule/canvas dev` proxies the API (MOLECULE_API, default the ./start URL).
+const api = process.env.MOLECULE_API ?? "http://127.0.0.1:8080";
+
+export default defineConfig({
+  root: import.meta.dirname,
+  base: "/",
+  build: {
+    outDir: "dist",
+    emptyOutDir: true,
+    target: "es2022",
+    sourcemap: true,
+    chunkSizeWarningLimit: 1024,
+  },
+  server: {
+    host: "127.0.0.1",
+    proxy: {
+      "/workspaces": { target: api, ws: true, changeOrigin: false },
+      "/docs": { target: api },
+    },
+  },
+});
