@@ -111,6 +111,11 @@ defaults
 
 frontend molecule
   bind 127.0.0.1:${o.port}
+  # One request id from the load balancer to the API's logs (X-Request-Id; the API keeps one it is given).
+  unique-id-format %{+X}o%ci%cp%fp%Ts%rt%pid
+  http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }
+  http-request capture req.hdr(x-request-id) len 64
+  log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %{+Q}r req_id=%hr"
   default_backend api
 
 backend api
@@ -208,9 +213,9 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   const nWorkers = opts.workers ?? 2;
   if (nApis < 1 || nWorkers < 0) throw new Error("a cluster needs at least one API process");
   await prepareServices(apiEnv);
-  const token =
-    (opts.tokenFile ? await defaultOrgToken(apiEnv, opts.tokenFile) : undefined) ??
-    (await namedOrgToken(apiEnv.DATABASE_URL, opts.org ?? (opts.tokenFile ? "default" : `cluster-${apiEnv.MOLECULE_REDIS_PREFIX}`)));
+  const token = opts.tokenFile
+    ? (await defaultOrgToken(apiEnv, opts.tokenFile, { createMissing: true }))!
+    : await namedOrgToken(apiEnv.DATABASE_URL, opts.org ?? `cluster-${apiEnv.MOLECULE_REDIS_PREFIX}`);
 
   const dir = mkdtempSync(join(tmpdir(), "molecule-cluster-"));
   const logDir = opts.logDir ?? join(dir, "logs");
@@ -266,7 +271,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       port = wanted === 0 ? await freePort() : wanted;
       const cfg = join(dir, "haproxy.cfg");
       writeFileSync(cfg, haproxyConfig({ port, servers, statsSocket }));
-      const check = spawnSync(HAPROXY, ["-c", "-q", "-f", cfg], { encoding: "utf8" });
+      const check = spawnSync(HAPROXY, ["-c", "-f", cfg], { encoding: "utf8" });
       if (check.error) throw new Error(`haproxy is not installed (${check.error.message}); apt-get install haproxy`);
       if (check.status !== 0) throw new Error(`haproxy rejected ${cfg}: ${check.stderr}${check.stdout}`);
       const logFd = openSync(join(logDir, "haproxy.log"), "a");

@@ -37,11 +37,13 @@ async function withDb<T>(databaseUrl: string, fn: (db: Db) => Promise<T>): Promi
 /**
  * The default org's token, as ./start prints it: the bootstrap token on an empty
  * database, else the one saved (0600) in `tokenFile` while it is still valid, else
- * a new "dev" token. Undefined when the database has orgs but no "default" one.
+ * a new "dev" token. When the database has orgs but no "default" one: undefined,
+ * or (createMissing) a new "default" org.
  */
 export async function defaultOrgToken(
   env: Pick<ApiEnv, "DATABASE_URL" | "MOLECULE_BOOTSTRAP_TOKEN">,
   tokenFile: string,
+  o: { createMissing?: boolean } = {},
 ): Promise<string | undefined> {
   const token = await withDb(env.DATABASE_URL, async (db) => {
     const boot = await bootstrapDefaultOrg(db, env.MOLECULE_BOOTSTRAP_TOKEN);
@@ -55,7 +57,8 @@ export async function defaultOrgToken(
       if (row && !row.revokedAt) return saved;
     }
     const [org] = await db.select().from(schema.orgs).where(eq(schema.orgs.name, "default")).limit(1);
-    return org ? (await createToken(db, org.id, "dev")).token : undefined;
+    if (org) return (await createToken(db, org.id, "dev")).token;
+    return o.createMissing ? (await createOrg(db, "default")).token : undefined;
   });
   if (token) writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   return token;
@@ -65,7 +68,7 @@ export async function defaultOrgToken(
 export async function namedOrgToken(databaseUrl: string, name: string): Promise<string> {
   return withDb(databaseUrl, async (db) => {
     const [org] = await db.select().from(schema.orgs).where(eq(schema.orgs.name, name)).limit(1);
-    return org ? (await createToken(db, org.id, "cluster")).token : (await createOrg(db, name)).token;
+    return org ? (await createToken(db, org.id, "dev")).token : (await createOrg(db, name)).token;
   });
 }
 

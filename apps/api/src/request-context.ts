@@ -7,7 +7,9 @@ export function requestContext(log: Logger): RequestHandler {
   return (req, res, next) => {
     const incoming = req.headers["x-request-id"];
     const id = typeof incoming === "string" && /^[A-Za-z0-9_.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
-    const reqLog = log.child({ req_id: id });
+    // Workspace routes log the workspace id as a field of its own, so one grep finds a workspace's requests.
+    const workspaceId = /^\/workspaces\/([0-9a-fA-F-]{36})(?:[/?]|$)/.exec(req.url)?.[1];
+    const reqLog = log.child(workspaceId ? { req_id: id, workspace_id: workspaceId } : { req_id: id });
     Object.assign(req, { id, log: reqLog });
     res.setHeader("X-Request-Id", id);
     const start = process.hrtime.bigint();

@@ -48,7 +48,16 @@ export interface BridgeDeps {
   /** The client dropped without a close frame (or this node is draining): the shell lives on for the grace period. */
   detached(b: TerminalBridge): void;
   closed(b: TerminalBridge): void;
-  metrics?: { bytesOut(n: number): void; bytesIn(n: number): void; replay(n: number): void; gap(): void };
+  metrics?: {
+    bytesOut(n: number): void;
+    bytesIn(n: number): void;
+    replay(n: number): void;
+    gap(): void;
+    /** hello sent (v1) or, for raw clients, the same moment: the session is usable. */
+    attached?(): void;
+    /** This socket is done, and why (end reason, client_closed, dropped, restarting). */
+    closed?(reason: string): void;
+  };
 }
 
 const READ_CHUNK = 256 * 1024;
@@ -133,6 +142,7 @@ export class TerminalBridge {
     if (this.claimTimer) clearTimeout(this.claimTimer);
     this.claimTimer = null;
     this.sendJson({ type: "hello", session: this.sessionId, offset: this.next, cols, rows });
+    this.d.metrics?.attached?.();
     for (const b of this.pendingInput) this.publishIn(encodeInput(b));
     this.pendingInput = [];
     this.pendingInputBytes = 0;
@@ -263,8 +273,9 @@ export class TerminalBridge {
         progressed = true;
       }
       if (!progressed) {
-        // Bytes announced live but absent from the log (e.g. Redis lost them in a restart).
-        if (this.next < this.known && !this.again && r.chunks.length === 0) this.sendGap(this.known);
+        // Bytes announced live but absent from a log that holds later ones: really gone.
+        // An empty log (Redis restarted) is not a gap yet: the worker re-seeds it.
+        if (this.next < this.known && !this.again && r.chunks.length === 0 && r.firstStart !== null) this.sendGap(this.known);
         if (!this.again) return;
       }
     }
@@ -293,6 +304,7 @@ export class TerminalBridge {
   /** Ends this connection as the protocol says for `end`. */
   finish(end: SessionEnd): void {
     if (this.state === "closed") return;
+    this.d.metrics?.closed?.(end.reason);
     const spec = closeFor(end);
     if (end.reason === "exit") {
       this.sendJson({ type: "exit", code: end.code ?? null, signal: end.signal ?? null });
@@ -305,6 +317,7 @@ export class TerminalBridge {
   /** This node is shutting down: the client re-attaches elsewhere with session and offset. */
   drain(): void {
     if (this.state === "closed") return;
+    this.d.metrics?.closed?.("restarting");
     this.sendError("restarting", "this API node is restarting; re-attach with session and offset");
     this.closeWith(CLOSE.restarting, "restarting");
     this.d.detached(this);
@@ -332,6 +345,7 @@ export class TerminalBridge {
   private handleClose(code: number): void {
     if (this.closing || this.state === "closed") return;
     this.closing = true;
+    this.d.metrics?.closed?.(code === 1006 ? "dropped" : "client_closed");
     if (code === 1006) {
       // No close frame: network loss. The shell lives on for the grace period.
       this.d.detached(this);

@@ -56,7 +56,7 @@ export interface GatewayDeps {
   tickets: Tickets;
   log: Logger;
   config: GatewayConfig;
-  metrics?: BridgeDeps["metrics"] & { opened(ms: number): void; closed(reason: string): void; active(n: number): void };
+  metrics?: BridgeDeps["metrics"] & { opened(ms: number, kind?: "new" | "reattach"): void; closed(reason: string): void; active(n: number): void };
 }
 
 const PATH_RE = /^\/workspaces\/([^/]+)\/terminal\/?$/;
@@ -110,6 +110,12 @@ export function createTerminalGateway(d: GatewayDeps) {
       d.metrics?.active(bridges.size);
     },
   };
+
+  /** The bridge's metrics, timing this socket's open from the upgrade (t0) to its hello. */
+  function timedMetrics(t0: number, kind: "new" | "reattach"): BridgeDeps["metrics"] {
+    const m = d.metrics;
+    return m && { ...m, attached: () => m.opened(performance.now() - t0, kind) };
+  }
 
   async function cancelSession(sessionId: string, reason: EndReason): Promise<void> {
     const k = sessionKeys(c.ns, sessionId);
@@ -202,6 +208,7 @@ export function createTerminalGateway(d: GatewayDeps) {
   function failEarly(sock: WebSocket, mode: Mode, code: keyof typeof CLOSE, message: string): void {
     if (mode === "v1") sock.send(JSON.stringify({ type: "error", code, message }));
     else sock.send(`Error: ${message}\r\n`);
+    d.metrics?.closed(code);
     sock.close(CLOSE[code], code);
   }
 
@@ -214,7 +221,7 @@ export function createTerminalGateway(d: GatewayDeps) {
     q: { cols: number; rows: number; session?: string; offset?: number },
     t0: number,
   ): Promise<void> {
-    if (q.session !== undefined) return reattach(sock, mode, p, ws, q.session, q.offset ?? 0);
+    if (q.session !== undefined) return reattach(sock, mode, p, ws, q.session, q.offset ?? 0, t0);
     if (ws.status !== "ready") {
       return failEarly(sock, mode, "not_ready", `the workspace is ${ws.status}, not ready`);
     }
@@ -223,7 +230,7 @@ export function createTerminalGateway(d: GatewayDeps) {
     const bridge = new TerminalBridge(
       sock,
       { sessionId, workspaceId: ws.id, keys: k, mode, from: 0, cols: q.cols, rows: q.rows, isNew: true, workerId: null, endedAlready: null },
-      { ...bridgeDeps, log: d.log.child({ session_id: sessionId, workspace_id: ws.id }) },
+      { ...bridgeDeps, log: d.log.child({ session_id: sessionId, workspace_id: ws.id }), metrics: timedMetrics(t0, "new") },
     );
     bridges.add(bridge);
     d.metrics?.active(bridges.size);
@@ -264,7 +271,15 @@ export function createTerminalGateway(d: GatewayDeps) {
     bridge.log.info({ mode, open_ms: Math.round(performance.now() - t0) }, "terminal session requested");
   }
 
-  async function reattach(sock: WebSocket, mode: Mode, p: Principal, ws: typeof schema.workspaces.$inferSelect, session: string, offset: number): Promise<void> {
+  async function reattach(
+    sock: WebSocket,
+    mode: Mode,
+    p: Principal,
+    ws: typeof schema.workspaces.$inferSelect,
+    session: string,
+    offset: number,
+    t0: number,
+  ): Promise<void> {
     const notFound = () => failEarly(sock, mode, "session_not_found", "no such session for this workspace (unknown, expired or ended)");
     if (!isUuid(session)) return notFound();
     const k = sessionKeys(c.ns, session);
@@ -292,7 +307,7 @@ export function createTerminalGateway(d: GatewayDeps) {
         workerId: meta.worker ?? null,
         endedAlready: ended,
       },
-      { ...bridgeDeps, log: d.log.child({ session_id: session, workspace_id: ws.id }) },
+      { ...bridgeDeps, log: d.log.child({ session_id: session, workspace_id: ws.id }), metrics: timedMetrics(t0, "reattach") },
     );
     bridges.add(bridge);
     d.metrics?.active(bridges.size);
@@ -304,6 +319,14 @@ export function createTerminalGateway(d: GatewayDeps) {
   // ---- watchdog: viewer heartbeats out, worker heartbeats in ------------------------------
 
   const missingSince = new Map<string, number>();
+  // After a Redis reconnect (maybe a restart that lost every key), workers need a moment to
+  // write their heartbeats again: judge no worker lost until then.
+  let judgeAfter = 0;
+  d.hub.onReconnect(() => {
+    missingSince.clear();
+    judgeAfter = Date.now() + c.workerLostMs + 2000;
+    lastViewerRefresh = 0;
+  });
   let lastViewerRefresh = 0;
   let watching = false;
   const watch = setInterval(() => {
@@ -339,6 +362,7 @@ export function createTerminalGateway(d: GatewayDeps) {
         missingSince.delete(w);
         return;
       }
+      if (now < judgeAfter) return;
       const since = missingSince.get(w) ?? now;
       missingSince.set(w, since);
       if (now - since >= c.workerLostMs) {
