@@ -17,7 +17,8 @@ afterAll(() => s.close());
 
 describe("authentication", () => {
   it("401 without a token, with a malformed header, with a bad or unknown token", async () => {
-    for (const headers of [{}, { authorization: "Basic abc" }, { authorization: "Bearer" }, { authorization: "Bearer mol_nope" }, { authorization: `Bearer mol_${"A".repeat(43)}` }]) {
+    const cases: Record<string, string>[] = [{}, { authorization: "Basic abc" }, { authorization: "Bearer" }, { authorization: "Bearer mol_nope" }, { authorization: `Bearer mol_${"A".repeat(43)}` }];
+    for (const headers of cases) {
       const r = await call(s.url, "GET", "/workspaces", { headers });
       expect(r.status, JSON.stringify(headers)).toBe(401);
       expect(r.body.error.code).toBe("unauthorized");

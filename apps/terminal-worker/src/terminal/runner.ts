@@ -38,6 +38,8 @@ export interface RunnerDeps {
 
 const ALIVE_TTL_MS = 1500;
 const TICK_MS = 500;
+/** Recent output each session keeps in memory to re-seed its log after a Redis restart. */
+const RESEED_BYTES = 256 * 1024;
 
 /**
  * Claims `terminal` jobs and holds each for the life of its shell, so BullMQ
@@ -49,7 +51,11 @@ export function createTerminalRunner(d: RunnerDeps) {
   const sessions = new Map<string, PtySession>();
   const alive = workerAliveKey(d.ns, d.workerId);
   const m = d.metrics;
-  const sessionDeps = m ? { ...d, spawn: countPtyBytes(d.spawn, m.session) } : d;
+  const sessionDeps = {
+    ...d,
+    recentBytes: Math.min(d.replayWindowBytes, RESEED_BYTES),
+    ...(m ? { spawn: countPtyBytes(d.spawn, m.session) } : {}),
+  };
 
   async function process(job: Job<TerminalJob>): Promise<void> {
     const data = terminalJob.parse(job.data);
@@ -105,6 +111,17 @@ export function createTerminalRunner(d: RunnerDeps) {
     autorun: false,
   });
   worker.on("error", (err) => d.log.warn({ err: err.message }, "terminal worker error"));
+
+  // Redis came back (maybe restarted empty): say we are alive at once, then re-seed every session.
+  let connected = d.redis.status === "ready";
+  d.redis.on("close", () => (connected = false));
+  d.redis.on("ready", () => {
+    if (connected) return;
+    connected = true;
+    void d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch(() => {});
+    if (sessions.size) d.log.warn({ sessions: sessions.size }, "redis reconnected: re-seeding session logs");
+    for (const s of sessions.values()) s.reseed();
+  });
 
   // Heartbeat out ("shell alive" for every session here), viewer presence in.
   let ticking = false;

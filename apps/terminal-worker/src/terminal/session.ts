@@ -27,6 +27,8 @@ export interface SessionDeps {
   log: Logger;
   spawn: SpawnPty;
   replayWindowBytes: number;
+  /** Output kept in memory per session to re-seed the replay log after a Redis restart. */
+  recentBytes: number;
   idleTimeoutMs: number;
   maxSessionMs: number;
 }
@@ -77,6 +79,9 @@ export class PtySession {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
+  /** The most recent output (encoded), kept to re-seed the log after a Redis restart. */
+  private recent: Buffer[] = [];
+  private recentBytes = 0;
   private bytesIn = 0;
   private lastInput = Date.now();
   private readonly startedAt = Date.now();
@@ -170,14 +175,37 @@ export class PtySession {
     this.pendingBytes = 0;
     const offset = this.produced;
     this.produced += chunk.length;
-    const keepFrom = Math.max(0, this.produced - this.d.replayWindowBytes);
-    this.d.redis
-      .appendOutput(this.keys.log, this.keys.out, String(offset), encodeData(offset, chunk), String(keepFrom), LOG_TTL_MS)
-      .catch((err) => this.log.warn({ err }, "output append failed"));
+    const payload = encodeData(offset, chunk);
+    this.recent.push(payload);
+    this.recentBytes += payload.length;
+    while (this.recentBytes - this.recent[0]!.length >= this.d.recentBytes) this.recentBytes -= this.recent.shift()!.length;
+    // While Redis is away, output waits in `recent` and goes out in order on reconnect (reseed).
+    if (this.d.redis.status === "ready") this.append(payload);
     if (!this.paused && this.pty && this.produced - this.acked >= this.job.windowBytes) {
       this.paused = true;
       this.pty.pause();
     }
+  }
+
+  private append(payload: Buffer): void {
+    const offset = Number(payload.readBigUInt64BE(1));
+    const keepFrom = Math.max(0, this.produced - this.d.replayWindowBytes);
+    this.d.redis
+      .appendOutput(this.keys.log, this.keys.out, String(offset), payload, String(keepFrom), LOG_TTL_MS)
+      .catch((err) => this.log.warn({ err }, "output append failed"));
+  }
+
+  /**
+   * After a Redis reconnect: the server may have restarted empty, so write the
+   * session's state and recent output again (entries already there are skipped).
+   * Viewers fill their gaps from it: no byte inside `recentBytes` is lost.
+   */
+  reseed(): void {
+    if (this.ending || !this.pty) return;
+    void this.d.redis
+      .hset(this.keys.meta, { ws: this.job.workspaceId, org: this.job.orgId, worker: this.d.workerId, state: "running", pid: this.pty.pid })
+      .catch(() => {});
+    for (const p of this.recent) this.append(p);
   }
 
   // ---- input and control --------------------------------------------------------------

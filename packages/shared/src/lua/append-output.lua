@@ -9,8 +9,13 @@
   ARGV[2] payload: 9-byte header ("d" + uint64 BE offset) + chunk bytes
   ARGV[3] lowest offset to keep (end - replay window); older entries are trimmed
   ARGV[4] log TTL in ms (the log of an abandoned session disappears by itself)
+
+  An entry at or below the newest id is already in the log (a command resent
+  after a reconnect, or a worker re-seeding the log after a Redis restart): the
+  XADD error is ignored and the chunk is published again, which readers drop by
+  offset.
 ]]
-redis.call('XADD', KEYS[1], ARGV[1] .. '-1', 'p', ARGV[2])
+redis.pcall('XADD', KEYS[1], ARGV[1] .. '-1', 'p', ARGV[2])
 redis.call('XTRIM', KEYS[1], 'MINID', ARGV[3] .. '-0')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return redis.call('PUBLISH', KEYS[2], ARGV[2])

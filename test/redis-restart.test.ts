@@ -1,0 +1,68 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readyWorkspace, waitFor } from "./helpers/http.ts";
+import { openShell } from "./helpers/term-client.ts";
+import { startTopology, type Topology } from "./helpers/topology.ts";
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** A Redis of this test's own, without persistence, as on the machines we run on. */
+function startRedis(port: number): ChildProcess {
+  return spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"], {
+    stdio: "ignore",
+  });
+}
+async function pingable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1", () => {
+      s.end();
+      resolve(true);
+    });
+    s.on("error", () => resolve(false));
+  });
+}
+
+let redis: ChildProcess;
+let port: number;
+let t: Topology;
+let ws: string;
+beforeAll(async () => {
+  port = await freePort();
+  redis = startRedis(port);
+  await waitFor(() => pingable(port), 5000);
+  t = await startTopology({ apis: 1, workers: 1, env: { REDIS_URL: `redis://127.0.0.1:${port}` } });
+  ws = await readyWorkspace(t.apis[0]!.url, t.token);
+});
+afterAll(async () => {
+  await t?.close();
+  redis?.kill("SIGKILL");
+});
+
+describe("Redis restarted mid-session", () => {
+  it("the session continues and no output byte is lost", async () => {
+    const c = await openShell(t.apis[0]!.wsUrl, ws, { token: t.token });
+    const pid = (await c.run("echo $$")).trim();
+    const from = c.text().length;
+    c.send("stty -echo; for i in $(seq 1 400); do echo line $i; sleep 0.01; done; echo counter-$((1))-done; stty echo\r");
+    await c.waitText(/^line 50\r$/m);
+    redis.kill("SIGKILL");
+    await new Promise((r) => redis.once("exit", r));
+    await new Promise((r) => setTimeout(r, 500));
+    redis = startRedis(port);
+    await c.waitText("counter-1-done", 30_000);
+    const nums = [...c.text().slice(from).matchAll(/^line (\d+)\r$/gm)].map((m) => Number(m[1]));
+    expect(nums).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+    expect(c.messages.filter((m) => m.type === "gap" || m.type === "error")).toEqual([]);
+    // Input still reaches the same shell.
+    expect((await c.run("echo $$")).trim()).toBe(pid);
+    await c.close();
+  });
+});
