@@ -37,3 +37,35 @@ export function openFds(pid = process.pid): string[] {
   }
   return out;
 }
+
+/** Socket inode -> remote TCP port, for every TCP socket on the machine. */
+function tcpPeers(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let lines: string[];
+    try {
+      lines = readFileSync(f, "latin1").split("\n").slice(1);
+    } catch {
+      continue;
+    }
+    for (const l of lines) {
+      const cols = l.trim().split(/\s+/);
+      if (cols.length < 10) continue;
+      const remotePort = parseInt(cols[2]!.split(":")[1]!, 16);
+      out.set(cols[9]!, remotePort);
+    }
+  }
+  return out;
+}
+
+/**
+ * Open descriptors of a process, leaving out connections to PostgreSQL (a pool
+ * that grows under load and shrinks when idle is not a leak).
+ */
+export function fdsExceptDbPool(pid: number, dbPort = 5432): string[] {
+  const peers = tcpPeers();
+  return openFds(pid).filter((f) => {
+    const m = /^socket:\[(\d+)\]$/.exec(f);
+    return !(m && peers.get(m[1]!) === dbPort);
+  });
+}
