@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { call, readyWorkspace, waitFor } from "../../../../test/helpers/http.ts";
+import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
+import { openShell } from "../../../../test/helpers/term-client.ts";
+
+let s: Stack;
+let token: string;
+let ws: string;
+beforeAll(async () => {
+  s = await startStack({ worker: { replayWindowBytes: 64 * 1024 } });
+  token = (await s.org("replay")).token;
+  ws = await readyWorkspace(s.url, token);
+});
+afterAll(() => s.close());
+
+describe("replay window", () => {
+  it("output older than the replay window is reported as a gap, then the stream continues exactly at `to`", async () => {
+    const c = await openShell(s.wsUrl, ws, { token });
+    await c.run("stty -echo");
+    const session = c.hello!.session;
+    const offset = c.offset;
+    c.send("sleep 0.3; head -c 300000 /dev/zero | tr '\\0' y; echo; echo after-the-flood-$((1))\r");
+    await new Promise((r) => setTimeout(r, 100));
+    c.drop();
+    await new Promise((r) => setTimeout(r, 1500));
+    const r = await openShell(s.wsUrl, ws, { token, session, offset });
+    const gap = await r.waitMessage("gap");
+    expect(gap.from).toBe(offset);
+    expect(gap.to).toBeGreaterThan(offset + 200_000);
+    await r.waitText("after-the-flood-1");
+    // After the gap the bytes are exactly the session's bytes from `to` on (the 'y's, then the marker).
+    const text = r.text();
+    expect(text).toMatch(/^y+\r\nafter-the-flood-1\r\n/);
+    expect(r.offset).toBe(gap.to + r.output.length);
+    await r.close();
+  });
+
+  it("re-attaching after the shell exited replays what is left, then exit", async () => {
+    const c = await openShell(s.wsUrl, ws, { token });
+    await c.run("true");
+    const session = c.hello!.session;
+    const offset = c.offset;
+    c.send("sleep 0.2; echo last-words; exit 5\r");
+    c.drop();
+    await waitFor(async () => {
+      const r = await call(s.url, "GET", `/workspaces/${ws}/terminal/sessions`, { token });
+      return r.body.sessions.find((x: { id: string; closed_at: string | null }) => x.id === session)?.closed_at;
+    });
+    const r = await openShell(s.wsUrl, ws, { token, session, offset });
+    await r.waitText("last-words");
+    expect(await r.waitMessage("exit")).toEqual({ type: "exit", code: 5, signal: null });
+    expect((await r.closed).code).toBe(1000);
+  });
+});
+
+describe("full-screen programs", () => {
+  it("less and vim use the alternate screen, follow resizes, and give the prompt back", async () => {
+    const c = await openShell(s.wsUrl, ws, { token, cols: 90, rows: 20 });
+    await c.run("seq 1 500 > nums.txt");
+    let from = c.text().length;
+    c.send("less nums.txt\r");
+    await c.waitText("\x1b[?1049h", 5000, from);
+    await c.waitText(/\r?\n19\r?\n/, 5000, from);
+    c.resize(100, 30);
+    from = c.text().length;
+    c.send("G");
+    await c.waitText("500", 5000, from);
+    c.send("q");
+    await c.waitText("\x1b[?1049l", 5000, from);
+    expect((await c.run("stty size")).trim()).toBe("30 100");
+    from = c.text().length;
+    c.send("vim -u NONE -N nums.txt\r");
+    await c.waitText("\x1b[?1049h", 5000, from);
+    await c.waitText('"nums.txt"', 5000, from);
+    c.send("\x1b:q!\r");
+    await c.waitText("\x1b[?1049l", 5000, from);
+    from = c.text().length;
+    c.send("top -b -n 1 | head -3\r");
+    await c.waitText(/Tasks:/, 5000, from);
+    await c.close();
+  });
+});
+
+describe("audit listing", () => {
+  it("lists the workspace's sessions newest first", async () => {
+    const r = await call(s.url, "GET", `/workspaces/${ws}/terminal/sessions`, { token });
+    const opened = r.body.sessions.map((x: { opened_at: string }) => Date.parse(x.opened_at));
+    expect(opened.length).toBeGreaterThanOrEqual(3);
+    expect([...opened].sort((a, b) => b - a)).toEqual(opened);
+  });
+});
