@@ -2,12 +2,12 @@
  * What ./start and ./cluster both do before they run anything: check Redis and
  * PostgreSQL, migrate, find (or bootstrap) an org token, build the Canvas.
  */
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import { createDb, hashToken, isWellFormedToken, migrateDatabase, schema, type Db } from "@molecule/shared";
 import type { ApiEnv } from "../apps/api/src/env.ts";
+import { buildCanvasIfStale } from "../apps/canvas/build.ts";
 import { bootstrapDefaultOrg, createOrg, createToken } from "../apps/api/src/orgs.ts";
 import { requireServices } from "./lib.ts";
 import { ROOT } from "./processes.ts";
@@ -72,12 +72,12 @@ export async function namedOrgToken(databaseUrl: string, name: string): Promise<
   });
 }
 
-/** Builds the Canvas once (when its sources exist and dist/ does not); the API runs without it otherwise. */
+/**
+ * Builds the Canvas when dist/ is missing or older than its sources (locked and swapped in
+ * whole, so parallel starts and tests never see half a build); the API runs without it otherwise.
+ */
 export function buildCanvasIfNeeded(): void {
-  if (existsSync(join(ROOT, "apps/canvas/dist/index.html")) || !existsSync(join(ROOT, "apps/canvas/index.html"))) return;
-  process.stdout.write("building the Canvas…\n");
-  const r = spawnSync("pnpm", ["--filter", "@molecule/canvas", "build"], { cwd: ROOT, stdio: "inherit" });
-  if (r.status !== 0) process.stdout.write("Canvas build failed: the API runs without it\n");
+  if (!buildCanvasIfStale()) process.stdout.write("Canvas build failed: the API runs without it\n");
 }
 
 /** The environment API and worker processes get: the caller's, minus the bootstrap token (already used). */

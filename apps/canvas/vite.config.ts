@@ -13,6 +13,13 @@ export default defineConfig({
     target: "es2022",
     sourcemap: true,
     chunkSizeWarningLimit: 1024,
+    rollupOptions: {
+      // zod (from the shared protocol constants) carries comments rollup cannot place; harmless.
+      onwarn(w, warn) {
+        if (w.code === "INVALID_ANNOTATION" && w.id?.includes("/zod/")) return;
+        warn(w);
+      },
+    },
   },
   server: {
     host: "127.0.0.1",

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import express from "express";
 import type { Redis } from "ioredis";
@@ -38,6 +39,7 @@ export interface ApiDeps {
 }
 
 const defaultCanvasDir = fileURLToPath(new URL("../../canvas/dist", import.meta.url));
+const docsDir = fileURLToPath(new URL("../../../docs", import.meta.url));
 
 /** The API node: REST routes, the terminal WebSocket gateway and the Canvas static files. */
 export function createApi(deps: ApiDeps) {
@@ -80,7 +82,24 @@ export function createApi(deps: ApiDeps) {
   );
   app.use(terminalRoutes({ db, auth, tickets }));
   const canvasDir = c.canvasDir ?? defaultCanvasDir;
-  if (existsSync(canvasDir)) app.use(express.static(canvasDir, { index: "index.html", maxAge: "1h" }));
+  if (existsSync(canvasDir)) {
+    // Vite's hashed asset names change with every build: cache them for good, and make
+    // browsers revalidate index.html so a deploy is picked up at once.
+    app.use(
+      express.static(canvasDir, {
+        index: "index.html",
+        setHeaders: (res, path) =>
+          res.setHeader("Cache-Control", path.includes(`${sep}assets${sep}`) ? "public, max-age=31536000, immutable" : "no-cache"),
+      }),
+    );
+  }
+  // User docs as plain text (the Canvas links to docs/infra/workspace-terminal.md for EIC set-up).
+  if (existsSync(docsDir)) {
+    app.use(
+      "/docs",
+      express.static(docsDir, { index: false, setHeaders: (res) => res.setHeader("Content-Type", "text/plain; charset=utf-8") }),
+    );
+  }
   app.use((_req, _res, next) => next(new NotFoundError("route")));
   app.use(errorHandler(log));
 
