@@ -87,6 +87,10 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
       const node = r.headers.get("x-molecule-backend") ?? "?";
       served.set(node, (served.get(node) ?? 0) + 1);
     }
+    // Metrics are for scrapers inside the network (each node directly), not through the public entry.
+    const m = await call(c.url, "GET", "/metrics");
+    expect(m.status).toBe(404);
+    expect(m.body).toMatchObject({ error: { code: "not_found" } });
     // Round robin on one keep-alive client: both nodes answer, alternately.
     expect([...served.keys()].sort()).toEqual(["api-1", "api-2"]);
     expect(served.get("api-1")).toBe(4);

@@ -1,0 +1,100 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { composeHaproxyConfig } from "../scripts/cluster.ts";
+import { ROOT } from "../scripts/processes.ts";
+
+const COMPOSE = process.env.MOLECULE_DOCKER_COMPOSE ?? "docker-compose";
+
+/** docker-compose in the repository root with a clean environment (no PORT etc. from this shell). */
+function compose(args: string[], env: Record<string, string> = {}) {
+  return spawnSync(COMPOSE, ["-f", join(ROOT, "docker-compose.yml"), ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+  });
+}
+
+/** The resolved compose model (docker-compose prints YAML; Debian's docker-compose is Python, so is its YAML parser). */
+function resolved(env: Record<string, string> = {}): any {
+  const r = compose(["config"], env);
+  expect(r.status, r.stderr).toBe(0);
+  const j = spawnSync("python3", ["-c", "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"], { input: r.stdout, encoding: "utf8" });
+  expect(j.status, j.stderr).toBe(0);
+  return JSON.parse(j.stdout);
+}
+
+describe("docker-compose.yml", () => {
+  it("passes docker-compose config -q, and the validation really checks (a bad value fails)", () => {
+    const ok = compose(["config", "-q"]);
+    expect(ok.status, ok.stderr).toBe(0);
+    const bad = compose(["config", "-q"], { MOLECULE_API_REPLICAS: "two" });
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/replicas/);
+  });
+
+  it("has postgres, redis (AOF, noeviction), two api replicas behind the load balancer and a scalable worker, with healthchecks and restart policies", () => {
+    const c = resolved();
+    const s = c.services;
+    expect(Object.keys(s).sort()).toEqual(["api", "lb", "postgres", "prometheus", "redis", "terminal-worker"]);
+    const redisCmd = (s.redis.command as string[]).join(" ");
+    expect(redisCmd).toMatch(/--appendonly yes/);
+    expect(redisCmd).toMatch(/--maxmemory-policy noeviction/);
+    expect(s.api.deploy.replicas).toBe(2);
+    // Scalable with --scale: no fixed container name, no fixed replica count, no published host port.
+    for (const k of ["container_name", "ports"]) expect(s["terminal-worker"][k]).toBeUndefined();
+    expect(s["terminal-worker"].deploy?.replicas).toBeUndefined();
+    expect(s.api.ports).toBeUndefined();
+    // Only the load balancer is published, on loopback by default.
+    expect(s.lb.ports).toEqual(["127.0.0.1:8080:8080/tcp"]);
+    expect(s.lb.volumes).toEqual([`${join(ROOT, "deploy/haproxy/haproxy.cfg")}:/usr/local/etc/haproxy/haproxy.cfg:ro`]);
+    for (const name of ["postgres", "redis", "api", "terminal-worker", "lb"]) {
+      expect(s[name].restart, name).toBe("unless-stopped");
+      expect(s[name].healthcheck?.test, name).toBeDefined();
+    }
+    expect(s.api.depends_on).toMatchObject({ postgres: { condition: "service_healthy" }, redis: { condition: "service_healthy" } });
+    expect(s["terminal-worker"].environment).toMatchObject({ MOLECULE_METRICS_PORT: "9464", MOLECULE_SANDBOX_ROOT: "/var/lib/molecule/sandboxes" });
+    expect(s.api.environment.DATABASE_URL).toBe("postgres://postgres:molecule@postgres:5432/molecule");
+    // Optional secrets are passed through only when set: never as an empty string.
+    expect(s.api.environment.MOLECULE_BOOTSTRAP_TOKEN).toBeNull();
+    expect(resolved({ MOLECULE_BOOTSTRAP_TOKEN: "mol_x" }).services.api.environment.MOLECULE_BOOTSTRAP_TOKEN).toBe("mol_x");
+    expect(resolved({ PORT: "9000" }).services.lb.ports).toEqual(["127.0.0.1:9000:8080/tcp"]);
+  });
+
+  it("mounts the load balancer config that scripts/cluster.ts generates, and haproxy accepts it", () => {
+    const file = join(ROOT, "deploy/haproxy/haproxy.cfg");
+    expect(readFileSync(file, "utf8"), "regenerate: node --import tsx scripts/cluster.ts --compose-haproxy > deploy/haproxy/haproxy.cfg").toBe(
+      composeHaproxyConfig(),
+    );
+    const cfg = readFileSync(file, "utf8");
+    expect(cfg).toMatch(/balance roundrobin/);
+    expect(cfg).not.toMatch(/\bcookie\b|\bstick\b|balance source/);
+    expect(cfg).toMatch(/timeout tunnel 1h/);
+    expect(cfg).toMatch(/http-check send meth GET uri \/readyz/);
+    expect(cfg).toMatch(/option forwardfor/);
+    const check = spawnSync("haproxy", ["-c", "-f", file], { encoding: "utf8" });
+    expect(check.status, check.stderr + check.stdout).toBe(0);
+  });
+
+  it("builds from files that exist: every COPY source in the Dockerfiles is in the repository", () => {
+    for (const df of ["apps/api/Dockerfile", "apps/terminal-worker/Dockerfile"]) {
+      const text = readFileSync(join(ROOT, df), "utf8");
+      expect(text).toMatch(/^FROM \$\{NODE_IMAGE\} AS runtime$/m);
+      expect(text).toMatch(/ARG NODE_IMAGE=node:20-bookworm-slim/);
+      expect(text).toMatch(/ARG PNPM_VERSION=10\.34\.9/);
+      expect(text).toMatch(/pnpm install --frozen-lockfile/);
+      expect(text).toMatch(/^USER node$/m);
+      for (const line of text.split("\n")) {
+        const m = /^COPY (?!--from)(.+)$/.exec(line.trim());
+        if (!m) continue;
+        const parts = m[1]!.split(/\s+/).filter((p) => !p.startsWith("--"));
+        for (const src of parts.slice(0, -1)) expect(existsSync(join(ROOT, src)), `${df}: ${src}`).toBe(true);
+      }
+    }
+    const worker = readFileSync(join(ROOT, "apps/terminal-worker/Dockerfile"), "utf8");
+    expect(worker).toMatch(/openssh-client/);
+    expect(worker).toMatch(/bubblewrap/);
+    expect(worker).toMatch(/awscli-exe-linux-/);
+  });
+});
