@@ -26,11 +26,19 @@ export const apiEnvSchema = baseEnvSchema.extend({
   /** Per-session input budget; a client sending faster is slowed down (its socket paused), others unaffected. */
   MOLECULE_INPUT_BYTES_PER_SEC: int(1024 * 1024, 1024),
   MOLECULE_INPUT_MSGS_PER_SEC: int(2000, 10),
-  // Missing worker heartbeat this long (after its 1.5 s TTL) means worker_lost: noticed within ~3.5 s.
-  MOLECULE_WORKER_LOST_MS: int(1500, 500),
+  // Missing worker heartbeat this long (after its 3 s TTL) means worker_lost: noticed within ~4.5 s.
+  MOLECULE_WORKER_LOST_MS: int(1000, 200),
   MOLECULE_SHUTDOWN_GRACE_MS: int(5000, 0),
+  /** Controlplane backend: with both set, new workspaces are EC2 instances (the worker checks the rest of the AWS settings). */
+  MOLECULE_ORG_ID: z.string().optional(),
+  MOLECULE_AWS_AMI_ID: z.string().optional(),
 });
 export type ApiEnv = z.infer<typeof apiEnvSchema>;
+
+/** The provider stamped on new workspaces: `aws` when the controlplane backend is configured, else MOLECULE_PROVIDER. */
+export function workspaceProvider(env: ApiEnv): ApiEnv["MOLECULE_PROVIDER"] {
+  return env.MOLECULE_ORG_ID && env.MOLECULE_AWS_AMI_ID ? "aws" : env.MOLECULE_PROVIDER;
+}
 
 export function loadApiEnv(env: Record<string, string | undefined> = process.env): ApiEnv {
   return parseEnv(apiEnvSchema, env);

@@ -1,6 +1,6 @@
 import { createDb, createLogger, createRedis, migrateDatabase } from "@molecule/shared";
 import { createApi } from "./app.ts";
-import { loadApiEnv } from "./env.ts";
+import { loadApiEnv, workspaceProvider } from "./env.ts";
 import { bootstrapDefaultOrg } from "./orgs.ts";
 
 const env = loadApiEnv();
@@ -22,7 +22,7 @@ const api = createApi({
   config: {
     ns: env.MOLECULE_REDIS_PREFIX,
     nodeId: env.MOLECULE_NODE_ID,
-    provider: env.MOLECULE_PROVIDER,
+    provider: workspaceProvider(env),
     publicStatus: env.MOLECULE_PUBLIC_STATUS,
     bodyLimitBytes: env.MOLECULE_BODY_LIMIT_BYTES,
     createRatePerMin: env.MOLECULE_CREATE_RATE_PER_MIN,

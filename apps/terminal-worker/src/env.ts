@@ -1,7 +1,9 @@
-import { hostname } from "node:os";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { baseEnvSchema, boolish, parseEnv } from "@molecule/shared";
+import { baseEnvSchema, boolish, OS_USER_RE, parseEnv } from "@molecule/shared";
+import * as aws from "./providers/aws/config.ts";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const defaultSandboxRoot = fileURLToPath(new URL("../../../.molecule/sandboxes", import.meta.url));
@@ -31,7 +33,43 @@ export const workerEnvSchema = baseEnvSchema.extend({
   /** Prometheus GET /metrics on this port; 0 = no metrics server (the default). */
   MOLECULE_METRICS_PORT: int(0, 0),
   MOLECULE_METRICS_HOST: z.string().default("127.0.0.1"),
+  // aws provider (controlplane backend): docs/infra/workspace-terminal.md
+  MOLECULE_ORG_ID: z.string().regex(aws.ORG_ID_RE).optional(),
+  MOLECULE_AWS_REGION: z.string().regex(aws.REGION_RE).optional(),
+  AWS_REGION: z.string().regex(aws.REGION_RE).optional(),
+  AWS_DEFAULT_REGION: z.string().regex(aws.REGION_RE).optional(),
+  MOLECULE_AWS_AMI_ID: z.string().regex(aws.AMI_ID_RE).optional(),
+  MOLECULE_AWS_SUBNET_ID: z.string().regex(aws.SUBNET_ID_RE).optional(),
+  MOLECULE_AWS_SECURITY_GROUP_ID: z.string().regex(aws.SECURITY_GROUP_ID_RE).optional(),
+  /** tier=instance-type pairs; Nitro types only. */
+  MOLECULE_AWS_INSTANCE_TYPES: z.string().default(aws.DEFAULT_INSTANCE_TYPES).transform(aws.zodParse(aws.parseInstanceTypes)),
+  MOLECULE_AWS_INSTANCE_PROFILE: z.string().regex(aws.INSTANCE_PROFILE_RE).optional(),
+  MOLECULE_AWS_RUNTIME_IMAGE: z.string().regex(aws.IMAGE_RE).default(aws.DEFAULT_RUNTIME_IMAGE),
+  MOLECULE_AWS_OS_USER: z.string().regex(OS_USER_RE).default("ec2-user"),
+  /** Extra ssh options, space-separated Key=Value. */
+  MOLECULE_AWS_SSH_OPTIONS: z.string().default("").transform(aws.zodParse(aws.parseSshOptions)),
+  MOLECULE_AWS_SSH_KEEPALIVE_SEC: int(15, 1),
+  MOLECULE_AWS_SSH_KEEPALIVE_COUNT: int(4, 1),
+  MOLECULE_AWS_SSH_CONNECT_TIMEOUT_SEC: int(20, 1),
+  MOLECULE_AWS_TUNNEL_MAX_SEC: z.coerce.number().int().min(1).max(3600).default(3600),
+  /** Endpoint overrides (local fakes in tests). */
+  MOLECULE_AWS_EC2_ENDPOINT: z.string().url().optional(),
+  MOLECULE_AWS_EIC_ENDPOINT: z.string().url().optional(),
+  MOLECULE_AWS_KEY_DIR: z.string().default(join(tmpdir(), "molecule-eic-keys")),
+  MOLECULE_AWS_CLI: z.string().regex(aws.EXECUTABLE_RE).default("aws"),
+  MOLECULE_SSH_BIN: z.string().regex(aws.EXECUTABLE_RE).default("ssh"),
+  MOLECULE_AWS_READY_TIMEOUT_MS: int(240_000, 1000),
+  MOLECULE_AWS_POLL_MS: int(5000, 50),
 });
+
+/** What ssh and aws-cli may see of the worker's environment: PATH, HOME, proxies and AWS_* (credential chain). */
+export function awsChildEnv(raw: Record<string, string | undefined> = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (v !== undefined && (/^AWS_/.test(k) || /^(PATH|HOME|HTTPS?_PROXY|NO_PROXY|https?_proxy|no_proxy)$/.test(k))) out[k] = v;
+  }
+  return out;
+}
 export type WorkerEnv = z.infer<typeof workerEnvSchema>;
 
 export function loadWorkerEnv(env: Record<string, string | undefined> = process.env): WorkerEnv {

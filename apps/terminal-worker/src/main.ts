@@ -1,8 +1,8 @@
 import * as pty from "node-pty";
 import { createDb, createLogger, createRedis, migrateDatabase } from "@molecule/shared";
-import { loadWorkerEnv } from "./env.ts";
+import { awsChildEnv, loadWorkerEnv } from "./env.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
-import { bwrapAvailable, createLocalProvider } from "./providers/index.ts";
+import { awsOptionsFromEnv, bwrapAvailable, createLocalProvider, loadAwsProvider } from "./providers/index.ts";
 import { createWorker } from "./worker.ts";
 
 const env = loadWorkerEnv();
@@ -26,6 +26,11 @@ if (env.MOLECULE_SANDBOX_BWRAP !== "off" && !bwrapAvailable()) {
   log.warn("bubblewrap is not usable: local shells run as plain child processes (whoami is this worker's user)");
 }
 
+// Controlplane backend (MOLECULE_ORG_ID + AWS settings): EC2 workspaces, Terminal through EIC.
+const awsOptions = awsOptionsFromEnv(env, awsChildEnv(), log.child({ provider: "aws" }));
+const aws = awsOptions ? await loadAwsProvider(awsOptions) : null;
+if (awsOptions) log.info({ region: awsOptions.region, org_id: awsOptions.orgId }, "aws provider enabled (controlplane backend)");
+
 const metrics = createWorkerMetrics(env.MOLECULE_WORKER_ID);
 const worker = createWorker({
   config: {
@@ -47,7 +52,7 @@ const worker = createWorker({
   redis,
   sub,
   log,
-  providers: { local },
+  providers: aws ? { local, aws } : { local },
   spawn: pty.spawn as never,
   metrics,
 });

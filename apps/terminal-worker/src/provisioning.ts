@@ -41,7 +41,7 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
   async function provision(ws: WorkspaceRow, job: Job<ProvisionJob>, log: Logger): Promise<void> {
     const provider = providerFor(d.providers, ws.provider);
     const during = ws.status as "provisioning" | "restarting";
-    const ctx = { recordInstanceId: (iid: string) => recordInstance(ws.id, iid) };
+    const ctx = { recordInstanceId: (iid: string) => recordInstance(ws.id, iid), requestId: job.id };
     const t0 = performance.now();
     const observe = (outcome: "ready" | "failed" | "retry" | "superseded") =>
       d.metrics?.provisioned(ws.provider, job.data.action, outcome, performance.now() - t0);

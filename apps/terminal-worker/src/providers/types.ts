@@ -32,6 +32,11 @@ export interface TerminalContext {
 export interface ProvisionContext {
   /** Persist the instance id the moment the provider has one, so a crash can still find it. */
   recordInstanceId(id: string): Promise<void>;
+  /**
+   * Identifies this provisioning request across its retries (the job id): a provider
+   * can tag what it launches with it and adopt it after a crash instead of launching twice.
+   */
+  requestId?: string;
 }
 
 export interface Provider {
