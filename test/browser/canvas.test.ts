@@ -115,8 +115,14 @@ describe("Canvas in Chromium through the load balancer", () => {
     // ---- create; the row moves provisioning -> ready without a reload -------------------
     const seen: string[] = [];
     await page.exposeFunction("recordStatus", (s: string) => seen.push(s));
+    const said: string[] = [];
+    await page.exposeFunction("recordAnnouncement", (s: string) => said.push(s));
     await page.evaluate(() => {
       (window as unknown as { noReload: boolean }).noReload = true;
+      // What screen readers hear: every message added to the live region.
+      new MutationObserver((records) => {
+        for (const r of records) for (const n of r.addedNodes) void (window as unknown as { recordAnnouncement(s: string): void }).recordAnnouncement(n.textContent ?? "");
+      }).observe(document.getElementById("announcer")!, { childList: true });
       new MutationObserver(() => {
         for (const el of document.querySelectorAll('tr[data-workspace] .status')) {
           const s = el.textContent ?? "";
@@ -198,6 +204,13 @@ describe("Canvas in Chromium through the load balancer", () => {
     expect(await run("echo $$")).toBe(pid);
     expect(await run("echo $SHELL_MARK")).toBe(mark);
     await shot("terminal-reconnected");
+    expect(said).toContain("Workspace e2e-agent is now ready");
+    const t1 = said.filter((m) => m.startsWith("Terminal 1 of e2e-agent"));
+    expect(t1.slice(-3)).toEqual([
+      "Terminal 1 of e2e-agent: connected",
+      "Terminal 1 of e2e-agent: connection lost, reconnecting",
+      "Terminal 1 of e2e-agent: connected",
+    ]);
 
     // ---- yes, then Ctrl-C: the prompt is back within a second ---------------------------
     // The prompt the shell prints after each command (it follows the marker by a moment).
@@ -220,15 +233,57 @@ describe("Canvas in Chromium through the load balancer", () => {
     expect(await run("echo still-$((1+1))")).toBe("still-2");
     await shot("terminal-after-ctrl-c");
 
-    // ---- a second Terminal tab is another shell; the audit lists both -------------------
+    // ---- a second Terminal tab is another shell; closing it ends that shell -------------
     await page.getByRole("button", { name: "Open a terminal in e2e-agent" }).click();
     await waitTermState("open", 1);
     expect(await run("echo mark=$SHELL_MARK", 1)).toBe("mark=");
+    expect((await terms())[0]!.state).toBe("open");
+    await page.getByRole("button", { name: "Close e2e-agent · Terminal 2" }).click();
+
+    // ---- the audit: who, when, how long, why it ended, bytes -----------------------------
     await page.getByRole("button", { name: "Sessions of e2e-agent" }).click();
     const auditRows = page.locator("table.audit tbody tr");
-    await expect.poll(() => auditRows.count(), { timeout: 10_000 }).toBe(2);
+    const closedRow = auditRows.filter({ hasText: "closed by the user" });
+    await expect
+      .poll(async () => {
+        await page.getByRole("button", { name: "Refresh" }).click();
+        return closedRow.count();
+      }, { timeout: 10_000 })
+      .toBe(1);
+    expect(await auditRows.count()).toBe(2);
     const prefix = cluster.token.slice(0, 12);
-    expect(await auditRows.first().textContent()).toContain(prefix);
+    for (const text of await auditRows.allTextContents()) expect(text).toContain(prefix);
+    expect(await auditRows.filter({ hasText: "still open" }).count()).toBe(1);
+    // The closed one typed one command and saw its echo and output.
+    expect(await closedRow.locator("td.num").first().textContent()).toMatch(/^\d+ B$/);
+    expect(await closedRow.locator("td.num").first().textContent()).not.toBe("0 B");
     await shot("audit");
+
+    // ---- restart asks first; the open terminal then ends in words; Reconnect opens a new shell
+    await page.getByRole("button", { name: "Restart e2e-agent" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("button", { name: "Cancel" }).click();
+    await dialog.waitFor({ state: "detached" });
+    expect((await terms())[0]!.state).toBe("open");
+    await page.getByRole("button", { name: "Restart e2e-agent" }).click();
+    await shot("confirm-restart");
+    await dialog.getByRole("button", { name: "Restart", exact: true }).click();
+    await waitTermState("ended", 0, 15_000);
+    await page.getByRole("tab", { name: "e2e-agent · Terminal 1" }).click();
+    const bar = page.locator(".term-panel:not([hidden]) .term-bar");
+    expect(await bar.locator(".term-state").textContent()).toContain("The workspace is not ready");
+    await row.locator('.status[data-status="ready"]').waitFor({ timeout: 30_000 });
+    await shot("terminal-ended-after-restart");
+    await bar.getByRole("button", { name: "Reconnect" }).click();
+    await waitTermState("open");
+    expect(await run("echo mark=$SHELL_MARK")).toBe("mark=");
+    expect(await termText()).toContain("still-2"); // the old output stays above
+
+    // ---- delete asks first; the row goes away -------------------------------------------
+    await page.getByRole("button", { name: "Delete e2e-agent" }).click();
+    await dialog.getByRole("button", { name: "Delete", exact: true }).click();
+    await row.waitFor({ state: "detached", timeout: 30_000 });
+    await waitTermState("ended", 0, 15_000);
+    await shot("deleted");
   });
 });

@@ -199,6 +199,7 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     }
     for (const ws of [...list].reverse()) upsert(ws);
     setText(listStatus, list.length ? "" : "No workspaces yet: create one below.");
+    table.hidden = list.length === 0;
   }
 
   // ---- polling ------------------------------------------------------------------------
