@@ -43,8 +43,15 @@ export function startNode(name: string, entry: string, env: NodeJS.ProcessEnv, l
         }
       }
     });
-    child.stderr!.on("data", (b) => log?.write(b));
-    void exited.then((code) => reject(new Error(`${name} exited with ${code} before it was ready`)));
+    // The last output, so a process that dies before it is ready says why.
+    let tail = "";
+    const keep = (b: Buffer | string) => (tail = (tail + b.toString()).slice(-2000));
+    child.stdout!.on("data", keep);
+    child.stderr!.on("data", (b) => {
+      keep(b);
+      log?.write(b);
+    });
+    void exited.then((code) => reject(new Error(`${name} exited with ${code} before it was ready:\n${tail}`)));
   });
   ready.catch(() => {});
   return { name, child, ready, exited };

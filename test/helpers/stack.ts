@@ -41,7 +41,7 @@ export async function startStack(o: StackOptions = {}) {
       claimTimeoutMs: 5000,
       inputBytesPerSec: 1024 * 1024,
       inputMsgsPerSec: 2000,
-      workerLostMs: 2000,
+      workerLostMs: 1000,
       allowedOrigins: [],
       ...o.api,
     },

@@ -61,8 +61,12 @@ describe("full-screen programs", () => {
     c.send("less nums.txt\r");
     await c.waitText("\x1b[?1049h", 5000, from);
     await c.waitText(/\r?\n19\r?\n/, 5000, from);
-    c.resize(100, 30);
     from = c.text().length;
+    c.resize(100, 30);
+    // less repaints for the new size (29 lines of text + its prompt line)...
+    await c.waitText(/\r?\n29\r?\n/, 5000, from);
+    from = c.text().length;
+    // ...and still takes keys: G jumps to the end.
     c.send("G");
     await c.waitText("500", 5000, from);
     c.send("q");

@@ -36,7 +36,8 @@ export interface RunnerDeps {
   metrics?: Pick<WorkerMetrics, "session" | "jobWait">;
 }
 
-const ALIVE_TTL_MS = 1500;
+/** Tolerates a 2.5 s event-loop stall; with the API's 1 s threshold a dead worker is noticed within ~4.5 s. */
+const ALIVE_TTL_MS = 3000;
 const TICK_MS = 500;
 /** Recent output each session keeps in memory to re-seed its log after a Redis restart. */
 const RESEED_BYTES = 256 * 1024;
@@ -123,10 +124,16 @@ export function createTerminalRunner(d: RunnerDeps) {
     for (const s of sessions.values()) s.reseed();
   });
 
-  // Heartbeat out ("shell alive" for every session here), viewer presence in.
+  // Heartbeat out ("shell alive" for every session here), on its own timer so a slow
+  // viewer check never delays it.
+  const heartbeat = setInterval(() => {
+    void d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch(() => {});
+  }, TICK_MS);
+  heartbeat.unref();
+
+  // Viewer presence in (orphan grace), idle and maximum-length checks.
   let ticking = false;
   async function tick(): Promise<void> {
-    await d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS);
     if (sessions.size === 0) return;
     const list = [...sessions.values()];
     const pipe = d.redis.pipeline();
@@ -166,6 +173,7 @@ export function createTerminalRunner(d: RunnerDeps) {
       await Promise.all([...sessions.values()].map((s) => s.end("worker_shutdown")));
       await closing;
       clearInterval(timer);
+      clearInterval(heartbeat);
       await d.redis.del(alive).catch(() => {});
     },
   };

@@ -19,7 +19,8 @@ export async function ensureDatabase(url: string): Promise<void> {
         await admin.unsafe(`create database "${name}"`);
       } catch (err) {
         // Another process may have created it at the same moment.
-        if ((err as { code?: string }).code !== "42P04") throw err;
+        const code = (err as { code?: string }).code;
+        if (code !== "42P04" && code !== "23505") throw err;
       }
     }
   } finally {
