@@ -5,7 +5,7 @@
  * the end-to-end tests and the benchmark.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -226,6 +226,16 @@ export function survivors(tree: Map<number, string>): number[] {
   return [...tree].filter(([pid, t]) => startTime(pid) === t).map(([pid]) => pid);
 }
 
+/** The last lines of every log in `dir`, for an error message. */
+function logTails(dir: string, lines = 15): string {
+  let out = "";
+  for (const f of readdirSync(dir).sort()) {
+    const text = readFileSync(join(dir, f), "utf8").trimEnd();
+    if (text) out += `\n--- ${f}\n${text.split("\n").slice(-lines).join("\n")}`;
+  }
+  return out;
+}
+
 function waitExit(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.once("exit", (code) => resolve(code)));
@@ -252,7 +262,9 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   const apiEnv = loadApiEnv(env);
   const nApis = opts.apis ?? 2;
   const nWorkers = opts.workers ?? 2;
-  if (nApis < 1 || nWorkers < 0) throw new Error("a cluster needs at least one API process");
+  if (!Number.isInteger(nApis) || !Number.isInteger(nWorkers) || nApis < 1 || nWorkers < 0) {
+    throw new Error(`a cluster needs a whole number of API processes (at least 1) and of workers; got ${nApis} and ${nWorkers}`);
+  }
   await prepareServices(apiEnv);
   const token = opts.tokenFile
     ? (await defaultOrgToken(apiEnv, opts.tokenFile, { createMissing: true }))!
@@ -306,7 +318,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const servers = ready.map((r, i) => ({ name: `api-${i + 1}`, port: Number(r.port) }));
 
     // haproxy on PORT; when we picked the port ourselves and lost it to someone else, pick again.
-    const wanted = opts.port ?? Number(env.PORT ?? 8080);
+    const wanted = opts.port ?? apiEnv.PORT;
     let port = 0;
     for (let attempt = 0; ; attempt++) {
       port = wanted === 0 ? await freePort() : wanted;
@@ -350,8 +362,10 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       stop,
     };
   } catch (err) {
+    // The logs go with the temporary directory: keep their tails in the error.
+    const tails = opts.logDir ? "" : logTails(logDir);
     await stop();
-    throw new Error(`${(err as Error).message} (logs: ${logDir})`);
+    throw new Error(`cluster did not start: ${(err as Error).message} (logs: ${logDir})${tails}`);
   }
 }
 
