@@ -101,13 +101,17 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
     const via = new Promise<string>((resolve) => a.ws.once("upgrade", (res) => resolve(String(res.headers["x-molecule-backend"]))));
     await a.waitMessage("hello");
     expect((await a.run("echo $MOLECULE_WS_ID")).trim()).toBe(ws);
+    // An unexported variable marks this very shell ($$ alone may be the same in every sandbox's PID namespace).
+    await a.run("MARK=$RANDOM$RANDOM$RANDOM");
+    const mark = (await a.run("echo $MARK")).trim();
+    expect(mark).toMatch(/^\d{3,}$/);
     const pid = (await a.run("echo $$")).trim();
-    expect(pid).toMatch(/^\d+$/);
     const first = await via;
     expect(["api-1", "api-2"]).toContain(first);
     a.drop();
     const other = c.apiUrls[first === "api-1" ? 1 : 0]!.replace(/^http/, "ws");
     const b = await openShell(other, ws, { token: c.token, session: a.hello!.session, offset: a.offset });
+    expect((await b.run("echo $MARK")).trim()).toBe(mark);
     expect((await b.run("echo $$")).trim()).toBe(pid);
     b.send("exit\r");
     expect(await b.waitMessage("exit")).toMatchObject({ code: 0 });
@@ -129,6 +133,9 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
   });
 
   it("exposes Prometheus metrics on every API node and worker, and the session counters move", async () => {
+    // Earlier tests' shells are fully ended on their workers (the client hears of the end first).
+    const idle = async () => total(await scrape(c.workerMetricsUrls), "molecule_worker_sessions_active") === 0;
+    await waitFor(idle, 10_000);
     const before = { api: await scrape(c.apiUrls.map((u) => `${u}/metrics`)), wk: await scrape(c.workerMetricsUrls) };
     // Every node labels its samples with its own id.
     expect(before.api.map((t) => /node="(api-\d)"/.exec(t)?.[1])).toEqual(["api-1", "api-2"]);
@@ -148,7 +155,7 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
       await s.closed;
     }
     // The worker counts a session closed once its shell is gone and the audit row written.
-    await waitFor(async () => total(await scrape(c.workerMetricsUrls), "molecule_worker_sessions_active") === 0, 10_000);
+    await waitFor(idle, 10_000);
     const after = { api: await scrape(c.apiUrls.map((u) => `${u}/metrics`)), wk: await scrape(c.workerMetricsUrls) };
     const delta = (k: "api" | "wk", name: string, labels?: Record<string, string>) => total(after[k], name, labels) - total(before[k], name, labels);
 
@@ -174,6 +181,22 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
     expect(total(after.wk, "molecule_queue_jobs", { queue: "terminal", state: "active" })).toBe(0);
   });
 
+  it("takes a killed API node out of rotation while every request still succeeds", async () => {
+    c.apis[1]!.child.kill("SIGKILL");
+    expect(await c.apis[1]!.exited).toBe(null);
+    // Right after the kill (before any health check noticed): refused connections are retried on the other node.
+    for (let i = 0; i < 10; i++) {
+      const r = await call(c.url, "GET", `/workspaces/${ws}`, { token: c.token });
+      expect(r.status).toBe(200);
+      expect(r.headers.get("x-molecule-backend")).toBe("api-1");
+    }
+    await waitFor(async () => (await c.backends())["api-2"] === "DOWN", 10_000);
+    expect((await c.backends())["api-1"]).toBe("UP");
+    const s = await openShell(c.wsUrl, ws, { token: c.token });
+    expect((await s.run("echo $MOLECULE_WS_ID")).trim()).toBe(ws);
+    await s.close();
+  });
+
   it("stop() ends haproxy, every node and every shell, leaving no process behind", async () => {
     // A shell left open with a background job that ignores hang-ups.
     const s = await openShell(c.wsUrl, ws, { token: c.token });
@@ -184,8 +207,9 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
     const names = [...tree.keys()].map(comm);
     expect(names).toContain("haproxy");
     expect(names).toContain("sleep");
-    expect(names.filter((n) => n === "node").length).toBeGreaterThanOrEqual(4);
-    expect(processesWithPrefix(ns).length).toBeGreaterThanOrEqual(4);
+    // api-1 and both workers (api-2 was killed above).
+    expect(names.filter((n) => n === "node").length).toBeGreaterThanOrEqual(3);
+    expect(processesWithPrefix(ns).length).toBe(3);
 
     const t0 = Date.now();
     await c.stop();
