@@ -1,8 +1,9 @@
 /**
  * The Canvas end to end in Debian's Chromium, through the load balancer of a
- * real multi-node cluster (haproxy, 2 API processes, 2 workers): sign in, create
- * a workspace, watch it become ready, use the Terminal tab, survive the SIGKILL of
- * the API node holding the socket, and stay responsive under `yes`.
+ * real multi-node cluster (haproxy, 3 API processes, 2 workers): sign in, create
+ * a workspace, watch it become ready, use the Terminal tab, survive the drain
+ * (1012) and the SIGKILL of the API node holding the socket, and stay responsive
+ * under `yes`. (Three API nodes, so that one is left after two have gone.)
  * Screenshots of each step go to test-results/browser/.
  */
 import { mkdirSync } from "node:fs";
@@ -65,6 +66,15 @@ function count(hay: string, needle: string): number {
   return hay.split(needle).length - 1;
 }
 
+/** The one API node (index) the terminal socket is attached to, from the nodes' own /metrics. */
+async function holder(): Promise<number> {
+  const counts = await waitFor(async () => {
+    const c = await activeSessions();
+    return c.filter((n) => n === 1).length === 1 && c.reduce<number>((s, n) => s + (n ?? 0), 0) === 1 ? c : null;
+  });
+  return counts.indexOf(1);
+}
+
 /** Terminal sockets attached to each API node, from the nodes' own /metrics. */
 async function activeSessions(): Promise<(number | null)[]> {
   return Promise.all(
@@ -84,7 +94,7 @@ beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
   ensureCanvasBuilt();
   const ns = uniqueNs();
-  [cluster, browser] = await Promise.all([startCluster({ port: 0, env: childEnv(ns) }), launchChromium()]);
+  [cluster, browser] = await Promise.all([startCluster({ port: 0, apis: 3, env: childEnv(ns) }), launchChromium()]);
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   page = await ctx.newPage();
   page.on("pageerror", (err) => process.stderr.write(`[page error] ${err.message}\n`));
@@ -96,7 +106,7 @@ afterAll(async () => {
 });
 
 describe("Canvas in Chromium through the load balancer", () => {
-  it("sign in, create, ready, Terminal, resize, API node SIGKILL, yes + Ctrl-C", { timeout: 150_000 }, async () => {
+  it("sign in, create, ready, Terminal, resize, API node drain and SIGKILL, yes + Ctrl-C, audit, restart, delete", { timeout: 150_000 }, async () => {
     // ---- sign in: the token goes to session storage, never into the URL -----------------
     await page.goto(cluster.url);
     await page.getByLabel("Organisation token").fill(cluster.token);
@@ -170,43 +180,54 @@ describe("Canvas in Chromium through the load balancer", () => {
     expect(await waitFor(async () => (await run("stty size")) === `${after.rows} ${after.cols}`, 5000)).toBe(true);
     await shot("terminal-resized");
 
-    // ---- SIGKILL the API node holding the socket: the same shell continues elsewhere -----
-    // $$ alone proves little in a sandbox with its own PID namespace (every shell may be
-    // pid 2), so the shell also keeps an unexported variable only it can know.
+    // ---- the API node holding the socket goes away: first drained (SIGTERM, close 1012),
+    // then killed (SIGKILL, the socket just drops); each time the tab re-attaches through
+    // another node to the same shell. $$ alone proves little in a sandbox with its own PID
+    // namespace (every shell may be pid 2), so the shell also keeps an unexported variable.
     const pid = await run("echo $$");
     await run("SHELL_MARK=$RANDOM$RANDOM$RANDOM");
     const mark = await run("echo $SHELL_MARK");
     expect(mark).toMatch(/^\d{3,}$/);
-    const beforeKill = await termText();
-    const counts = await waitFor(async () => {
-      const c = await activeSessions();
-      return c.filter((n) => n === 1).length === 1 && c.reduce<number>((s, n) => s + (n ?? 0), 0) === 1 ? c : null;
-    });
-    const holder = counts.indexOf(1);
-    const other = 1 - holder;
     const session = (await terms())[0]!.session;
+    const reconnects = () => said.filter((m) => m === "Terminal 1 of e2e-agent: connection lost, reconnecting").length;
+
+    const drained = await holder();
+    cluster.apis[drained]!.child.kill("SIGTERM");
+    await expect.poll(reconnects, { timeout: 10_000 }).toBe(1);
+    await waitTermState("open", 0, 30_000);
+    expect((await terms())[0]!.session).toBe(session);
+    expect(await run("echo $SHELL_MARK")).toBe(mark);
+    expect(await cluster.apis[drained]!.exited).toBe(0);
+
+    const killed = await holder();
+    expect(killed).not.toBe(drained);
+    const beforeKill = await termText();
     // Output produced while no node holds the socket must arrive after the re-attach, once.
     await page.keyboard.type("sleep 1; echo $((6*7))-while-away");
     await page.keyboard.press("Enter");
     await page.waitForFunction(() => window.moleculeCanvas!.terminals()[0]!.text().includes("while-away"));
-    cluster.apis[holder]!.child.kill("SIGKILL");
-    await waitTermState("reconnecting", 0, 10_000);
+    cluster.apis[killed]!.child.kill("SIGKILL");
+    await expect.poll(reconnects, { timeout: 10_000 }).toBe(2);
     await shot("terminal-reconnecting");
     await waitTermState("open", 0, 30_000);
     expect((await terms())[0]!.session).toBe(session);
-    expect((await activeSessions())[other]).toBe(1);
+    const third = await holder();
+    expect([drained, killed]).not.toContain(third);
     await page.waitForFunction(() => window.moleculeCanvas!.terminals()[0]!.text().includes("42-while-away"), undefined, { timeout: 10_000 });
     const afterKill = await termText();
     // Earlier output intact, nothing repeated.
     expect(afterKill.startsWith(beforeKill.trimEnd())).toBe(true);
     expect(count(afterKill, "42-while-away")).toBe(1);
     expect(count(afterKill, `\n${wsId}\n`)).toBe(1);
+    expect(count(afterKill, `\n${mark}\n`)).toBe(2); // the two echoes before, none repeated
     expect(await run("echo $$")).toBe(pid);
     expect(await run("echo $SHELL_MARK")).toBe(mark);
     await shot("terminal-reconnected");
     expect(said).toContain("Workspace e2e-agent is now ready");
-    const t1 = said.filter((m) => m.startsWith("Terminal 1 of e2e-agent"));
-    expect(t1.slice(-3)).toEqual([
+    expect(said.filter((m) => m.startsWith("Terminal 1 of e2e-agent"))).toEqual([
+      "Terminal 1 of e2e-agent: connecting",
+      "Terminal 1 of e2e-agent: connected",
+      "Terminal 1 of e2e-agent: connection lost, reconnecting",
       "Terminal 1 of e2e-agent: connected",
       "Terminal 1 of e2e-agent: connection lost, reconnecting",
       "Terminal 1 of e2e-agent: connected",
