@@ -1,5 +1,5 @@
 import { Router, type Request } from "express";
-import { and, desc, eq, lt, ne, or, sql } from "drizzle-orm";
+import { and, desc, eq, lt, ne, or } from "drizzle-orm";
 import { z } from "zod";
 import {
   BadRequestError,
@@ -176,5 +176,3 @@ export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
 
   return r;
 }
-
-export const __test = { encodeCursor, decodeCursor, sql };

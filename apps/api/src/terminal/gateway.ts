@@ -448,9 +448,14 @@ export function createTerminalGateway(d: GatewayDeps) {
 }
 export type TerminalGateway = ReturnType<typeof createTerminalGateway>;
 
+/** Loopback and private peers are our own load balancers; anyone else could forge X-Forwarded-For. */
+const PROXY_PEER = /^(::ffff:)?(127\.|10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.)|^::1$|^f[cd][0-9a-f]{2}:/i;
+
 function clientAddress(req: IncomingMessage): string | null {
-  // Behind our load balancer the client is in X-Forwarded-For (first hop); otherwise the peer.
+  const peer = req.socket.remoteAddress ?? null;
   const xff = req.headers["x-forwarded-for"];
-  const first = typeof xff === "string" ? xff.split(",")[0]?.trim() : undefined;
-  return (first || req.socket.remoteAddress) ?? null;
+  if (!peer || typeof xff !== "string" || !PROXY_PEER.test(peer)) return peer;
+  // The proxy appends the address it saw last: the right-most entry is the one it vouches for.
+  const hops = xff.split(",").map((h) => h.trim()).filter(Boolean);
+  return hops.at(-1)?.slice(0, 64) ?? peer;
 }
