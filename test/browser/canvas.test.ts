@@ -109,6 +109,10 @@ describe("Canvas in Chromium through the load balancer", () => {
   it("sign in, create, ready, Terminal, resize, API node drain and SIGKILL, yes + Ctrl-C, audit, restart, delete", { timeout: 150_000 }, async () => {
     // ---- sign in: the token goes to session storage, never into the URL -----------------
     await page.goto(cluster.url);
+    await page.getByLabel("Organisation token").fill(`mol_${"x".repeat(43)}`);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect.poll(() => page.locator("#token-error").textContent()).toContain("not valid");
+    expect(await page.evaluate(() => sessionStorage.length)).toBe(0);
     await page.getByLabel("Organisation token").fill(cluster.token);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { name: "Workspaces" }).waitFor();
