@@ -77,24 +77,29 @@ describe("docker-compose.yml", () => {
     expect(check.status, check.stderr + check.stdout).toBe(0);
   });
 
-  it("builds from files that exist: every COPY source in the Dockerfiles is in the repository", () => {
-    for (const df of ["apps/api/Dockerfile", "apps/terminal-worker/Dockerfile"]) {
-      const text = readFileSync(join(ROOT, df), "utf8");
-      expect(text).toMatch(/^FROM \$\{NODE_IMAGE\} AS runtime$/m);
-      expect(text).toMatch(/ARG NODE_IMAGE=node:20-bookworm-slim/);
-      expect(text).toMatch(/ARG PNPM_VERSION=10\.34\.9/);
-      expect(text).toMatch(/pnpm install --frozen-lockfile/);
-      expect(text).toMatch(/^USER node$/m);
-      for (const line of text.split("\n")) {
-        const m = /^COPY (?!--from)(.+)$/.exec(line.trim());
-        if (!m) continue;
-        const parts = m[1]!.split(/\s+/).filter((p) => !p.startsWith("--"));
-        for (const src of parts.slice(0, -1)) expect(existsSync(join(ROOT, src)), `${df}: ${src}`).toBe(true);
-      }
+  it("builds both images from one Dockerfile whose COPY sources exist, unprivileged, with the worker's tools", () => {
+    const text = readFileSync(join(ROOT, "Dockerfile"), "utf8");
+    expect(text).toMatch(/^ARG NODE_IMAGE=node:20-bookworm-slim$/m);
+    expect(text).toMatch(/^ARG PNPM_VERSION=10\.34\.9$/m);
+    expect(text).toMatch(/pnpm install --frozen-lockfile/);
+    const stages = new Map(text.split(/^(?=FROM )/m).slice(1).map((st) => [/^FROM \S+ AS (\S+)/.exec(st)![1]!, st]));
+    expect([...stages.keys()]).toEqual(["build", "awscli", "runtime", "terminal-worker", "api"]);
+    for (const target of ["api", "terminal-worker"]) {
+      expect(stages.get(target)).toMatch(/^FROM runtime AS /);
+      expect(stages.get(target)).toMatch(/^USER node$/m);
+      expect(stages.get(target)).toMatch(/^CMD \["node", "--import", "tsx", "apps\/(api|terminal-worker)\/src\/main\.ts"\]$/m);
     }
-    const worker = readFileSync(join(ROOT, "apps/terminal-worker/Dockerfile"), "utf8");
-    expect(worker).toMatch(/openssh-client/);
-    expect(worker).toMatch(/bubblewrap/);
-    expect(worker).toMatch(/awscli-exe-linux-/);
+    expect(stages.get("terminal-worker")).toMatch(/openssh-client bubblewrap/);
+    expect(stages.get("terminal-worker")).toMatch(/COPY --from=awscli \/usr\/local\/aws-cli/);
+    expect(stages.get("awscli")).toMatch(/awscli-exe-linux-\$\{arch\}/);
+    for (const line of text.split("\n")) {
+      const m = /^COPY (?!--from)(.+)$/.exec(line.trim());
+      if (!m) continue;
+      const parts = m[1]!.split(/\s+/).filter((p) => !p.startsWith("--"));
+      for (const src of parts.slice(0, -1)) expect(existsSync(join(ROOT, src)), src).toBe(true);
+    }
+    const c = resolved();
+    expect(c.services.api.build).toMatchObject({ context: ROOT.replace(/\/$/, ""), target: "api" });
+    expect(c.services["terminal-worker"].build).toMatchObject({ context: ROOT.replace(/\/$/, ""), target: "terminal-worker" });
   });
 });
