@@ -320,6 +320,22 @@ describe("TerminalConnection: re-attach", () => {
     expect(t.timers.now()).toBeLessThan(60_000 + 5000);
   });
 
+  it("Retry now skips the wait, but never opens a second socket beside an attempt under way", async () => {
+    const t = setup();
+    await connected(t);
+    t.last().drop(1006);
+    await t.timers.advance(100); // still waiting (250 ms)
+    t.conn.retryNow();
+    await flush();
+    expect(t.sockets.length).toBe(2);
+    t.conn.retryNow(); // the attempt is under way
+    t.conn.retryNow();
+    await t.timers.advance(10_000);
+    expect(t.sockets.length).toBe(2);
+    t.last().hello(SID, 0, 100, 30);
+    expect(t.states.at(-1)!.kind).toBe("open");
+  });
+
   it("retries when the ticket request fails for a while (the LB found no node yet)", async () => {
     let fail = 2;
     let n = 0;

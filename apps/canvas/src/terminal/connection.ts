@@ -164,7 +164,8 @@ export class TerminalConnection {
 
   /** While waiting to re-attach: try now instead of after the backoff. */
   retryNow(): void {
-    if (this.st.kind !== "reconnecting") return;
+    // Only while waiting: an attempt already under way must not get a twin.
+    if (this.st.kind !== "reconnecting" || this.retryTimer === null) return;
     this.clearRetry();
     void this.connect();
   }
