@@ -372,9 +372,16 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
 // ---- ./cluster ----------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: { apis: { type: "string", default: "2" }, workers: { type: "string", default: "2" }, "compose-haproxy": { type: "boolean" } },
-  });
+  const usage = "usage: ./cluster [--apis N] [--workers N]   (load balancer on $PORT, default 8080; 0 = any free port)";
+  let values: { apis: string; workers: string; "compose-haproxy"?: boolean };
+  try {
+    ({ values } = parseArgs({
+      options: { apis: { type: "string", default: "2" }, workers: { type: "string", default: "2" }, "compose-haproxy": { type: "boolean" } },
+    }));
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${usage}\n`);
+    process.exit(2);
+  }
   if (values["compose-haproxy"]) {
     process.stdout.write(composeHaproxyConfig());
     return;
