@@ -5,6 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadApiEnv } from "../apps/api/src/env.ts";
 import { requireServices } from "./lib.ts";
@@ -12,7 +13,8 @@ import { ROOT } from "./processes.ts";
 
 const env = loadApiEnv();
 await requireServices(env.DATABASE_URL, env.REDIS_URL);
-const report = join(ROOT, ".vitest-report.json");
+// A report of this run's own: runs in the same checkout must not read each other's counts.
+const report = join(tmpdir(), `molecule-vitest-${process.pid}-${Date.now()}.json`);
 rmSync(report, { force: true });
 const vitest = join(ROOT, "node_modules/vitest/vitest.mjs");
 const args = [vitest, "run", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...process.argv.slice(2)];
@@ -35,5 +37,6 @@ if (existsSync(report)) {
 } else if (code !== 0) {
   failed = 1;
 }
+rmSync(report, { force: true });
 process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
 process.exit(code !== 0 || failed > 0 ? 1 : 0);

@@ -19,9 +19,10 @@ describe("terminal-worker failures", () => {
   it("SIGKILL the worker: worker_lost (4500) within 5 s, the audit row closed, no process left", async () => {
     const w = t.workers[0]!;
     const c = await openShell(api().wsUrl, ws, { token: t.token });
-    const marker = `crash-marker-${Date.now()}`;
-    await c.run(`sleep 1000 && echo ${marker} & true`);
-    expect(processesMatching("sleep 1000").length).toBeGreaterThan(0);
+    // A duration no other test uses, so only this shell's child matches.
+    const sleeper = `sleep ${1000 + Math.floor(Math.random() * 8000)}.5`;
+    await c.run(`${sleeper} && echo done & true`);
+    await waitFor(async () => processesMatching(sleeper).length > 0, 5000);
     const t0 = Date.now();
     w.proc.child.kill("SIGKILL");
     const err = await c.waitMessage("error", 8000);
@@ -33,7 +34,7 @@ describe("terminal-worker failures", () => {
       return r?.closed_at ? r : null;
     });
     expect(row.close_reason).toBe("worker_lost");
-    await waitFor(async () => processesMatching("sleep 1000").length === 0, 5000);
+    await waitFor(async () => processesMatching(sleeper).length === 0, 5000);
     await t.addWorker();
   });
 
