@@ -1,4 +1,4 @@
-import { CLOSE } from "@molecule/shared/protocol";
+import { CLOSE } from "@molecule/shared/protocol-constants";
 
 /** Where the EIC setup is explained (served by every API node under /docs). */
 export const INFRA_DOC_PATH = "docs/infra/workspace-terminal.md";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { CLOSE, SUBPROTOCOL_V1 } from "@molecule/shared/protocol";
+import { CLOSE, SUBPROTOCOL_V1 } from "@molecule/shared/protocol-constants";
 import { describeClose } from "./close-codes.ts";
 import { TerminalConnection, TicketError, type ConnectionState, type SocketLike, type Timers } from "./connection.ts";
 

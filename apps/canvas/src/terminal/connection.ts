@@ -1,4 +1,4 @@
-import { SUBPROTOCOL_V1, type ServerMessage } from "@molecule/shared/protocol";
+import { SUBPROTOCOL_V1, type ServerMessage } from "@molecule/shared/protocol-constants";
 import { describeClose, type CloseMeaning } from "./close-codes.ts";
 
 /** The part of the browser's WebSocket this client uses (a fake stands in for it in unit tests). */

@@ -1,4 +1,4 @@
-import { RUNTIMES, type WorkspaceStatus } from "@molecule/shared/workspace";
+import { RUNTIMES, type WorkspaceStatus } from "@molecule/shared/workspace-constants";
 import { ApiError, type ApiClient, type Workspace } from "../api.ts";
 import { h, setText } from "../dom.ts";
 import { announce } from "./announce.ts";

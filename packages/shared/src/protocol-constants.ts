@@ -1,0 +1,27 @@
+/** The terminal WebSocket contract's constants and server messages, free of zod so browsers can import them cheaply. */
+export const SUBPROTOCOL_V1 = "molecule.terminal.v1";
+
+export type ServerMessage =
+  | { type: "hello"; session: string; offset: number; cols: number; rows: number }
+  | { type: "gap"; from: number; to: number }
+  | { type: "exit"; code: number | null; signal: string | number | null }
+  | { type: "error"; code: ErrorCode; message: string }
+  | { type: "pong" };
+
+export const CLOSE = {
+  normal: 1000,
+  policy: 1008,
+  internal: 1011,
+  restarting: 1012,
+  session_not_found: 4404,
+  idle_timeout: 4408,
+  not_ready: 4409,
+  session_expired: 4410,
+  worker_lost: 4500,
+  eic_wiring_incomplete: 4502,
+  no_capacity: 4503,
+} as const;
+
+export type ErrorCode = Exclude<keyof typeof CLOSE, "normal"> | "bad_message";
+
+export const DEFAULT_WINDOW_BYTES = 512 * 1024;
