@@ -5,7 +5,7 @@ import * as pty from "node-pty";
 import { createDb, createLogger, createRedis, type DbHandle } from "@molecule/shared";
 import { createApi, type ApiConfig } from "../../apps/api/src/app.ts";
 import { createOrg } from "../../apps/api/src/orgs.ts";
-import { createLocalProvider, type LocalProviderOptions } from "../../apps/terminal-worker/src/providers/index.ts";
+import { createLocalProvider, type LocalProviderOptions, type ProviderRegistry } from "../../apps/terminal-worker/src/providers/index.ts";
 import { createWorker, type WorkerConfig } from "../../apps/terminal-worker/src/worker.ts";
 import { testUrls, uniqueNs } from "./env.ts";
 
@@ -13,6 +13,8 @@ export interface StackOptions {
   api?: Partial<ApiConfig>;
   worker?: Partial<WorkerConfig> | false;
   local?: Partial<LocalProviderOptions>;
+  /** More providers for the worker next to `local` (e.g. aws pointed at local fakes). */
+  providers?: ProviderRegistry;
   redisUrl?: string;
 }
 
@@ -76,7 +78,7 @@ export async function startStack(o: StackOptions = {}) {
           redis: wRedis,
           sub: wSub,
           log,
-          providers: { local: createLocalProvider({ root: sandboxRoot, bwrap: "auto", shell: "/bin/bash", ...o.local }) },
+          providers: { local: createLocalProvider({ root: sandboxRoot, bwrap: "auto", shell: "/bin/bash", ...o.local }), ...o.providers },
           spawn: pty.spawn as never,
         });
   await worker?.start();
