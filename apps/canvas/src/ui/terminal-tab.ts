@@ -50,6 +50,8 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
     cursorBlink: true,
     scrollback: 10_000,
     fontSize: 14,
+    // At line height 1 the DOM renderer clips underscores of common monospace fonts.
+    lineHeight: 1.2,
     fontFamily: '"DejaVu Sans Mono", "Liberation Mono", Menlo, Consolas, monospace',
     theme: { background: "#111418", foreground: "#e6e6e6" },
   });
