@@ -32,6 +32,10 @@ export function startNode(name: string, entry: string, env: NodeJS.ProcessEnv, l
     log = createWriteStream(logFile, { flags: "a" });
   }
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // Whoever started it (a launcher, a test) going away must not leave it running.
+  const reap = () => child.kill("SIGKILL");
+  process.once("exit", reap);
+  void exited.then(() => process.removeListener("exit", reap));
   const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on("line", (line) => {
       log?.write(`${line}\n`);

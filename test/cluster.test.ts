@@ -245,8 +245,17 @@ describe("./cluster (the CLI)", () => {
       expect(url, out).toBeDefined();
       const lists = await call(url!, "GET", "/workspaces", { token });
       expect(lists.status).toBe(200);
-      const nodes = processesWithPrefix(ns);
-      expect(nodes.length).toBe(5); // the launcher, haproxy, 2 API nodes, 1 worker
+      const cmdOf = (pid: number) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "latin1");
+        } catch {
+          return "";
+        }
+      };
+      const nodes = processesWithPrefix(ns).map(cmdOf);
+      // haproxy, 2 API nodes, 1 worker (besides the launcher itself)
+      expect(nodes.filter((c) => c.includes("apps/api/src/main.ts")).length).toBe(2);
+      expect(nodes.filter((c) => c.includes("apps/terminal-worker/src/main.ts")).length).toBe(1);
       const cfg = /behind haproxy: (\S+haproxy\.cfg)/.exec(out)![1]!;
       expect(readFileSync(cfg, "utf8")).toMatch(/server api-2 127\.0\.0\.1:\d+ check/);
       expect(processesMatching(cfg)).toHaveLength(1);
@@ -257,6 +266,14 @@ describe("./cluster (the CLI)", () => {
       // The token was kept for the next run, as ./start does.
       expect(readFileSync(join(state, "dev-token"), "utf8").trim()).toBe(token);
     } finally {
+      // A failed assertion must not leave the cluster running.
+      for (const pid of processesWithPrefix(ns)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
       rmSync(state, { recursive: true, force: true });
     }
   });

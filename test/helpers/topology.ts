@@ -44,10 +44,17 @@ export async function startTopology(o: { apis?: number; workers?: number; env?: 
     workers.push(h);
     return h;
   }
-  await Promise.all([
-    ...Array.from({ length: o.apis ?? 1 }, () => addApi()),
-    ...Array.from({ length: o.workers ?? 1 }, () => addWorker()),
-  ]);
+  try {
+    await Promise.all([
+      ...Array.from({ length: o.apis ?? 1 }, () => addApi()),
+      ...Array.from({ length: o.workers ?? 1 }, () => addWorker()),
+    ]);
+  } catch (err) {
+    // One process failed to start: stop the others before reporting it.
+    await Promise.all(procs.map((p) => stopProc(p, "SIGKILL")));
+    rmSync(sandboxRoot, { recursive: true, force: true });
+    throw err;
+  }
   const db = createDb(testUrls().databaseUrl, { max: 2 });
   const org = await createOrg(db.db, `topo-${ns}`);
   return {
