@@ -8,6 +8,12 @@ export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const API_MAIN = join(ROOT, "apps/api/src/main.ts");
 export const WORKER_MAIN = join(ROOT, "apps/terminal-worker/src/main.ts");
 
+/** Whoever started them (a launcher, a test) going away must not leave them running. */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const c of running) c.kill("SIGKILL");
+});
+
 export interface Proc {
   name: string;
   child: ChildProcess;
@@ -32,10 +38,8 @@ export function startNode(name: string, entry: string, env: NodeJS.ProcessEnv, l
     log = createWriteStream(logFile, { flags: "a" });
   }
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  // Whoever started it (a launcher, a test) going away must not leave it running.
-  const reap = () => child.kill("SIGKILL");
-  process.once("exit", reap);
-  void exited.then(() => process.removeListener("exit", reap));
+  running.add(child);
+  void exited.then(() => running.delete(child));
   const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on("line", (line) => {
       log?.write(`${line}\n`);
