@@ -17,6 +17,7 @@ import {
   bullPrefix,
   encodeControl,
   isUuid,
+  readOutput,
   schema,
   sessionKeys,
   terminalQuery,
@@ -285,6 +286,9 @@ export function createTerminalGateway(d: GatewayDeps) {
     const k = sessionKeys(c.ns, session);
     const meta = await d.redis.hgetall(k.meta);
     if (meta.ws !== ws.id || meta.org !== p.orgId) return notFound();
+    // A client cannot have bytes the session never produced: hello says where output really resumes.
+    const { lastEnd } = await readOutput(d.redis, k.log, offset, 0, 1);
+    if (lastEnd !== null && offset > lastEnd) offset = lastEnd;
     let ended: SessionEnd | null = null;
     if (meta.end) {
       try {

@@ -53,6 +53,21 @@ describe("replay window", () => {
   });
 });
 
+describe("re-attach offsets", () => {
+  it("an offset beyond the session's output is answered with the real end in hello, and output continues from there", async () => {
+    const c = await openShell(s.wsUrl, ws, { token });
+    await c.run("true");
+    const session = c.hello!.session;
+    const end = c.offset;
+    c.drop();
+    const r = await openShell(s.wsUrl, ws, { token, session, offset: end + 1_000_000 });
+    expect(r.hello!.offset).toBe(end);
+    expect((await r.run("echo resumed-$((2*21))")).trim()).toBe("resumed-42");
+    expect(r.offset).toBe(end + r.output.length);
+    await r.close();
+  });
+});
+
 describe("full-screen programs", () => {
   it("less and vim use the alternate screen, follow resizes, and give the prompt back", async () => {
     const c = await openShell(s.wsUrl, ws, { token, cols: 90, rows: 20 });
