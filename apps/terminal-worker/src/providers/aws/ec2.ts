@@ -9,6 +9,7 @@ import {
   type Instance,
 } from "@aws-sdk/client-ec2";
 import { INSTANCE_ID_RE } from "@molecule/shared";
+import { ProviderError } from "../types.ts";
 import type { AwsProviderOptions } from "./config.ts";
 import { awsCode, ec2ProviderError } from "./errors.ts";
 
@@ -118,7 +119,7 @@ export function createEc2(o: AwsProviderOptions) {
      */
     async launch(s: LaunchSpec): Promise<InstanceInfo> {
       const instanceType = o.instanceTypes[s.tier];
-      if (!instanceType) throw ec2ProviderError({ name: "InvalidParameterValue", message: `no instance type configured for tier ${s.tier}` }, ctx("RunInstances"));
+      if (!instanceType) throw new ProviderError(`no instance type is configured for tier ${s.tier} (MOLECULE_AWS_INSTANCE_TYPES)`, false, "aws_config");
       const tags = [
         { Key: TAG_ROLE, Value: ROLE_WORKSPACE },
         { Key: TAG_ORG, Value: o.orgId },
