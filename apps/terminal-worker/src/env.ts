@@ -36,8 +36,9 @@ export const workerEnvSchema = baseEnvSchema.extend({
   // aws provider (controlplane backend): docs/infra/workspace-terminal.md
   MOLECULE_ORG_ID: z.string().regex(aws.ORG_ID_RE).optional(),
   MOLECULE_AWS_REGION: z.string().regex(aws.REGION_RE).optional(),
-  AWS_REGION: z.string().regex(aws.REGION_RE).optional(),
-  AWS_DEFAULT_REGION: z.string().regex(aws.REGION_RE).optional(),
+  // Checked only when the aws provider uses them: other tools on the host may set them too.
+  AWS_REGION: z.string().optional(),
+  AWS_DEFAULT_REGION: z.string().optional(),
   MOLECULE_AWS_AMI_ID: z.string().regex(aws.AMI_ID_RE).optional(),
   MOLECULE_AWS_SUBNET_ID: z.string().regex(aws.SUBNET_ID_RE).optional(),
   MOLECULE_AWS_SECURITY_GROUP_ID: z.string().regex(aws.SECURITY_GROUP_ID_RE).optional(),

@@ -25,6 +25,7 @@ describe("aws settings", () => {
     const { MOLECULE_AWS_SUBNET_ID: _s, MOLECULE_AWS_REGION: _r, ...partial } = full;
     expect(() => awsOptionsFromEnv(loadWorkerEnv(partial), {})).toThrow(/MOLECULE_AWS_REGION.*MOLECULE_AWS_SUBNET_ID/);
     expect(awsOptionsFromEnv(loadWorkerEnv({ ...partial, MOLECULE_AWS_SUBNET_ID: full.MOLECULE_AWS_SUBNET_ID, AWS_REGION: "us-west-2" }), {})?.region).toBe("us-west-2");
+    expect(() => awsOptionsFromEnv(loadWorkerEnv({ ...full, MOLECULE_AWS_REGION: undefined, AWS_REGION: "us-west-2;id" }), {})).toThrow(/not an AWS region/);
   });
 
   it("rejects malformed ids, non-Nitro types and dangerous ssh options at startup", () => {

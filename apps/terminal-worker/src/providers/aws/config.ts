@@ -159,6 +159,7 @@ export function awsOptionsFromEnv(env: AwsEnv, childEnv: Record<string, string>,
     !env.MOLECULE_AWS_SECURITY_GROUP_ID && "MOLECULE_AWS_SECURITY_GROUP_ID",
   ].filter(Boolean);
   if (missing.length) throw new Error(`invalid configuration: the aws provider (controlplane backend) also needs ${missing.join(", ")}`);
+  if (!REGION_RE.test(region!)) throw new Error(`invalid configuration: ${JSON.stringify(region)} is not an AWS region (MOLECULE_AWS_REGION / AWS_REGION)`);
   return {
     orgId: env.MOLECULE_ORG_ID!,
     region: region!,
