@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pty from "node-pty";
-import { createDb, createLogger, createRedis, type DbHandle } from "@molecule/shared";
+import { createDb, createLogger, createRedis, dropDatabase, migrateDatabase, type DbHandle } from "@molecule/shared";
 import { createApi, type ApiConfig } from "../../apps/api/src/app.ts";
 import { createOrg } from "../../apps/api/src/orgs.ts";
 import { createLocalProvider, type LocalProviderOptions, type ProviderRegistry } from "../../apps/terminal-worker/src/providers/index.ts";
@@ -10,6 +10,11 @@ import { createWorker, type WorkerConfig } from "../../apps/terminal-worker/src/
 import { testUrls, uniqueNs } from "./env.ts";
 
 export interface StackOptions {
+  /**
+   * A database of this stack's own (created, migrated, dropped on close) instead of the run's
+   * shared one: for stacks whose sweepers would touch other tests' rows (short timeouts).
+   */
+  ownDatabase?: boolean;
   api?: Partial<ApiConfig>;
   worker?: Partial<WorkerConfig> | false;
   local?: Partial<LocalProviderOptions>;
@@ -20,7 +25,13 @@ export interface StackOptions {
 
 /** API and worker built in this process through their factories, on real Redis and PostgreSQL. */
 export async function startStack(o: StackOptions = {}) {
-  const { databaseUrl } = testUrls();
+  let { databaseUrl } = testUrls();
+  if (o.ownDatabase) {
+    const u = new URL(databaseUrl);
+    u.pathname = `${u.pathname}_${Math.random().toString(36).slice(2, 8)}`;
+    databaseUrl = u.toString();
+    await migrateDatabase(databaseUrl);
+  }
   const redisUrl = o.redisUrl ?? testUrls().redisUrl;
   const ns = o.api?.ns ?? uniqueNs();
   const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
@@ -101,6 +112,7 @@ export async function startStack(o: StackOptions = {}) {
       await worker?.close().catch(() => {});
       for (const c of conns) c.disconnect();
       await db.close();
+      if (o.ownDatabase) await dropDatabase(databaseUrl).catch(() => {});
       rmSync(sandboxRoot, { recursive: true, force: true });
     },
   };

@@ -57,7 +57,8 @@ describe("lifecycle", () => {
   });
 
   it("a provisioning that takes longer than the timeout becomes failed with a message", async () => {
-    const slow = await startStack({ local: { provisionDelayMs: 3000 }, worker: { provisionTimeoutMs: 1000 } });
+    // Its own database: a 1 s timeout sweeper would fail every other test's provisioning workspaces.
+    const slow = await startStack({ local: { provisionDelayMs: 3000 }, worker: { provisionTimeoutMs: 1000 }, ownDatabase: true });
     try {
       const t = (await slow.org("to")).token;
       const id = (await call(slow.url, "POST", "/workspaces", { token: t, body: { name: "t" } })).body.id as string;
