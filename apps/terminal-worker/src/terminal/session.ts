@@ -37,6 +37,9 @@ export interface SessionDeps {
 export const ENDED_TTL_MS = 3600_000;
 const LOG_TTL_MS = 6 * 3600_000;
 const MAX_COALESCE = 64 * 1024;
+/** Output within this long of a flush of at least STREAM_MIN_BYTES is bulk: it waits to be batched. */
+const STREAM_DELAY_MS = 2;
+const STREAM_MIN_BYTES = 1024;
 const TAIL_BYTES = 4096;
 
 /** Ends a session that never got a shell: tells any viewer why and closes the audit row. */
@@ -79,6 +82,10 @@ export class PtySession {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
+  /** Appends sent to Redis and not yet answered. */
+  private appending = 0;
+  private lastFlushAt = 0;
+  private lastFlushBytes = 0;
   /** The most recent output (encoded), kept to re-seed the log after a Redis restart. */
   private recent: Buffer[] = [];
   private recentBytes = 0;
@@ -160,16 +167,36 @@ export class PtySession {
     this.pending.push(data);
     this.pendingBytes += data.length;
     if (this.pendingBytes >= MAX_COALESCE) this.flush();
-    else if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      // Coalesce what arrives in this turn of the event loop: one Redis call, not one per read.
-      setImmediate(() => this.flush());
-    }
+    else this.scheduleFlush();
+  }
+
+  /**
+   * Interactive output (an echo, a prompt) leaves in the next turn of the event
+   * loop. Bulk output (a full read right after a big flush) collects for up to
+   * STREAM_DELAY_MS or MAX_COALESCE bytes: the PTY hands over ~4 KiB per read, and
+   * each Redis append costs the same whatever its size. While an append is in
+   * flight, output collects and leaves when it completes (appendDone).
+   */
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.appending > 0 || this.pendingBytes === 0) return;
+    this.flushScheduled = true;
+    const streaming = this.lastFlushBytes >= STREAM_MIN_BYTES && performance.now() - this.lastFlushAt < STREAM_DELAY_MS;
+    if (streaming) setTimeout(this.flushNow, STREAM_DELAY_MS);
+    else setImmediate(this.flushNow);
+  }
+
+  private readonly flushNow = () => this.flush();
+
+  private appendDone(): void {
+    this.appending--;
+    this.scheduleFlush();
   }
 
   private flush(): void {
     this.flushScheduled = false;
     if (this.pendingBytes === 0) return;
+    this.lastFlushAt = performance.now();
+    this.lastFlushBytes = this.pendingBytes;
     const chunk = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     this.pending = [];
     this.pendingBytes = 0;
@@ -190,9 +217,11 @@ export class PtySession {
   private append(payload: Buffer): void {
     const offset = Number(payload.readBigUInt64BE(1));
     const keepFrom = Math.max(0, this.produced - this.d.replayWindowBytes);
+    this.appending++;
     this.d.redis
       .appendOutput(this.keys.log, this.keys.out, String(offset), payload, String(keepFrom), LOG_TTL_MS)
-      .catch((err) => this.log.warn({ err }, "output append failed"));
+      .catch((err) => this.log.warn({ err }, "output append failed"))
+      .finally(() => this.appendDone());
   }
 
   /**
