@@ -38,6 +38,24 @@ describe("terminal-worker failures", () => {
     await t.addWorker();
   });
 
+  it("a worker that dies while nobody watches its session still gets the audit row closed (sweeper)", async () => {
+    const w = t.workers.at(-1)!;
+    const c = await openShell(api().wsUrl, ws, { token: t.token });
+    await c.run("true");
+    await waitFor(async () => (await sessionRow(c.hello!.session))?.worker_id === w.id);
+    c.drop();
+    await new Promise((r) => setTimeout(r, 300));
+    w.proc.child.kill("SIGKILL");
+    await w.proc.exited;
+    // No API node holds the socket now: the periodic sweeper (every 10 s) closes the row.
+    const row = await waitFor(async () => {
+      const r = await sessionRow(c.hello!.session);
+      return r?.closed_at ? r : null;
+    }, 25_000, 500);
+    expect(row.close_reason).toBe("worker_lost");
+    await t.addWorker();
+  });
+
   it("SIGTERM the worker: it stops claiming and ends its sessions with a clear reason", async () => {
     const w = t.workers.at(-1)!;
     const c = await openShell(api().wsUrl, ws, { token: t.token });

@@ -391,7 +391,7 @@ export function createTerminalGateway(d: GatewayDeps) {
    */
   async function sweep(): Promise<number> {
     const rows = await d.db
-      .select({ id: schema.terminalSessions.id, workerId: schema.terminalSessions.workerId })
+      .select({ id: schema.terminalSessions.id, workerId: schema.terminalSessions.workerId, openedAt: schema.terminalSessions.openedAt })
       .from(schema.terminalSessions)
       .where(
         and(
@@ -402,8 +402,12 @@ export function createTerminalGateway(d: GatewayDeps) {
       .limit(500);
     let closed = 0;
     for (const r of rows) {
+      // Rows whose session state is not in this deployment's Redis (another key prefix on a shared
+      // database, or state lost with a Redis restart) are judged only once they are very old.
+      const state = await d.redis.hget(sessionKeys(c.ns, r.id).meta, "state");
+      const ancient = r.openedAt.getTime() < Date.now() - 24 * 3600_000;
+      if (state === null && !ancient) continue;
       if (r.workerId === null) {
-        const state = await d.redis.hget(sessionKeys(c.ns, r.id).meta, "state");
         if (state === "pending" || state === null) {
           await closeAudit(r.id, "no_capacity");
           closed++;
