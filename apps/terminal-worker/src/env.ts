@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { baseEnvSchema, boolish, OS_USER_RE, parseEnv } from "@molecule/shared";
 import * as aws from "./providers/aws/config.ts";
+import * as docker from "./providers/docker.ts";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const defaultSandboxRoot = fileURLToPath(new URL("../../../.molecule/sandboxes", import.meta.url));
@@ -61,15 +62,34 @@ export const workerEnvSchema = baseEnvSchema.extend({
   MOLECULE_SSH_BIN: z.string().regex(aws.EXECUTABLE_RE).default("ssh"),
   MOLECULE_AWS_READY_TIMEOUT_MS: int(240_000, 1000),
   MOLECULE_AWS_POLL_MS: int(5000, 50),
+  // docker provider (one container per workspace): docs/deployment.md#the-docker-provider
+  MOLECULE_DOCKER_BIN: z.string().regex(aws.EXECUTABLE_RE).default("docker"),
+  /** Image of every runtime; `{runtime}` is replaced by the workspace runtime. */
+  MOLECULE_DOCKER_IMAGE: z.string().default(docker.DEFAULT_DOCKER_IMAGE).transform(aws.zodParse(docker.checkImageTemplate)),
+  /** runtime=image pairs overriding MOLECULE_DOCKER_IMAGE. */
+  MOLECULE_DOCKER_IMAGES: z.string().default("").transform(aws.zodParse(docker.parseRuntimeImages)),
+  MOLECULE_DOCKER_NETWORK: z.string().regex(docker.NETWORK_RE).optional(),
+  /** tier=cpus:memory pairs (e.g. 1=1:1g,2=2:4g); tiers not listed run without limits. */
+  MOLECULE_DOCKER_LIMITS: z.string().default("").transform(aws.zodParse(docker.parseTierLimits)),
 });
+
+/** The worker's environment restricted to PATH, HOME, proxies and the variables `own` matches. */
+function passEnv(raw: Record<string, string | undefined>, own: RegExp): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (v !== undefined && (own.test(k) || /^(PATH|HOME|HTTPS?_PROXY|NO_PROXY|https?_proxy|no_proxy)$/.test(k))) out[k] = v;
+  }
+  return out;
+}
 
 /** What ssh and aws-cli may see of the worker's environment: PATH, HOME, proxies and AWS_* (credential chain). */
 export function awsChildEnv(raw: Record<string, string | undefined> = process.env): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(raw)) {
-    if (v !== undefined && (/^AWS_/.test(k) || /^(PATH|HOME|HTTPS?_PROXY|NO_PROXY|https?_proxy|no_proxy)$/.test(k))) out[k] = v;
-  }
-  return out;
+  return passEnv(raw, /^AWS_/);
+}
+
+/** What the docker CLI may see: PATH, HOME, proxies and DOCKER_* (daemon address, TLS, config directory). */
+export function dockerChildEnv(raw: Record<string, string | undefined> = process.env): Record<string, string> {
+  return passEnv(raw, /^DOCKER_/);
 }
 export type WorkerEnv = z.infer<typeof workerEnvSchema>;
 

@@ -1,8 +1,8 @@
 import * as pty from "node-pty";
 import { createDb, createLogger, createRedis, migrateDatabase } from "@molecule/shared";
-import { awsChildEnv, loadWorkerEnv } from "./env.ts";
+import { awsChildEnv, dockerChildEnv, loadWorkerEnv } from "./env.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
-import { awsOptionsFromEnv, bwrapAvailable, createLocalProvider, loadAwsProvider } from "./providers/index.ts";
+import { awsOptionsFromEnv, bwrapAvailable, createDockerProvider, createLocalProvider, loadAwsProvider } from "./providers/index.ts";
 import { createWorker } from "./worker.ts";
 
 const env = loadWorkerEnv();
@@ -25,6 +25,17 @@ const local = createLocalProvider({
 if (env.MOLECULE_SANDBOX_BWRAP !== "off" && !bwrapAvailable()) {
   log.warn("bubblewrap is not usable: local shells run as plain child processes (whoami is this worker's user)");
 }
+
+// Containers on this worker's Docker daemon; nothing runs until a docker workspace is provisioned.
+const docker = createDockerProvider({
+  bin: env.MOLECULE_DOCKER_BIN,
+  image: env.MOLECULE_DOCKER_IMAGE,
+  images: env.MOLECULE_DOCKER_IMAGES,
+  network: env.MOLECULE_DOCKER_NETWORK,
+  limits: env.MOLECULE_DOCKER_LIMITS,
+  env: dockerChildEnv(),
+  log: log.child({ provider: "docker" }),
+});
 
 // Controlplane backend (MOLECULE_ORG_ID + AWS settings): EC2 workspaces, Terminal through EIC.
 const awsOptions = awsOptionsFromEnv(env, awsChildEnv(), log.child({ provider: "aws" }));
@@ -52,7 +63,7 @@ const worker = createWorker({
   redis,
   sub,
   log,
-  providers: aws ? { local, aws } : { local },
+  providers: aws ? { local, docker, aws } : { local, docker },
   spawn: pty.spawn as never,
   metrics,
 });

@@ -1,0 +1,480 @@
+import { execFile } from "node:child_process";
+import { RUNTIMES, UUID_RE, type Logger } from "@molecule/shared";
+import { EXECUTABLE_RE } from "./aws/config.ts";
+import { findExecutable } from "./aws/tools.ts";
+import { containerName } from "./aws/user-data.ts";
+import {
+  ProviderError,
+  TerminalUnavailableError,
+  type Provider,
+  type ProvisionContext,
+  type ShellCommand,
+  type TerminalContext,
+  type TerminalDiagnosis,
+  type WorkspaceRow,
+} from "./types.ts";
+
+const DOC = "docs/deployment.md#the-docker-provider";
+
+// A docker image reference, strictly: [registry[:port]/]path[:tag][@sha256:digest]
+// (the reference grammar of the distribution spec). It can never start with "-".
+const DOMAIN_PART = "[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?";
+const PATH_PART = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+export const IMAGE_REF_RE = new RegExp(
+  `^(?:${DOMAIN_PART}(?:\\.${DOMAIN_PART})*(?::[0-9]{1,5})?/)?${PATH_PART}(?:/${PATH_PART})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`,
+);
+/** A docker network name (as docker accepts for container names). */
+export const NETWORK_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+const CPUS_RE = /^(?:[0-9]{1,3})(?:\.[0-9]{1,2})?$/;
+const MEMORY_RE = /^[1-9][0-9]{0,6}[kmg]$/;
+
+export const DEFAULT_DOCKER_IMAGE = "debian:bookworm-slim";
+export const LABEL_WORKSPACE = "molecule.workspace";
+export const LABEL_ORG = "molecule.org";
+
+export interface TierLimits {
+  /** `--cpus` value, e.g. "2" or "0.5". */
+  cpus?: string;
+  /** `--memory` value, e.g. "4g". */
+  memory?: string;
+}
+
+export interface DockerProviderOptions {
+  /** The docker CLI: a name looked up on PATH or an absolute path. */
+  bin: string;
+  /** Image of every runtime without an entry in `images`; `{runtime}` is replaced by the workspace runtime. */
+  image: string;
+  /** Runtime -> image. */
+  images?: Partial<Record<string, string>>;
+  /** `docker run --network`; the daemon's default bridge when unset. */
+  network?: string;
+  /** Tier -> resource limits; tiers without an entry run without limits. */
+  limits?: Record<number, TierLimits>;
+  /** Environment of the docker CLI: PATH, HOME, DOCKER_* (never the worker's whole env). */
+  env: Record<string, string>;
+  /** Per CLI call (inspect, run, start, rm, exec probes). */
+  timeoutMs?: number;
+  /** `docker pull` of a missing image. */
+  pullTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** Parses `runtime=image,runtime=image` (runtimes known, images valid references). */
+export function parseRuntimeImages(spec: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of spec.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([a-z0-9-]+)\s*=\s*(\S+)$/.exec(part);
+    if (!m) throw new Error(`"${part}" is not runtime=image (e.g. hermes=debian:bookworm-slim)`);
+    if (!(RUNTIMES as readonly string[]).includes(m[1]!)) throw new Error(`unknown runtime "${m[1]}" (one of ${RUNTIMES.join(", ")})`);
+    checkImageTemplate(m[2]!);
+    out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+/** Parses `tier=cpus:memory` pairs, e.g. `1=1:1g,2=2:4g` (either side may be empty). */
+export function parseTierLimits(spec: string): Record<number, TierLimits> {
+  const out: Record<number, TierLimits> = {};
+  for (const part of spec.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([1-4])\s*=\s*([^:\s]*):([^:\s]*)$/.exec(part);
+    if (!m) throw new Error(`"${part}" is not tier=cpus:memory (e.g. 2=2:4g)`);
+    const [cpus, memory] = [m[2]!, m[3]!.toLowerCase()];
+    if (cpus && (!CPUS_RE.test(cpus) || Number(cpus) <= 0)) throw new Error(`"${cpus}" is not a CPU count (e.g. 2 or 0.5)`);
+    if (memory && !MEMORY_RE.test(memory)) throw new Error(`"${memory}" is not a memory size (e.g. 512m or 4g)`);
+    out[Number(m[1])] = { ...(cpus ? { cpus } : {}), ...(memory ? { memory } : {}) };
+  }
+  return out;
+}
+
+/** Throws unless `template` is an image reference once `{runtime}` is filled in. */
+export function checkImageTemplate(template: string): string {
+  if (!IMAGE_REF_RE.test(template.replaceAll("{runtime}", "runtime"))) {
+    throw new Error(`"${template}" is not a docker image reference (e.g. debian:bookworm-slim or registry.example/team/image:1)`);
+  }
+  return template;
+}
+
+/** A failed docker CLI call: exit code or errno, and what it printed. */
+export class DockerCliError extends Error {
+  constructor(
+    readonly args: string[],
+    readonly code: number | string | null,
+    readonly stderr: string,
+    readonly timedOut: boolean,
+  ) {
+    super(`docker ${args[0] ?? ""} failed: ${firstLine(stderr) || (timedOut ? "timed out" : `exit ${code}`)}`);
+    this.name = "DockerCliError";
+  }
+}
+
+export type DockerFailure = "missing_cli" | "not_executable" | "timeout" | "daemon_unreachable" | "permission" | "not_found" | "name_conflict" | "not_running" | "other";
+
+const DAEMON_DOWN = /Cannot connect to the Docker daemon|Is the docker daemon running|error during connect|dial unix [^:]+: connect: no such file/i;
+
+/** What kind of failure a docker CLI error is (from errno, timeout or the daemon's message). */
+export function classifyDockerError(err: unknown): DockerFailure {
+  if (!(err instanceof DockerCliError)) return "other";
+  if (err.code === "ENOENT") return "missing_cli";
+  if (err.code === "EACCES") return "not_executable";
+  if (err.timedOut) return "timeout";
+  const s = err.stderr;
+  if (/permission denied while trying to connect to the Docker daemon/i.test(s)) return "permission";
+  if (DAEMON_DOWN.test(s)) return "daemon_unreachable";
+  if (/Conflict\. The container name .* is already in use/i.test(s)) return "name_conflict";
+  if (/No such (container|object|image)/i.test(s)) return "not_found";
+  if (/is not running|is paused|is restarting/i.test(s)) return "not_running";
+  return "other";
+}
+
+const CONTAINER_ID_RE = /^[0-9a-f]{12,64}$/;
+
+function detailOf(err: unknown): string {
+  return err instanceof DockerCliError ? firstLine(err.stderr) || err.message : String((err as Error)?.message ?? err);
+}
+
+function firstLine(s: string): string {
+  const lines = s.split("\n").map((l) => l.trim()).filter(Boolean);
+  // The daemon's reason, not the CLI's "Unable to find image ... locally" preface or its usage hint.
+  const line = lines.find((l) => /error|denied|not found|unknown|invalid|failed/i.test(l)) ?? lines[0] ?? "";
+  return line.replace(/^docker: /, "").slice(0, 300);
+}
+
+/**
+ * A docker CLI failure as the user should read it. Daemon unreachable is transient:
+ * a dockerd restart is brief and the provisioning queue retries with backoff (about two
+ * minutes over 8 attempts), after which the workspace fails with this same message.
+ * A missing CLI or a refused socket needs the operator: permanent.
+ */
+export function dockerProviderError(err: unknown, o: { bin: string; doing: string }): ProviderError {
+  const kind = classifyDockerError(err);
+  const detail = detailOf(err);
+  switch (kind) {
+    case "missing_cli":
+      return new ProviderError(
+        `the docker CLI "${o.bin}" is not installed on the terminal worker (not found on its PATH); install it (Debian: docker-ce-cli or docker.io) or set MOLECULE_DOCKER_BIN to its path, see ${DOC}`,
+        false,
+        "docker_missing",
+      );
+    case "not_executable":
+      return new ProviderError(`the docker CLI "${o.bin}" is not executable by the terminal worker; check MOLECULE_DOCKER_BIN, see ${DOC}`, false, "docker_missing");
+    case "permission":
+      return new ProviderError(
+        `the terminal worker may not use the Docker daemon socket (${detail}); run the worker as a member of the docker group or give it the socket, see ${DOC}`,
+        false,
+        "docker_permission",
+      );
+    case "daemon_unreachable":
+      return new ProviderError(
+        `the Docker daemon is not reachable from the terminal worker (${detail}); start dockerd, or give the worker its socket (/var/run/docker.sock) or DOCKER_HOST, see ${DOC}`,
+        true,
+        "docker_unreachable",
+      );
+    case "timeout":
+      return new ProviderError(`docker did not answer while ${o.doing}; retrying`, true, "docker_timeout");
+    default:
+      return new ProviderError(`docker failed while ${o.doing}: ${detail}`, false, "docker_error");
+  }
+}
+
+/** Registry trouble that a later attempt may not have: network, rate limits, registry 5xx. */
+const PULL_TRANSIENT = /TLS handshake timeout|i\/o timeout|connection reset|connection refused|no such host|toomanyrequests|Too Many Requests|50[234] |Service Unavailable|Bad Gateway|request canceled|unexpected EOF/i;
+
+export function pullProviderError(err: unknown, image: string, bin: string): ProviderError {
+  const kind = classifyDockerError(err);
+  if (kind !== "other" && kind !== "not_found") return dockerProviderError(err, { bin, doing: `pulling the workspace image ${image}` });
+  const detail = detailOf(err);
+  if (PULL_TRANSIENT.test(detail)) return new ProviderError(`cannot reach the registry of the workspace image ${image} (${detail}); retrying`, true, "docker_pull");
+  return new ProviderError(
+    `cannot pull the workspace image ${image}: ${detail}. Check MOLECULE_DOCKER_IMAGE / MOLECULE_DOCKER_IMAGES (and docker login on the worker host for a private registry)`,
+    false,
+    "docker_image",
+  );
+}
+
+/** One container, as `docker inspect` reports it. */
+export interface ContainerInfo {
+  id: string;
+  status: string;
+  running: boolean;
+  exitCode: number | null;
+  labels: Record<string, string>;
+  user: string;
+}
+
+export function parseInspect(stdout: string): ContainerInfo | null {
+  const arr = JSON.parse(stdout) as unknown;
+  const c = (Array.isArray(arr) ? arr[0] : null) as
+    | { Id?: string; State?: { Status?: string; Running?: boolean; ExitCode?: number }; Config?: { Labels?: Record<string, string> | null; User?: string } }
+    | null
+    | undefined;
+  if (!c?.Id) return null;
+  return {
+    id: c.Id,
+    status: c.State?.Status ?? "unknown",
+    running: c.State?.Running === true && c.State?.Status === "running",
+    exitCode: typeof c.State?.ExitCode === "number" ? c.State.ExitCode : null,
+    labels: c.Config?.Labels ?? {},
+    user: c.Config?.User ?? "",
+  };
+}
+
+/** The shell's environment inside the container, after TERM (values validated by the caller). */
+export function execArgs(i: { workspaceId: string; sessionId: string; container: string; shell: string }): string[] {
+  return [
+    "exec", "-it",
+    "-e", "TERM=xterm-256color",
+    "-e", `MOLECULE_WS_ID=${i.workspaceId}`,
+    "-e", `MOLECULE_SESSION_ID=${i.sessionId}`,
+    i.container, i.shell,
+  ];
+}
+
+/**
+ * Sends SIGHUP to every process in the container that belongs to the session
+ * ($1), as a terminal hang-up would: processes a `docker exec` started outlive the
+ * CLI, so killing the CLI's process tree alone would leave the shell running in
+ * the container. `nohup` jobs survive, as they do after an ssh hang-up. The session
+ * id is an argument, never part of the script.
+ */
+export const HANGUP_SCRIPT =
+  'for p in /proc/[0-9]*; do tr "\\0" "\\n" < "$p/environ" 2>/dev/null | grep -qxF "MOLECULE_SESSION_ID=$1" && kill -HUP "${p#/proc/}" 2>/dev/null; done; true';
+/** Answers 0 when the image has bash, 1 when it has only sh. */
+export const BASH_PROBE = ["/bin/sh", "-c", "test -x /bin/bash"];
+
+/** An exit of `docker exec` that means the shell never started, as a protocol error. */
+export function diagnoseDockerExit(exit: { code: number; tail: Buffer; ranMs: number }, container: string, shell: string): TerminalDiagnosis | null {
+  if (exit.code === 0 || exit.ranMs > 10_000) return null;
+  const text = exit.tail.toString("utf8");
+  if (DAEMON_DOWN.test(text)) return { reason: "not_ready", message: `the Docker daemon is not reachable from the terminal worker; see ${DOC}` };
+  if (/Error response from daemon: (No such container|container [0-9a-f]+ is not running|Container [^\s]+ is (not running|paused|restarting))/i.test(text)) {
+    return { reason: "not_ready", message: `the workspace container ${container} is not running; restart the workspace` };
+  }
+  if (/OCI runtime exec failed|executable file not found|no such file or directory/i.test(text) && text.includes(shell)) {
+    return { reason: "not_ready", message: `the workspace image has no ${shell}` };
+  }
+  return null;
+}
+
+function checkUuid(v: string, what: string): string {
+  if (!UUID_RE.test(v)) throw new ProviderError(`invalid ${what} ${JSON.stringify(v)}`, false, "invalid_id");
+  return v;
+}
+
+/**
+ * One container per workspace (`ws-<first 12 of the id>`, labelled with the
+ * workspace and org), running `sleep infinity` under docker's init; the Terminal is
+ * `docker exec -it <container> /bin/bash` in a PTY. Every value that reaches an argv
+ * is checked against a strict pattern first; the CLI runs through execFile only.
+ */
+export function createDockerProvider(o: DockerProviderOptions): Provider {
+  if (!EXECUTABLE_RE.test(o.bin)) throw new Error(`invalid docker CLI path ${JSON.stringify(o.bin)}`);
+  checkImageTemplate(o.image);
+  for (const img of Object.values(o.images ?? {})) if (img) checkImageTemplate(img);
+  if (o.network !== undefined && !NETWORK_RE.test(o.network)) throw new Error(`invalid docker network ${JSON.stringify(o.network)}`);
+  const timeoutMs = o.timeoutMs ?? 60_000;
+  const pullTimeoutMs = o.pullTimeoutMs ?? 240_000;
+  const bin = o.bin;
+  // The shell each container offers, per container id (found once per container and worker).
+  const shells = new Map<string, string>();
+  let binPath: Promise<string | null> | null = null;
+
+  function cli(args: string[], ms = timeoutMs): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile(bin, args, { env: o.env, timeout: ms, killSignal: "SIGKILL", maxBuffer: 8 << 20, encoding: "utf8" }, (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        const e = err as NodeJS.ErrnoException & { killed?: boolean };
+        const code = typeof e.code === "number" || typeof e.code === "string" ? e.code : null;
+        reject(new DockerCliError(args, code, String(stderr ?? ""), e.killed === true && code !== "ENOENT"));
+      });
+    });
+  }
+
+  async function inspect(name: string): Promise<ContainerInfo | null> {
+    try {
+      return parseInspect(await cli(["inspect", "--type", "container", name]));
+    } catch (err) {
+      if (classifyDockerError(err) === "not_found") return null;
+      throw err;
+    }
+  }
+
+  function imageFor(ws: WorkspaceRow): string {
+    const template = o.images?.[ws.runtime] ?? o.image;
+    const image = template.replaceAll("{runtime}", ws.runtime);
+    if (!IMAGE_REF_RE.test(image)) throw new ProviderError(`invalid workspace image ${JSON.stringify(image)} for runtime ${ws.runtime}`, false, "docker_image");
+    return image;
+  }
+
+  function runArgs(ws: WorkspaceRow, name: string, image: string): string[] {
+    const id = checkUuid(ws.id, "workspace id");
+    const org = checkUuid(ws.orgId, "org id");
+    const limits = o.limits?.[ws.tier] ?? {};
+    return [
+      "run", "-d",
+      "--name", name,
+      "--label", `${LABEL_WORKSPACE}=${id}`,
+      "--label", `${LABEL_ORG}=${org}`,
+      "--hostname", name,
+      "-e", `MOLECULE_WS_ID=${id}`,
+      // docker's init as PID 1 reaps what exec'd shells leave behind (sleep would not).
+      "--init",
+      // The workspace comes back after a daemon or host restart.
+      "--restart", "unless-stopped",
+      ...(o.network ? ["--network", o.network] : []),
+      ...(limits.cpus ? ["--cpus", limits.cpus] : []),
+      ...(limits.memory ? ["--memory", limits.memory] : []),
+      image,
+      "sleep", "infinity",
+    ];
+  }
+
+  async function ensureImage(image: string): Promise<void> {
+    try {
+      await cli(["image", "inspect", "--format", "{{.Id}}", image]);
+      return;
+    } catch (err) {
+      if (classifyDockerError(err) !== "not_found") throw dockerProviderError(err, { bin, doing: `looking up the image ${image}` });
+    }
+    o.log?.info({ image }, "pulling the workspace image");
+    await cli(["pull", "--quiet", image], pullTimeoutMs).catch((err) => {
+      throw pullProviderError(err, image, bin);
+    });
+  }
+
+  async function create(ws: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId: string }> {
+    const id = checkUuid(ws.id, "workspace id");
+    checkUuid(ws.orgId, "org id");
+    const name = containerName(id);
+    const image = imageFor(ws);
+    const step = async <T>(doing: string, fn: () => Promise<T>): Promise<T> => {
+      try {
+        return await fn();
+      } catch (err) {
+        throw err instanceof ProviderError ? err : dockerProviderError(err, { bin, doing });
+      }
+    };
+    let recorded: string | null = null;
+    let c = await step(`looking for the container ${name}`, () => inspect(name));
+    if (c && c.labels[LABEL_WORKSPACE] !== id) {
+      throw new ProviderError(`a container named ${name} exists but does not belong to this workspace (label ${LABEL_WORKSPACE}=${c.labels[LABEL_WORKSPACE] ?? "none"}); remove it`, false, "docker_conflict");
+    }
+    if (c && (c.status === "dead" || c.status === "removing")) {
+      await step(`removing the dead container ${name}`, () => cli(["rm", "-f", name]));
+      c = null;
+    }
+    if (!c) {
+      await ensureImage(image);
+      let out = "";
+      try {
+        out = await cli(runArgs(ws, name, image));
+      } catch (err) {
+        const kind = classifyDockerError(err);
+        // name_conflict: another attempt of this job made it meanwhile; adopted below.
+        if (kind === "other") throw new ProviderError(`docker could not start the workspace container from ${image}: ${detailOf(err)}`, false, "docker_run");
+        if (kind !== "name_conflict") throw dockerProviderError(err, { bin, doing: `starting the container ${name}` });
+      }
+      const cid = out.trim().split("\n").pop() ?? "";
+      if (CONTAINER_ID_RE.test(cid)) {
+        await ctx.recordInstanceId(cid);
+        recorded = cid;
+      }
+    } else {
+      o.log?.info({ container: name, status: c.status }, "adopting the existing workspace container");
+    }
+    c = await step(`looking for the container ${name}`, () => inspect(name));
+    if (!c) throw new ProviderError(`the container ${name} disappeared while starting; retrying`, true, "docker_lost");
+    if (!c.running) {
+      await step(`starting the container ${name}`, () => cli([c!.status === "paused" ? "unpause" : "start", name]));
+      c = await step(`looking for the container ${name}`, () => inspect(name));
+      if (!c) throw new ProviderError(`the container ${name} disappeared while starting; retrying`, true, "docker_lost");
+    }
+    if (c.id !== recorded) await ctx.recordInstanceId(c.id);
+    if (!c.running) {
+      throw new ProviderError(
+        `the workspace container ${name} stopped right after starting (${c.status}, exit code ${c.exitCode ?? "?"}); the image ${image} must be able to run "sleep infinity"`,
+        false,
+        "docker_exited",
+      );
+    }
+    return { instanceId: c.id };
+  }
+
+  async function destroy(ws: WorkspaceRow): Promise<void> {
+    const name = containerName(checkUuid(ws.id, "workspace id"));
+    try {
+      await cli(["rm", "-f", name]);
+    } catch (err) {
+      // Already gone is what we want (older CLIs say so even with -f).
+      if (classifyDockerError(err) === "not_found") return;
+      throw dockerProviderError(err, { bin, doing: `removing the container ${name}` });
+    }
+  }
+
+  async function shellOf(c: ContainerInfo, name: string): Promise<string> {
+    const known = shells.get(c.id);
+    if (known) return known;
+    let shell = "/bin/bash";
+    try {
+      await cli(["exec", name, ...BASH_PROBE], 15_000);
+    } catch (err) {
+      // Exit 1: sh answered, bash is missing. Anything else: try bash and let its error show.
+      if (err instanceof DockerCliError && err.code === 1 && !err.stderr.trim()) shell = "/bin/sh";
+      else if (classifyDockerError(err) !== "other") throw err;
+    }
+    if (shells.size >= 10_000) shells.delete(shells.keys().next().value!);
+    shells.set(c.id, shell);
+    return shell;
+  }
+
+  async function terminalCommand(ctx: TerminalContext): Promise<ShellCommand> {
+    const id = checkUuid(ctx.workspaceId, "workspace id");
+    const sid = checkUuid(ctx.sessionId, "session id");
+    const name = containerName(id);
+    let c: ContainerInfo | null;
+    let shell: string;
+    try {
+      c = await inspect(name);
+      if (!c) throw new TerminalUnavailableError("not_ready", `the workspace container ${name} does not exist (removed?); restart the workspace to recreate it`);
+      if (c.labels[LABEL_WORKSPACE] !== id) throw new TerminalUnavailableError("not_ready", `the container ${name} does not belong to this workspace`);
+      if (!c.running) throw new TerminalUnavailableError("not_ready", `the workspace container ${name} is ${c.status}; restart the workspace`);
+      shell = await shellOf(c, name);
+    } catch (err) {
+      if (err instanceof TerminalUnavailableError) throw err;
+      const kind = classifyDockerError(err);
+      if (kind === "not_found" || kind === "not_running") throw new TerminalUnavailableError("not_ready", `the workspace container ${name} is not running; restart the workspace`);
+      throw new Error(dockerProviderError(err, { bin, doing: "opening the terminal" }).message);
+    }
+    // node-pty needs the path: resolved once with the CLI's own PATH.
+    binPath ??= findExecutable(bin, o.env.PATH ?? "/usr/local/bin:/usr/bin:/bin");
+    const file = (await binPath) ?? bin;
+    const container = name;
+    const osUser = /^[a-z_][a-z0-9_-]{0,31}$/.test(c.user) ? c.user : c.user === "" ? "root" : null;
+    return {
+      file,
+      args: execArgs({ workspaceId: id, sessionId: sid, container, shell }),
+      env: { ...o.env },
+      audit: { instanceId: c.id, osUser },
+      diagnoseExit: (e) => diagnoseDockerExit(e, container, shell),
+      cleanup: async () => {
+        try {
+          await cli(["exec", container, "/bin/sh", "-c", HANGUP_SCRIPT, "molecule-hangup", sid], 15_000);
+        } catch (err) {
+          const kind = classifyDockerError(err);
+          if (kind !== "not_found" && kind !== "not_running") throw err;
+        }
+      },
+    };
+  }
+
+  return {
+    name: "docker",
+    create,
+    // A restart gives the workspace a fresh container from its image.
+    async restart(ws, ctx) {
+      await destroy(ws);
+      return create(ws, ctx);
+    },
+    destroy,
+    terminalCommand,
+  };
+}
