@@ -378,11 +378,11 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
         await ctx.recordInstanceId(cid);
         recorded = cid;
       }
+      c = await step(`looking for the container ${name}`, () => inspect(name));
+      if (!c) throw new ProviderError(`the container ${name} disappeared while starting; retrying`, true, "docker_lost");
     } else {
       o.log?.info({ container: name, status: c.status }, "adopting the existing workspace container");
     }
-    c = await step(`looking for the container ${name}`, () => inspect(name));
-    if (!c) throw new ProviderError(`the container ${name} disappeared while starting; retrying`, true, "docker_lost");
     if (!c.running) {
       await step(`starting the container ${name}`, () => cli([c!.status === "paused" ? "unpause" : "start", name]));
       c = await step(`looking for the container ${name}`, () => inspect(name));
