@@ -3,13 +3,12 @@
  * the Docker engine is fake (bin/docker, an executable that keeps containers in a
  * temporary directory and runs `exec -it <c> /bin/bash` as a real bash).
  */
-import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDockerProvider, type DockerProviderOptions } from "../../apps/terminal-worker/src/providers/docker.ts";
 import type { Provider } from "../../apps/terminal-worker/src/providers/types.ts";
 import { descendants } from "../../apps/terminal-worker/src/terminal/kill-tree.ts";
 import { call, waitFor } from "../helpers/http.ts";
-import { processAlive } from "../helpers/procs.ts";
+import { cmdlineOf, processAlive } from "../helpers/procs.ts";
 import { startStack, type Stack } from "../helpers/stack.ts";
 import { openShell, TermClient } from "../helpers/term-client.ts";
 import { FAKE_DOCKER_BIN, FakeDocker } from "./fake-docker.ts";
@@ -22,13 +21,7 @@ let current: Provider;
 const use = (extra: Partial<DockerProviderOptions> = {}) => {
   current = createDockerProvider({ bin: FAKE_DOCKER_BIN, image: "debian:bookworm-slim", env: fake.env, ...extra });
 };
-const docker: Provider = {
-  name: "docker",
-  create: (w, c) => current.create(w, c),
-  restart: (w, c) => current.restart!(w, c),
-  destroy: (w) => current.destroy(w),
-  terminalCommand: (c) => current.terminalCommand(c),
-};
+const docker = new Proxy({} as Provider, { get: (_, key) => Reflect.get(current, key) });
 
 beforeAll(async () => {
   fake = new FakeDocker();
@@ -68,14 +61,6 @@ async function auditOf(ws: string, sessionId: string) {
 function treeOf(sessionId: string): number[] {
   const pid = s.worker!.terminal!.sessions.get(sessionId)?.pid;
   return pid ? [pid, ...descendants(pid)] : [];
-}
-
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "latin1").replace(/\0/g, " ");
-  } catch {
-    return "";
-  }
 }
 
 describe("docker workspaces", () => {
@@ -122,8 +107,8 @@ describe("docker workspaces", () => {
     const nohup = Number((await c.run("(setsid nohup sleep 602 </dev/null >/dev/null 2>&1 & echo $!)")).trim());
     const tree = treeOf(session);
     try {
-      expect(cmdline(tree[0]!)).toMatch(/bash/);
-      expect(tree.map(cmdline).some((x) => x.startsWith("sleep 600"))).toBe(true);
+      expect(cmdlineOf(tree[0]!)).toMatch(/bash/);
+      expect(tree.map(cmdlineOf).some((x) => x.startsWith("sleep 600"))).toBe(true);
       expect(tree).not.toContain(escaped);
       expect(processAlive(escaped) && processAlive(nohup)).toBe(true);
 

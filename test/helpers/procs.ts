@@ -10,6 +10,15 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** A process's command line, arguments joined by spaces ("" once it is gone). */
+export function cmdlineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "latin1").replace(/\0/g, " ").trim();
+  } catch {
+    return "";
+  }
+}
+
 /** Live processes whose command line contains `needle`. */
 export function processesMatching(needle: string): { pid: number; cmd: string }[] {
   const out: { pid: number; cmd: string }[] = [];
