@@ -146,6 +146,9 @@ export class TerminalBridge {
     for (const b of this.pendingInput) this.publishIn(encodeInput(b));
     this.pendingInput = [];
     this.pendingInputBytes = 0;
+    // A re-attaching client has everything before its offset: the worker's view of what
+    // was consumed may be older (acks are forwarded in steps) and must not keep its PTY paused.
+    if (this.o.from > 0) this.publishIn(encodeControl({ t: "ack", offset: this.o.from }));
     // A re-attach does not know what it missed until it reads the log.
     this.catchUp();
   }
@@ -220,11 +223,16 @@ export class TerminalBridge {
     else this.maybeFinish();
   }
 
-  /** Tells the worker what the client consumed, so it pauses or resumes the PTY (not on every ack). */
+  /**
+   * Tells the worker what the client consumed, so it pauses or resumes the PTY:
+   * every window/8 consumed, or on any progress once the worker may be near its
+   * pause point (it pauses when a window is unacknowledged as far as it knows).
+   * Not on every ack: a browser acks every keystroke's echo.
+   */
   private forwardAck(): void {
     const delta = this.acked - this.forwardedAck;
     if (delta <= 0) return;
-    if (delta >= this.d.windowBytes / 8 || this.acked >= this.known) {
+    if (delta >= this.d.windowBytes / 8 || this.known - this.forwardedAck >= this.d.windowBytes / 2) {
       this.forwardedAck = this.acked;
       this.publishIn(encodeControl({ t: "ack", offset: this.acked }));
     }
