@@ -13,8 +13,10 @@ export interface ClientOptions {
   cols?: number;
   rows?: number;
   /**
-   * Ack policy. A number: ack once that many consumed bytes are unacknowledged
-   * (the protocol asks for at least every 64 KiB). "manual": the caller acks.
+   * Ack policy, like the Canvas Terminal tab: ack once this many consumed bytes
+   * are unacknowledged (default 32 KiB) and whenever the client has caught up
+   * with everything received (once per event-loop turn). "manual": the caller
+   * acks (a slow consumer).
    */
   ack?: number | "manual";
 }
@@ -56,7 +58,7 @@ export class BenchClient {
     const u = new URL(url);
     if (o.cols) u.searchParams.set("cols", String(o.cols));
     if (o.rows) u.searchParams.set("rows", String(o.rows));
-    this.ackEvery = o.ack === "manual" ? null : (o.ack ?? 64 * 1024);
+    this.ackEvery = o.ack === "manual" ? null : (o.ack ?? 32 * 1024);
     this.ws = new WebSocket(u, [SUBPROTOCOL_V1], {
       headers: o.token ? { authorization: `Bearer ${o.token}` } : {},
       perMessageDeflate: false,
@@ -98,8 +100,20 @@ export class BenchClient {
     this.onData?.(chunk, offset);
     if (this.waiters.length) this.checkWaiters(chunk);
     else this.keepTail(chunk);
-    if (this.ackEvery !== null && this.offset - this.acked >= this.ackEvery) this.ack(this.offset);
+    if (this.ackEvery === null) return;
+    if (this.offset - this.acked >= this.ackEvery) this.ack(this.offset);
+    else if (!this.ackScheduled) {
+      // Caught up once the frames already received are handled: ack them all at once.
+      this.ackScheduled = true;
+      setImmediate(this.ackCaughtUp);
+    }
   }
+
+  private ackScheduled = false;
+  private readonly ackCaughtUp = () => {
+    this.ackScheduled = false;
+    this.ack(this.offset);
+  };
 
   private control(data: Buffer): void {
     let m: { type?: string; [k: string]: unknown };
