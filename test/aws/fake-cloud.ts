@@ -399,6 +399,10 @@ export class FakeCloud {
         "--dev", "/dev",
         "--proc", "/proc",
         "--tmpfs", "/tmp",
+        // The fake cloud's own files may live under /tmp (a checkout there, the test's state dir):
+        // bring them back above the fresh /tmp.
+        "--ro-bind", SERVER_BIN, SERVER_BIN,
+        "--bind", this.o.dir, this.o.dir,
         "--bind", join(i.dir, "etc-ssh"), "/etc/ssh",
         "--bind", join(i.dir, "docker"), join(i.dir, "docker"),
         "--unshare-pid",

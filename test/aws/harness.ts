@@ -34,9 +34,11 @@ export interface AwsHarness {
 
 export async function startAwsHarness(o: { sshd?: boolean; bootDelayMs?: number } = {}): Promise<AwsHarness> {
   // sshd checks that the AuthorizedKeysCommand and every directory above it are root-owned
-  // and not group/world-writable, which rules out /tmp; .molecule/ in the checkout is ignored by git.
-  const parent = join(ROOT, ".molecule");
+  // and not group/world-writable, which rules out /tmp — and a checkout that lives under /tmp.
+  // /run is root's and 0755 wherever these tests can run sshd at all.
+  const parent = "/run/molecule-aws-test";
   mkdirSync(parent, { recursive: true, mode: 0o755 });
+  chmodSync(parent, 0o755);
   const dir = mkdtempSync(join(parent, "aws-test-"));
   chmodSync(dir, 0o755);
   mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
