@@ -82,6 +82,10 @@ function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.Pro
     MOLECULE_REDIS_PREFIX: prefix,
     MOLECULE_SANDBOX_ROOT: join(workDir, "sandboxes"),
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
+    // Profiling (docs/benchmark.md): every server process writes a .cpuprofile there when it exits.
+    ...(process.env.BENCH_CPU_PROF
+      ? { BENCH_CPU_PROF: process.env.BENCH_CPU_PROF, NODE_OPTIONS: `--import ${join(ROOT, "bench/cpu-profile.mjs")}` }
+      : {}),
     ...extra,
   };
 }

@@ -6,7 +6,6 @@
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ROOT } from "../../scripts/processes.ts";
 import { parseInstanceTypes, type AwsProviderOptions } from "../../apps/terminal-worker/src/providers/aws/config.ts";
 import { FAKE_KEY_ID, FAKE_SECRET, FakeCloud, type FakeInstance } from "./fake-cloud.ts";
 import { SshdHarness } from "./sshd-harness.ts";
