@@ -209,7 +209,14 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
     expect(names).toContain("sleep");
     // api-1 and both workers (api-2 was killed above).
     expect(names.filter((n) => n === "node").length).toBeGreaterThanOrEqual(3);
-    expect(processesWithPrefix(ns).length).toBe(3);
+    const mains = processesWithPrefix(ns).filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("/src/main.ts");
+      } catch {
+        return false;
+      }
+    });
+    expect(mains.length).toBe(3);
 
     const t0 = Date.now();
     await c.stop();
