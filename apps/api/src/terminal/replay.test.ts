@@ -57,6 +57,8 @@ describe("re-attach offsets", () => {
   it("an offset beyond the session's output is answered with the real end in hello, and output continues from there", async () => {
     const c = await openShell(s.wsUrl, ws, { token });
     await c.run("true");
+    // The prompt after the command is the last output: then the client has it all.
+    await c.until(() => /# $/.test(c.text()), 5000, "prompt");
     const session = c.hello!.session;
     const end = c.offset;
     c.drop();
