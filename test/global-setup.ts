@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { TestProject } from "vitest/node";
 import { Redis } from "ioredis";
-import { dropDatabase, migrateDatabase } from "@molecule/shared";
+import { deleteKeysMatching, dropDatabase, migrateDatabase } from "@molecule/shared";
 
 /**
  * One database and one Redis key prefix per test run, so runs never trample each
@@ -28,14 +28,8 @@ export default async function setup(project: TestProject) {
     const r = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {
       await r.connect();
-      for (const pattern of [`${ns}*`, `{${ns}*`]) {
-        let cursor = "0";
-        do {
-          const [next, keys] = await r.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-          cursor = next;
-          if (keys.length) await r.unlink(...keys);
-        } while (cursor !== "0");
-      }
+      // Every test's own prefix starts with the run's.
+      await deleteKeysMatching(r, [`${ns}*`, `{${ns}*`]);
     } catch {
       // Redis gone: nothing to clean.
     } finally {

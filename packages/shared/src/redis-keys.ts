@@ -53,3 +53,18 @@ export function rateLimitKey(ns: string, what: string, subject: string, window: 
 export function namespacePatterns(ns: string): string[] {
   return [`${ns}:*`, `${bullPrefix(ns)}:*`];
 }
+
+/** Deletes every key matching any of `patterns` (SCAN + UNLINK, never KEYS): tests and the benchmark clean up with it. */
+export async function deleteKeysMatching(
+  redis: { scan(cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>; unlink(...keys: string[]): Promise<number> },
+  patterns: string[],
+): Promise<void> {
+  for (const pattern of patterns) {
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+      cursor = next;
+      if (keys.length) await redis.unlink(...keys);
+    } while (cursor !== "0");
+  }
+}
