@@ -1,3 +1,5 @@
+import type { Redis } from "ioredis";
+
 /**
  * Every Redis key name in one place. `ns` is the deployment's key prefix
  * (MOLECULE_REDIS_PREFIX), so tests and a dev stack can share one Redis.
@@ -55,10 +57,7 @@ export function namespacePatterns(ns: string): string[] {
 }
 
 /** Deletes every key matching any of `patterns` (SCAN + UNLINK, never KEYS): tests and the benchmark clean up with it. */
-export async function deleteKeysMatching(
-  redis: { scan(cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>; unlink(...keys: string[]): Promise<number> },
-  patterns: string[],
-): Promise<void> {
+export async function deleteKeysMatching(redis: Redis, patterns: string[]): Promise<void> {
   for (const pattern of patterns) {
     let cursor = "0";
     do {
