@@ -57,7 +57,8 @@ export type WorkerEvent = z.infer<typeof workerEvent>;
 
 export const controlMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("resize"), cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }),
-  z.object({ t: z.literal("ack"), offset: z.number().int().min(0) }),
+  // window: the client's current window (smaller than the job's for a slow reader); the worker pauses at it.
+  z.object({ t: z.literal("ack"), offset: z.number().int().min(0), window: z.number().int().min(1).optional() }),
   z.object({ t: z.literal("cancel"), reason: endReason }),
 ]);
 export type ControlMessage = z.infer<typeof controlMessage>;

@@ -62,6 +62,16 @@ export interface BridgeDeps {
 
 const READ_CHUNK = 256 * 1024;
 const MAX_PENDING_INPUT = 256 * 1024;
+/**
+ * A client that reads slowly gets a smaller window: about this much of its
+ * reading time in flight (plus two network round trips, so the window never
+ * throttles a fast reader on a slow link), never under MIN_WINDOW. Everything in
+ * flight must be read before the answer to a Ctrl-C shows.
+ */
+const WINDOW_READ_MS = 250;
+const MIN_WINDOW = 64 * 1024;
+const RATE_SAMPLE_MS = 100;
+const RTT_PROBE_MS = 5000;
 
 /**
  * One client WebSocket attached to one terminal session. Forwards live output
@@ -79,6 +89,16 @@ export class TerminalBridge {
   /** Output the client has consumed (v1: acks; raw: written to the socket). */
   private acked: number;
   private forwardedAck: number;
+  /** Current window: windowBytes, or less for a slow reader (measureReader). */
+  private window: number;
+  private forwardedWindow: number;
+  /** The client's reading speed (bytes/s, 0 until measured) and the interval being measured. */
+  private readRate = 0;
+  private sampleAt = 0;
+  private sampleAcked = 0;
+  /** Network round trip (WebSocket ping/pong, answered by the client's network stack, not its renderer). */
+  private rttMs = 100;
+  private pingAt = 0;
   /** Highest output end offset known to exist (from live messages or the log). */
   private known: number;
   private catchingUp = false;
@@ -109,6 +129,8 @@ export class TerminalBridge {
     this.next = o.from;
     this.acked = o.from;
     this.forwardedAck = o.from;
+    this.window = d.windowBytes;
+    this.forwardedWindow = d.windowBytes;
     this.known = o.from;
     this.pendingEnd = o.endedAlready;
     this.cols = o.cols;
@@ -126,6 +148,13 @@ export class TerminalBridge {
     this.ws.on("message", (data, isBinary) => this.handleClient(data as Buffer, isBinary));
     this.ws.on("close", (code) => this.handleClose(code));
     this.ws.on("error", (err) => this.d.log.debug({ err }, "client socket error"));
+    this.ws.on("pong", () => {
+      if (!this.pingAt) return;
+      const rtt = performance.now() - this.pingAt;
+      this.pingAt = 0;
+      // Lower samples win at once; higher ones only slowly (a queue, not the link).
+      this.rttMs = rtt < this.rttMs ? rtt : this.rttMs * 0.75 + rtt * 0.25;
+    });
     await this.d.hub.subscribe(this.o.keys.out, this.onOut);
     this.unReconnect = this.d.hub.onReconnect(() => this.catchUp());
     if (this.state === "closed") return;
@@ -143,6 +172,7 @@ export class TerminalBridge {
     this.claimTimer = null;
     this.sendJson({ type: "hello", session: this.sessionId, offset: this.next, cols, rows });
     this.d.metrics?.attached?.();
+    this.probeRtt();
     for (const b of this.pendingInput) this.publishIn(encodeInput(b));
     this.pendingInput = [];
     this.pendingInputBytes = 0;
@@ -195,7 +225,7 @@ export class TerminalBridge {
   }
 
   private room(): number {
-    return this.d.windowBytes - (this.next - this.acked);
+    return this.window - (this.next - this.acked);
   }
 
   /** Sends as much of `chunk` (which starts at `next`) as the window allows; the rest stays in the log. */
@@ -218,6 +248,7 @@ export class TerminalBridge {
     if (offset <= this.acked || offset > this.next) return;
     const wasBlocked = this.room() <= 0;
     this.acked = offset;
+    this.measureReader();
     this.forwardAck();
     if ((wasBlocked || this.next < this.known) && this.room() > 0) this.catchUp();
     else this.maybeFinish();
@@ -231,11 +262,51 @@ export class TerminalBridge {
    */
   private forwardAck(): void {
     const delta = this.acked - this.forwardedAck;
-    if (delta <= 0) return;
-    if (delta >= this.d.windowBytes / 8 || this.known - this.forwardedAck >= this.d.windowBytes / 2) {
+    // A window that changed by a quarter or more goes to the worker at once.
+    const windowMoved = Math.abs(this.window - this.forwardedWindow) >= this.forwardedWindow / 4;
+    if (delta <= 0 && !windowMoved) return;
+    if (windowMoved || delta >= this.window / 8 || this.known - this.forwardedAck >= this.window / 2) {
       this.forwardedAck = this.acked;
-      this.publishIn(encodeControl({ t: "ack", offset: this.acked }));
+      this.forwardedWindow = this.window;
+      this.publishIn(encodeControl({ t: "ack", offset: this.acked, window: this.window }));
     }
+  }
+
+  /**
+   * Measures how fast the client reads while it has output waiting (not while
+   * the shell is quiet), and sizes the window to it: see WINDOW_READ_MS.
+   */
+  private measureReader(): void {
+    const now = performance.now();
+    const workerAtWindow = this.known - this.forwardedAck >= (this.forwardedWindow * 7) / 8;
+    if (this.next >= this.known && this.next - this.acked < MIN_WINDOW / 4 && !workerAtWindow) {
+      // Caught up with everything the shell wrote (and not held back by the window):
+      // this says nothing about the client's speed.
+      this.sampleAt = 0;
+      return;
+    }
+    if (this.sampleAt === 0) {
+      this.sampleAt = now;
+      this.sampleAcked = this.acked;
+      return;
+    }
+    const dt = now - this.sampleAt;
+    if (dt < RATE_SAMPLE_MS) return;
+    const rate = ((this.acked - this.sampleAcked) * 1000) / dt;
+    this.readRate = this.readRate === 0 ? rate : (this.readRate + rate) / 2;
+    this.sampleAt = now;
+    this.sampleAcked = this.acked;
+    const want = (this.readRate * (WINDOW_READ_MS + 2 * this.rttMs)) / 1000;
+    this.window = Math.round(Math.min(this.d.windowBytes, Math.max(MIN_WINDOW, want)));
+    if (!this.pingAt && now - this.lastPing >= RTT_PROBE_MS) this.probeRtt();
+  }
+
+  private lastPing = 0;
+
+  private probeRtt(): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    this.pingAt = this.lastPing = performance.now();
+    this.ws.ping();
   }
 
   /** Reads the log from `next` until caught up with everything known, or the window is full. */

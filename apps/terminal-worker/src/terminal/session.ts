@@ -78,6 +78,8 @@ export class PtySession {
   private pty: IPty | null = null;
   private produced = 0;
   private acked = 0;
+  /** Unacknowledged output at which the PTY pauses: the job's window, or the viewer's smaller one (ack control). */
+  private window: number;
   private paused = false;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
@@ -111,6 +113,7 @@ export class PtySession {
     private readonly d: SessionDeps,
   ) {
     this.sessionId = job.sessionId;
+    this.window = job.windowBytes;
     this.log = d.log.child({ session_id: job.sessionId, workspace_id: job.workspaceId });
   }
 
@@ -208,7 +211,7 @@ export class PtySession {
     while (this.recentBytes - this.recent[0]!.length >= this.d.recentBytes) this.recentBytes -= this.recent.shift()!.length;
     // While Redis is away, output waits in `recent` and goes out in order on reconnect (reseed).
     if (this.d.redis.status === "ready") this.append(payload);
-    if (!this.paused && this.pty && this.produced - this.acked >= this.job.windowBytes) {
+    if (!this.paused && this.pty && this.produced - this.acked >= this.window) {
       this.paused = true;
       this.pty.pause();
     }
@@ -256,7 +259,8 @@ export class PtySession {
         return;
       case "ack":
         if (c.offset > this.acked) this.acked = Math.min(c.offset, this.produced);
-        if (this.paused && this.produced - this.acked < this.job.windowBytes) {
+        if (c.window !== undefined) this.window = Math.min(this.job.windowBytes, c.window);
+        if (this.paused && this.produced - this.acked < this.window) {
           this.paused = false;
           this.pty?.resume();
         }
