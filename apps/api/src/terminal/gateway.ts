@@ -235,25 +235,29 @@ export function createTerminalGateway(d: GatewayDeps) {
     );
     bridges.add(bridge);
     d.metrics?.active(bridges.size);
-    await bridge.start();
     const now = Date.now();
-    await d.redis
-      .multi()
-      .hset(k.meta, { ws: ws.id, org: p.orgId, cols: q.cols, rows: q.rows, state: "pending", created: now })
-      .pexpire(k.meta, ENDED_TTL_MS * 24)
-      .set(k.viewer, c.nodeId, "PX", VIEWER_TTL_MS)
-      .exec();
-    await d.db.insert(schema.terminalSessions).values({
-      id: sessionId,
-      orgId: p.orgId,
-      workspaceId: ws.id,
-      tokenId: p.tokenId,
-      tokenPrefix: p.tokenPrefix,
-      clientAddr: clientAddress(req),
-      userAgent: req.headers["user-agent"]?.slice(0, 512) ?? null,
-      provider: ws.provider,
-      instanceId: ws.instanceId,
-    });
+    // Independent of each other, so in parallel (one round trip, not three); all done before
+    // the job exists: the subscription (no output missed), the session state, the audit row.
+    await Promise.all([
+      bridge.start(),
+      d.redis
+        .multi()
+        .hset(k.meta, { ws: ws.id, org: p.orgId, cols: q.cols, rows: q.rows, state: "pending", created: now })
+        .pexpire(k.meta, ENDED_TTL_MS * 24)
+        .set(k.viewer, c.nodeId, "PX", VIEWER_TTL_MS)
+        .exec(),
+      d.db.insert(schema.terminalSessions).values({
+        id: sessionId,
+        orgId: p.orgId,
+        workspaceId: ws.id,
+        tokenId: p.tokenId,
+        tokenPrefix: p.tokenPrefix,
+        clientAddr: clientAddress(req),
+        userAgent: req.headers["user-agent"]?.slice(0, 512) ?? null,
+        provider: ws.provider,
+        instanceId: ws.instanceId,
+      }),
+    ]);
     await queue.add(
       "session",
       {
