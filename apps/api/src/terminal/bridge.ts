@@ -172,15 +172,17 @@ export class TerminalBridge {
     this.claimTimer = null;
     this.sendJson({ type: "hello", session: this.sessionId, offset: this.next, cols, rows });
     this.d.metrics?.attached?.();
-    this.probeRtt();
     for (const b of this.pendingInput) this.publishIn(encodeInput(b));
     this.pendingInput = [];
     this.pendingInputBytes = 0;
     // A re-attaching client has everything before its offset: the worker's view of what
     // was consumed may be older (acks are forwarded in steps) and must not keep its PTY paused.
     if (this.o.from > 0) this.publishIn(encodeControl({ t: "ack", offset: this.o.from }));
-    // A re-attach does not know what it missed until it reads the log.
-    this.catchUp();
+    // A re-attach does not know what it missed until it reads the log. A new session was
+    // subscribed before its job existed and the worker announces `ready` before any output:
+    // everything arrives live, unless output already showed up (known) while waiting.
+    if (this.o.isNew && this.next >= this.known) this.maybeFinish();
+    else this.catchUp();
   }
 
   private claimTimedOut(): void {
