@@ -300,7 +300,7 @@ export class TerminalBridge {
     this.sampleAcked = this.acked;
     const want = (this.readRate * (WINDOW_READ_MS + 2 * this.rttMs)) / 1000;
     this.window = Math.round(Math.min(this.d.windowBytes, Math.max(MIN_WINDOW, want)));
-    if (!this.pingAt && now - this.lastPing >= RTT_PROBE_MS) this.probeRtt();
+    if (!this.pingAt && (this.lastPing === 0 || now - this.lastPing >= RTT_PROBE_MS)) this.probeRtt();
   }
 
   private lastPing = 0;
