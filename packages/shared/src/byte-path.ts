@@ -14,11 +14,16 @@ const TAG_INPUT = 0x69; // 'i': input bytes
 const TAG_CONTROL = 0x63; // 'c': control (JSON)
 export const DATA_HEADER = 9;
 
-export function encodeData(offset: number, chunk: Buffer): Buffer {
-  const buf = Buffer.allocUnsafe(DATA_HEADER + chunk.length);
+/** `chunk` may be the PTY reads of one batch: they are copied once, straight behind the header. */
+export function encodeData(offset: number, chunk: Buffer | readonly Buffer[]): Buffer {
+  const parts = Buffer.isBuffer(chunk) ? [chunk] : chunk;
+  let length = 0;
+  for (const p of parts) length += p.length;
+  const buf = Buffer.allocUnsafe(DATA_HEADER + length);
   buf[0] = TAG_DATA;
   buf.writeBigUInt64BE(BigInt(offset), 1);
-  chunk.copy(buf, DATA_HEADER);
+  let at = DATA_HEADER;
+  for (const p of parts) at += p.copy(buf, at);
   return buf;
 }
 

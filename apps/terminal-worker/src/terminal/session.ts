@@ -233,12 +233,12 @@ export class PtySession {
     if (this.pendingBytes === 0) return;
     this.lastFlushAt = performance.now();
     this.lastFlushBytes = this.pendingBytes;
-    const chunk = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    const offset = this.produced;
+    this.produced += this.pendingBytes;
+    // The reads go straight into the message: one copy, not a concatenation and then a copy.
+    const payload = encodeData(offset, this.pending);
     this.pending = [];
     this.pendingBytes = 0;
-    const offset = this.produced;
-    this.produced += chunk.length;
-    const payload = encodeData(offset, chunk);
     this.recent.push(payload);
     this.recentBytes += payload.length;
     while (this.recentBytes - this.recent[0]!.length >= this.d.recentBytes) this.recentBytes -= this.recent.shift()!.length;
