@@ -94,13 +94,14 @@ export function verdicts(s: Record<string, any>): Verdict[] {
 }
 
 const f = (v: number | null | undefined, d = 1) => (v === null || v === undefined || Number.isNaN(v) ? "–" : v.toFixed(d));
+const cell = (v: number | null | undefined, unit: string, d: number) => (v === null || v === undefined || Number.isNaN(v) ? "–" : `${v.toFixed(d)} ${unit}`.trim());
 const ratio = (a: number | null | undefined, b: number | null | undefined) => (a == null || b == null || !b ? "–" : `${(a / b).toFixed(2)}x`);
 
 export function markdown(r: Results): string {
   const s = r.scenarios;
   const rows: string[][] = [];
   const row = (name: string, sys: number | null | undefined, bare: number | null | undefined, unit: string, d = 1, target = "") =>
-    rows.push([name, `${f(sys, d)} ${unit}`.trim(), `${f(bare, d)} ${unit}`.trim(), ratio(sys, bare), target]);
+    rows.push([name, cell(sys, unit, d), cell(bare, unit, d), ratio(sys, bare), target]);
   const both = (k: string) => (s[k]?.system && s[k]?.bare ? [s[k].system, s[k].bare] : null);
 
   const open = both("open");
@@ -116,12 +117,13 @@ export function markdown(r: Results): string {
     row("echo p99", echo[0].us.p99, echo[1].us.p99, "µs", 0, "≤ 5000 µs");
     row("echo max", echo[0].us.max, echo[1].us.max, "µs", 0);
     row("server CPU per keystroke (API+worker / bridge)", echo[0].serverCpuUsPerKey, echo[1].serverCpuUsPerKey, "µs", 0);
-    row("Redis CPU per keystroke", echo[0].cpuUsPerKey.redis, null, "µs", 0);
+    for (const role of ["api", "worker", "redis", "lb"]) row(`↳ CPU per keystroke: ${role === "lb" ? "haproxy" : role}`, echo[0].cpuUsPerKey[role], null, "µs", 0);
   }
   const tp = both("throughput");
   if (tp) {
     row(`throughput (${f(tp[0].payloadBytes / 1e6, 2)} MB)`, tp[0].mbPerSec, tp[1].mbPerSec, "MB/s", 2, "≥ 0.85x bare");
     row("server CPU per MB (API+worker+Redis / bridge)", tp[0].serverCpuMsPerMB, tp[1].serverCpuMsPerMB, "ms", 1, "≤ 2x bare");
+    for (const role of ["api", "worker", "redis", "lb"]) row(`↳ CPU per MB: ${role === "lb" ? "haproxy" : role}`, tp[0].cpuMsPerMB[role], null, "ms", 1);
     rows.push(["every byte arrived", tp[0].everyByte ? "yes" : "NO", tp[1].everyByte ? "yes" : "NO", "", "yes"]);
     const mem = (m: any, k: string) => (m[k] ? m[k].peak / 1024 / 1024 : null);
     row("peak RSS API (sum)", mem(tp[0].memory, "api"), null, "MiB");
