@@ -252,7 +252,8 @@ export class PtySession {
 
   private append(payload: Buffer): void {
     const offset = Number(payload.readBigUInt64BE(1));
-    const keepFrom = Math.max(0, this.produced - this.d.replayWindowBytes);
+    // Never trim the entry being appended, even when it alone is longer than the replay window.
+    const keepFrom = Math.min(offset, Math.max(0, this.produced - this.d.replayWindowBytes));
     this.appending++;
     this.d.redis
       .appendOutput(this.keys.log, this.keys.out, String(offset), payload, String(keepFrom), LOG_TTL_MS)
