@@ -37,9 +37,11 @@ export interface SessionDeps {
 /** How long an ended session's keys stay, so a late re-attach still gets the tail and the exit. */
 export const ENDED_TTL_MS = 3600_000;
 const LOG_TTL_MS = 6 * 3600_000;
-const MAX_COALESCE = 64 * 1024;
+/** Output chunk size bounds (chunkLimit). */
+const MAX_COALESCE = 128 * 1024;
+const MIN_COALESCE = 16 * 1024;
 /** Output within this long of a flush of at least STREAM_MIN_BYTES is bulk: it waits to be batched. */
-const STREAM_DELAY_MS = 2;
+const STREAM_DELAY_MS = 4;
 const STREAM_MIN_BYTES = 1024;
 const TAIL_BYTES = 4096;
 
@@ -202,14 +204,14 @@ export class PtySession {
     }
     this.pending.push(data);
     this.pendingBytes += data.length;
-    if (this.pendingBytes >= MAX_COALESCE) this.flush();
+    if (this.pendingBytes >= this.chunkLimit()) this.flush();
     else this.scheduleFlush();
   }
 
   /**
    * Interactive output (an echo, a prompt) leaves in the next turn of the event
    * loop. Bulk output (a full read right after a big flush) collects for up to
-   * STREAM_DELAY_MS or MAX_COALESCE bytes: the PTY hands over ~4 KiB per read, and
+   * STREAM_DELAY_MS or a full chunk: the PTY hands over ~4 KiB per read, and
    * each Redis append costs the same whatever its size. While an append is in
    * flight, output collects and leaves when it completes (appendDone).
    */
@@ -222,6 +224,11 @@ export class PtySession {
   }
 
   private readonly flushNow = () => this.flush();
+
+  /** A quarter of the window (flow control stays fine-grained), at most half the replay window. */
+  private chunkLimit(): number {
+    return Math.min(MAX_COALESCE, this.d.replayWindowBytes / 2, Math.max(MIN_COALESCE, this.window / 4));
+  }
 
   private appendDone(): void {
     this.appending--;
