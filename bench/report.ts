@@ -164,7 +164,7 @@ export function markdown(r: Results): string {
   const lines = [
     `# Benchmark results${r.quick ? " (quick run: not comparable)" : ""}`,
     "",
-    `Run ${r.startedAt}, ${r.durationSec.toFixed(0)} s. Machine: ${m.cpu} × ${m.cores} cores, ${m.memGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, Redis ${m.redis}, ${m.haproxy}; load average ${m.loadStart} at start, ${m.loadEnd} at the end${m.note ? `; ${m.note}` : ""}.`,
+    `Run ${r.startedAt}, ${r.durationSec.toFixed(0)} s. Machine: ${m.cpu} × ${m.cores} cores, ${m.memGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, Redis ${m.redis}, ${m.haproxy}; load average ${m.loadStart} at start, ${m.loadBeforeThousand || m.loadEnd} before the 1000-session part${m.note ? `; ${m.note}` : ""}.`,
     "",
     `- system: ${r.targets.system}`,
     `- bare: ${r.targets.bare}`,
