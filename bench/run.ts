@@ -20,6 +20,7 @@ import os from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
+import { deleteKeysMatching, namespacePatterns } from "@molecule/shared";
 import { ROOT } from "../scripts/processes.ts";
 import { redisInfo } from "./measure.ts";
 import { markdown, ratios, verdicts, type Results } from "./report.ts";
@@ -90,16 +91,7 @@ function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.Pro
   };
 }
 
-async function cleanRedis(prefix: string): Promise<void> {
-  for (const pattern of [`${prefix}:*`, `{${prefix}}:*`]) {
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-      cursor = next;
-      if (keys.length) await redis.unlink(...keys);
-    } while (cursor !== "0");
-  }
-}
+const cleanRedis = (prefix: string) => deleteKeysMatching(redis, namespacePatterns(prefix));
 
 const load = () => os.loadavg().map((v) => v.toFixed(2)).join(" ");
 const haproxyVersion = (() => {

@@ -5,6 +5,7 @@
  * error instead of hanging.
  */
 import type { Redis } from "ioredis";
+import { namespacePatterns } from "@molecule/shared";
 import { BenchClient } from "./client.ts";
 import { cpuSince, cpuSnapshot, memorySampler, percentiles, redisUsedMemory, rssByRole, type Proc } from "./measure.ts";
 import type { Target } from "./system.ts";
@@ -291,7 +292,7 @@ export async function scenarioFlood(t: Target, redis: Redis, o: { floodMs: numbe
 
 async function redisKeysMemory(redis: Redis, ns: string): Promise<number> {
   let total = 0;
-  for (const pattern of [`${ns}:*`, `{${ns}}:*`]) {
+  for (const pattern of namespacePatterns(ns)) {
     let cursor = "0";
     do {
       const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
