@@ -7,7 +7,7 @@ import { processTree, startCluster, type Cluster } from "../scripts/cluster.ts";
 import { ROOT } from "../scripts/processes.ts";
 import { childEnv, uniqueNs } from "./helpers/env.ts";
 import { call, readyWorkspace, waitFor } from "./helpers/http.ts";
-import { processAlive, processesMatching } from "./helpers/procs.ts";
+import { cmdlineOf, processAlive, processesMatching } from "./helpers/procs.ts";
 import { openShell, TermClient } from "./helpers/term-client.ts";
 
 /** Sum of a Prometheus metric's samples whose labels include `labels`. */
@@ -209,13 +209,7 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
     expect(names).toContain("sleep");
     // api-1 and both workers (api-2 was killed above).
     expect(names.filter((n) => n === "node").length).toBeGreaterThanOrEqual(3);
-    const mains = processesWithPrefix(ns).filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("/src/main.ts");
-      } catch {
-        return false;
-      }
-    });
+    const mains = processesWithPrefix(ns).filter((pid) => cmdlineOf(pid).includes("/src/main.ts"));
     expect(mains.length).toBe(3);
 
     const t0 = Date.now();
@@ -252,14 +246,7 @@ describe("./cluster (the CLI)", () => {
       expect(url, out).toBeDefined();
       const lists = await call(url!, "GET", "/workspaces", { token });
       expect(lists.status).toBe(200);
-      const cmdOf = (pid: number) => {
-        try {
-          return readFileSync(`/proc/${pid}/cmdline`, "latin1");
-        } catch {
-          return "";
-        }
-      };
-      const nodes = processesWithPrefix(ns).map(cmdOf);
+      const nodes = processesWithPrefix(ns).map(cmdlineOf);
       // haproxy, 2 API nodes, 1 worker (besides the launcher itself)
       expect(nodes.filter((c) => c.includes("apps/api/src/main.ts")).length).toBe(2);
       expect(nodes.filter((c) => c.includes("apps/terminal-worker/src/main.ts")).length).toBe(1);

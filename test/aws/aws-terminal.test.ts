@@ -4,7 +4,6 @@
  * fake: its HTTP APIs (fake-cloud.ts) and aws-cli (bin/aws, which opens the tunnel
  * through the fake EIC Endpoint to the instance's sshd).
  */
-import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAwsProvider, type AwsProvider } from "../../apps/terminal-worker/src/providers/aws/provider.ts";
 import type { AwsProviderOptions } from "../../apps/terminal-worker/src/providers/aws/config.ts";
@@ -12,7 +11,7 @@ import type { Provider } from "../../apps/terminal-worker/src/providers/types.ts
 import { descendants } from "../../apps/terminal-worker/src/terminal/kill-tree.ts";
 import { generateEd25519 } from "../../apps/terminal-worker/src/providers/aws/eic.ts";
 import { call, readyWorkspace, waitFor } from "../helpers/http.ts";
-import { processAlive } from "../helpers/procs.ts";
+import { cmdlineOf, processAlive } from "../helpers/procs.ts";
 import { startStack, type Stack } from "../helpers/stack.ts";
 import { openShell, TermClient } from "../helpers/term-client.ts";
 import type { FakeInstance } from "./fake-cloud.ts";
@@ -58,13 +57,6 @@ afterAll(async () => {
 function treeOf(sessionId: string): number[] {
   const pid = s.worker!.terminal!.sessions.get(sessionId)?.pid;
   return pid ? [pid, ...descendants(pid)] : [];
-}
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "latin1").replace(/\0/g, " ");
-  } catch {
-    return "";
-  }
 }
 
 /** The session's closed audit row (by id, or the newest one when the session never said hello). */
@@ -127,7 +119,7 @@ describe("Terminal into an aws workspace through EC2 Instance Connect", () => {
     expect(c.text()).not.toContain("not-42-interrupted");
 
     const tree = treeOf(session);
-    expect(tree.map(cmdline).join("\n")).toMatch(/ec2-instance-connect open-tunnel --instance-id i-/);
+    expect(tree.map(cmdlineOf).join("\n")).toMatch(/ec2-instance-connect open-tunnel --instance-id i-/);
     const remote = h.execPids(inst);
     c.send("exit 3\r");
     const exit = await c.waitMessage("exit", 10_000);
@@ -148,7 +140,7 @@ describe("Terminal into an aws workspace through EC2 Instance Connect", () => {
     await c.run("sleep 600 & true");
     const session = c.hello!.session;
     const tree = treeOf(session);
-    const cmds = tree.map(cmdline);
+    const cmds = tree.map(cmdlineOf);
     expect(cmds.some((x) => /^\S*ssh -tt /.test(x))).toBe(true);
     expect(cmds.some((x) => x.includes("fake-aws-cli.mjs ec2-instance-connect open-tunnel"))).toBe(true);
     const remote = h.execPids(inst).filter((p) => !before.has(p));
