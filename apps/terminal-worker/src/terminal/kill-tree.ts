@@ -1,13 +1,22 @@
 import { readdirSync, readFileSync } from "node:fs";
 
-/** Every descendant of `root` (from /proc), deepest last; empty where /proc is not readable. */
-export function descendants(root: number): number[] {
+/**
+ * The process table as parent -> children, read from /proc. Sessions often end
+ * together (a worker draining, many clients leaving): one scan, reused for
+ * SCAN_REUSE_MS, serves them all instead of one synchronous scan per kill.
+ */
+const SCAN_REUSE_MS = 50;
+let lastScan: { at: number; children: Map<number, number[]> } | null = null;
+
+function processTable(): Map<number, number[]> {
+  const now = performance.now();
+  if (lastScan && now - lastScan.at < SCAN_REUSE_MS) return lastScan.children;
   const children = new Map<number, number[]>();
-  let entries: string[];
+  let entries: string[] = [];
   try {
     entries = readdirSync("/proc");
   } catch {
-    return [];
+    // No /proc: nothing to walk.
   }
   for (const e of entries) {
     if (!/^\d+$/.test(e)) continue;
@@ -23,6 +32,13 @@ export function descendants(root: number): number[] {
       // The process went away while we looked.
     }
   }
+  lastScan = { at: now, children };
+  return children;
+}
+
+/** Every descendant of `root` (from /proc), deepest last; empty where /proc is not readable. */
+export function descendants(root: number): number[] {
+  const children = processTable();
   const out: number[] = [];
   const stack = [root];
   while (stack.length) {
