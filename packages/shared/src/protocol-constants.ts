@@ -24,4 +24,3 @@ export const CLOSE = {
 
 export type ErrorCode = Exclude<keyof typeof CLOSE, "normal"> | "bad_message";
 
-export const DEFAULT_WINDOW_BYTES = 512 * 1024;

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 
 export const TOKEN_PREFIX = "mol_";
 const TOKEN_RE = /^mol_[A-Za-z0-9_-]{43}$/;
@@ -20,10 +20,4 @@ export function hashToken(t: string): string {
 /** The short, non-secret part shown in listings and the audit log. */
 export function tokenDisplayPrefix(t: string): string {
   return t.slice(0, 12);
-}
-
-export function safeEqualHex(a: string, b: string): boolean {
-  const ab = Buffer.from(a, "hex");
-  const bb = Buffer.from(b, "hex");
-  return ab.length === bb.length && timingSafeEqual(ab, bb);
 }

@@ -34,10 +34,6 @@ const TRANSITIONS: Record<WorkspaceStatus, readonly WorkspaceStatus[]> = {
   removed: [],
 };
 
-export function canTransition(from: WorkspaceStatus, to: WorkspaceStatus): boolean {
-  return TRANSITIONS[from].includes(to);
-}
-
 /** Statuses from which `to` may be reached: used in conditional UPDATEs so a race can never make an illegal move. */
 export function sourcesOf(to: WorkspaceStatus): WorkspaceStatus[] {
   return STATUSES.filter((s) => TRANSITIONS[s].includes(to));

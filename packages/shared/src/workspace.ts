@@ -17,7 +17,6 @@ export const createWorkspaceBody = z
     tier: z.number().int().min(1).max(4).default(2),
   })
   .strict();
-export type CreateWorkspaceBody = z.infer<typeof createWorkspaceBody>;
 
 export const workspaceJson = z.object({
   id: z.uuid(),

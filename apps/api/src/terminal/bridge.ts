@@ -528,7 +528,7 @@ export class TerminalBridge {
     this.ws.send(JSON.stringify(m));
   }
 
-  sendError(code: ErrorCode | "restarting", message: string): void {
+  sendError(code: ErrorCode, message: string): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
     if (this.o.mode === "v1") this.ws.send(JSON.stringify({ type: "error", code, message }));
     else if (code !== "bad_message") this.ws.send(`Error: ${message}\r\n`);
