@@ -13,3 +13,4 @@ export * from "./db/migrate.ts";
 export * from "./db/workspaces.ts";
 export * as schema from "./db/schema.ts";
 export * from "./subscriber-hub.ts";
+export * from "./redis-writer.ts";

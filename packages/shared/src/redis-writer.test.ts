@@ -1,0 +1,189 @@
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { uniqueNs, testUrls } from "../../../test/helpers/env.ts";
+import { createRedis } from "./config.ts";
+import { createLogger } from "./logger.ts";
+import { createRedisWriter, encodeCommand, parseReplies, type RedisWriter } from "./redis-writer.ts";
+
+const log = createLogger("test", "silent");
+let r: ReturnType<typeof createRedis>;
+let sub: ReturnType<typeof createRedis>;
+const writers: RedisWriter[] = [];
+beforeAll(() => {
+  r = createRedis(testUrls().redisUrl);
+  sub = createRedis(testUrls().redisUrl);
+});
+afterAll(async () => {
+  await Promise.all(writers.map((w) => w.close()));
+  r.disconnect();
+  sub.disconnect();
+});
+
+function writer(o: { scripts?: string[]; queueMs?: number; url?: string } = {}): { w: RedisWriter; name: string } {
+  const name = `${uniqueNs()}-writer`;
+  const w = createRedisWriter({ url: o.url ?? testUrls().redisUrl, name, log, scripts: o.scripts, queueMs: o.queueMs });
+  writers.push(w);
+  return { w, name };
+}
+
+const until = async (cond: () => boolean | Promise<boolean>, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((res) => setTimeout(res, 10));
+  }
+};
+
+async function collect(channel: string): Promise<Buffer[]> {
+  const got: Buffer[] = [];
+  sub.on("messageBuffer", (ch: Buffer, m: Buffer) => ch.toString() === channel && got.push(m));
+  await sub.subscribe(channel);
+  return got;
+}
+
+/** A TCP proxy to the test Redis: refuses connections until `up`; can hold Redis' answers and cut every connection. */
+async function startProxy() {
+  const target = new URL(testUrls().redisUrl);
+  const state = { up: false, mute: false };
+  const conns = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    if (!state.up) return c.destroy();
+    const s = net.connect(Number(target.port || 6379), target.hostname);
+    conns.add(c);
+    c.pipe(s);
+    s.on("data", (d: Buffer) => state.mute || c.write(d));
+    c.on("close", () => (conns.delete(c), s.destroy()));
+    c.on("error", () => s.destroy());
+    s.on("error", () => c.destroy());
+  });
+  await new Promise<void>((res) => server.listen(0, "127.0.0.1", res));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    state,
+    url: `redis://127.0.0.1:${port}${target.pathname}`,
+    cut: () => conns.forEach((c) => c.destroy()),
+    close: () => (conns.forEach((c) => c.destroy()), server.close()),
+  };
+}
+
+async function clientOf(name: string): Promise<string | null> {
+  const list = (await r.client("LIST")) as string;
+  return list.split("\n").find((l) => l.includes(` name=${name} `)) ?? null;
+}
+
+describe("RESP framing", () => {
+  it("encodes a command with binary arguments and reads simple, bulk and error replies", () => {
+    expect(encodeCommand(["PUBLISH", "ch", Buffer.from([0, 13, 10, 255])]).toString("latin1")).toBe(
+      "*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$4\r\n\x00\r\n\xff\r\n",
+    );
+    const { replies, used } = parseReplies(Buffer.from("+OK\r\n$3\r\nabc\r\n-ERR no\r\n:5\r\n$-1\r\n$10\r\npart"));
+    expect(replies).toEqual([
+      { error: false, value: "OK" },
+      { error: false, value: "abc" },
+      { error: true, value: "ERR no" },
+      { error: false, value: "5" },
+      { error: false, value: "" },
+    ]);
+    // The incomplete bulk string is left for the next read.
+    expect(used).toBe(Buffer.byteLength("+OK\r\n$3\r\nabc\r\n-ERR no\r\n:5\r\n$-1\r\n"));
+  });
+});
+
+describe("the fire-and-forget Redis writer", () => {
+  it("delivers commands in order, queued ones too, on a connection Redis sends nothing back on", async () => {
+    const ch = `${uniqueNs()}:ch`;
+    const got = await collect(ch);
+    const { w, name } = writer();
+    // Sent before the connection is up: they wait, then go in order.
+    for (let i = 0; i < 50; i++) expect(w.send(["PUBLISH", ch, Buffer.from(`m${i}`)])).toBe(true);
+    await until(() => w.ready);
+    for (let i = 50; i < 100; i++) w.send(["PUBLISH", ch, Buffer.from(`m${i}`)]);
+    await until(() => got.length === 100);
+    expect(got.map(String)).toEqual(Array.from({ length: 100 }, (_, i) => `m${i}`));
+    // CLIENT REPLY OFF: no reply bytes pile up for this client, and it is named.
+    const info = await clientOf(name);
+    expect(info).not.toBeNull();
+    expect(info).toMatch(/ omem=0 /);
+  });
+
+  it("barrier() resolves only after everything sent before it has run", async () => {
+    const key = `${uniqueNs()}:k`;
+    const { w } = writer();
+    await until(() => w.ready);
+    for (let i = 1; i <= 200; i++) w.send(["SET", key, String(i)]);
+    await w.barrier();
+    expect(await r.get(key)).toBe("200");
+    // Replies are off again after a barrier: a second one still works and nothing else answers.
+    w.send(["SET", key, "last"]);
+    await w.barrier();
+    expect(await r.get(key)).toBe("last");
+    await r.del(key);
+  });
+
+  it("loads its scripts on every connect, so EVALSHA works after the script cache is flushed and the connection dropped", async () => {
+    const key = `${uniqueNs()}:k`;
+    const lua = "return redis.call('INCRBY', KEYS[1], ARGV[1]) -- writer test";
+    const { w, name } = writer({ scripts: [lua] });
+    await until(() => w.ready);
+    w.send(["EVALSHA", w.sha(lua), "1", key, "2"]);
+    await w.barrier();
+    expect(await r.get(key)).toBe("2");
+
+    // Another connection flushes scripts and kills ours (as a Redis restart would).
+    await r.script("FLUSH");
+    const id = /(?:^| )id=(\d+)/.exec((await clientOf(name))!)![1]!;
+    await r.client("KILL", "ID", id);
+    await until(() => !w.ready, 2000).catch(() => {});
+    await until(() => w.ready);
+    w.send(["EVALSHA", w.sha(lua), "1", key, "3"]);
+    await w.barrier();
+    expect(await r.get(key)).toBe("5");
+    await r.del(key);
+  });
+
+  it("a barrier pending when the connection drops is rejected, and later sends still arrive", async () => {
+    const ch = `${uniqueNs()}:ch`;
+    const got = await collect(ch);
+    const proxy = await startProxy();
+    proxy.state.up = true;
+    try {
+      const { w } = writer({ url: proxy.url });
+      await until(() => w.ready);
+      // Redis' answer to the barrier is held back, then the connection is cut.
+      proxy.state.mute = true;
+      const b = w.barrier();
+      await new Promise((res) => setTimeout(res, 50));
+      proxy.cut();
+      await expect(b).rejects.toThrow(/lost/);
+      proxy.state.mute = false;
+      await until(() => w.ready);
+      w.send(["PUBLISH", ch, "after"]);
+      await until(() => got.length === 1);
+      expect(got.map(String)).toEqual(["after"]);
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it("drops what waited longer than queueMs while Redis was unreachable, and sends what is fresh", async () => {
+    const ch = `${uniqueNs()}:ch`;
+    const got = await collect(ch);
+    const proxy = await startProxy();
+    try {
+      const { w } = writer({ url: proxy.url, queueMs: 150 });
+      expect(w.send(["PUBLISH", ch, "stale"])).toBe(true);
+      await new Promise((res) => setTimeout(res, 400));
+      expect(w.ready).toBe(false);
+      await expect(w.barrier()).rejects.toThrow(/not connected/);
+      expect(w.send(["PUBLISH", ch, "fresh"])).toBe(true);
+      proxy.state.up = true;
+      // "stale" would have been published before "fresh": once "fresh" is here, it would be too.
+      await until(() => got.length > 0 && String(got[got.length - 1]) === "fresh");
+      expect(got.map(String)).toEqual(["fresh"]);
+      await w.close();
+      expect(w.send(["PUBLISH", ch, "after close"])).toBe(false);
+    } finally {
+      proxy.close();
+    }
+  });
+});

@@ -1,0 +1,268 @@
+import { createHash } from "node:crypto";
+import net from "node:net";
+import tls from "node:tls";
+import type { Logger } from "./logger.ts";
+
+/**
+ * A Redis connection for the byte path's hot writes (input publishes on API
+ * nodes, output appends on workers) that never waits for an answer: it runs
+ * with CLIENT REPLY OFF, so Redis sends nothing back and the writing process
+ * is not woken once more per keystroke to read a reply it has no use for.
+ * On a 2-core machine that extra wake-up of the API and the worker competes
+ * with the echo itself (docs/benchmark.md).
+ *
+ * Commands on one connection run in order, so everything sent here stays in
+ * order. `barrier()` asks for one answer (CLIENT REPLY ON, PING, CLIENT REPLY
+ * OFF) and resolves once Redis has run everything sent before it: a worker
+ * uses it before announcing a session's end on its other connection.
+ *
+ * Scripts given to the writer are loaded (SCRIPT LOAD) on every connect before
+ * replies are turned off, so EVALSHA never meets NOSCRIPT, even right after a
+ * Redis restart. Without replies errors are silent: commands sent here must
+ * not be able to fail for any reason but a lost connection.
+ */
+export interface RedisWriter {
+  /** Connected, handshake done: commands sent now reach Redis in order. */
+  readonly ready: boolean;
+  /** Bytes handed to the socket and not yet written out (a slow or stuck Redis). */
+  readonly backlog: number;
+  /**
+   * Sends one command. While (re)connecting, commands wait (at most `queueBytes`,
+   * for at most `queueMs`: keystrokes typed into a long outage must not run
+   * minutes later); beyond that, or after close, they are dropped (returns false).
+   */
+  send(args: readonly (string | Buffer)[]): boolean;
+  /** Resolves once Redis has run every command sent before; rejects if the connection is lost first. */
+  barrier(): Promise<void>;
+  /** SHA1 of a script given in `scripts`, for EVALSHA. */
+  sha(lua: string): string;
+  /** Called after every (re)connect, once commands flow again. Returns an unsubscribe function. */
+  onReady(l: () => void): () => void;
+  /** Called when the socket's backlog has been written out. */
+  onDrain(l: () => void): () => void;
+  close(): Promise<void>;
+}
+
+export interface RedisWriterOptions {
+  url: string;
+  /** CLIENT SETNAME, so the connection shows in CLIENT LIST. */
+  name: string;
+  log: Logger;
+  scripts?: readonly string[];
+  /** Commands kept while (re)connecting (default 4 MiB)... */
+  queueBytes?: number;
+  /** ...and for how long (default 3 s). */
+  queueMs?: number;
+}
+
+const CRLF = "\r\n";
+
+/** RESP encoding of one command: one buffer, one write. */
+export function encodeCommand(args: readonly (string | Buffer)[]): Buffer {
+  const bufs = args.map((a) => (typeof a === "string" ? Buffer.from(a) : a));
+  let len = 1 + String(bufs.length).length + 2;
+  for (const b of bufs) len += 1 + String(b.length).length + 2 + b.length + 2;
+  const out = Buffer.allocUnsafe(len);
+  let at = out.write(`*${bufs.length}${CRLF}`, 0, "latin1");
+  for (const b of bufs) {
+    at += out.write(`$${b.length}${CRLF}`, at, "latin1");
+    at += b.copy(out, at);
+    at += out.write(CRLF, at, "latin1");
+  }
+  return out;
+}
+
+/**
+ * Reads the simple replies of the handshake and of barriers: +status, -error,
+ * :integer and $bulk (no arrays are ever asked for). Returns the replies
+ * complete in `buf` and how many bytes they used.
+ */
+export function parseReplies(buf: Buffer): { replies: { error: boolean; value: string }[]; used: number } {
+  const replies: { error: boolean; value: string }[] = [];
+  let at = 0;
+  for (;;) {
+    const eol = buf.indexOf(CRLF, at, "latin1");
+    if (eol < 0) break;
+    const type = String.fromCharCode(buf[at]!);
+    const line = buf.toString("utf8", at + 1, eol);
+    if (type === "$") {
+      const n = Number(line);
+      if (n < 0) {
+        replies.push({ error: false, value: "" });
+        at = eol + 2;
+        continue;
+      }
+      if (buf.length < eol + 2 + n + 2) break;
+      replies.push({ error: false, value: buf.toString("utf8", eol + 2, eol + 2 + n) });
+      at = eol + 2 + n + 2;
+      continue;
+    }
+    if (type !== "+" && type !== "-" && type !== ":") throw new Error(`unexpected reply type ${JSON.stringify(type)}`);
+    replies.push({ error: type === "-", value: line });
+    at = eol + 2;
+  }
+  return { replies, used: at };
+}
+
+export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
+  const u = new URL(o.url);
+  const host = u.hostname.replace(/^\[|\]$/g, "") || "127.0.0.1";
+  const port = Number(u.port || 6379);
+  const db = Number(u.pathname.replace(/^\//, "") || 0);
+  const username = decodeURIComponent(u.username);
+  const password = decodeURIComponent(u.password);
+  const scripts = o.scripts ?? [];
+  const shas = new Map(scripts.map((s) => [s, createHash("sha1").update(s).digest("hex")]));
+  const maxQueue = o.queueBytes ?? 4 * 1024 * 1024;
+  const maxAge = o.queueMs ?? 3000;
+
+  let socket: net.Socket | null = null;
+  let ready = false;
+  let closed = false;
+  let attempt = 0;
+  let retryTimer: NodeJS.Timeout | null = null;
+  let queue: { buf: Buffer; at: number }[] = [];
+  let queued = 0;
+  /** Barriers sent on the current socket, oldest first; each resolves on its PONG. */
+  let waiting: { resolve(): void; reject(err: Error): void }[] = [];
+  const readyListeners = new Set<() => void>();
+  const drainListeners = new Set<() => void>();
+
+  const handshake = (): Buffer[] => {
+    const cmds: (readonly string[])[] = [];
+    if (password) cmds.push(username ? ["AUTH", username, password] : ["AUTH", password]);
+    if (db) cmds.push(["SELECT", String(db)]);
+    cmds.push(["CLIENT", "SETNAME", o.name]);
+    for (const s of scripts) cmds.push(["SCRIPT", "LOAD", s]);
+    cmds.push(["PING"]);
+    return cmds.map(encodeCommand);
+  };
+
+  function connect(): void {
+    if (closed) return;
+    const s =
+      u.protocol === "rediss:" ? tls.connect({ host, port, servername: host }) : net.connect({ host, port });
+    socket = s;
+    s.setNoDelay(true);
+    let pending: Buffer = Buffer.alloc(0);
+    let expected = 0;
+    s.once(u.protocol === "rediss:" ? "secureConnect" : "connect", () => {
+      const cmds = handshake();
+      expected = cmds.length;
+      for (const c of cmds) s.write(c);
+    });
+    s.on("data", (chunk: Buffer) => {
+      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+      let parsed: ReturnType<typeof parseReplies>;
+      try {
+        parsed = parseReplies(pending);
+      } catch (err) {
+        o.log.warn({ err, conn: o.name }, "redis writer: unreadable reply");
+        s.destroy();
+        return;
+      }
+      pending = pending.subarray(parsed.used);
+      for (const r of parsed.replies) {
+        if (!ready) {
+          if (r.error) {
+            o.log.warn({ conn: o.name, error: r.value }, "redis writer: connection set-up refused");
+            s.destroy();
+            return;
+          }
+          if (--expected === 0) becomeReady(s);
+        } else if (r.value === "PONG") {
+          waiting.shift()?.resolve();
+        }
+      }
+    });
+    s.on("drain", () => {
+      for (const l of drainListeners) l();
+    });
+    s.on("error", (err) => o.log.debug({ err: err.message, conn: o.name }, "redis writer: connection error"));
+    s.on("close", () => {
+      if (socket === s) socket = null;
+      const was = ready;
+      ready = false;
+      const lost = waiting;
+      waiting = [];
+      for (const w of lost) w.reject(new Error("redis connection lost"));
+      if (was) o.log.warn({ conn: o.name }, "redis writer: connection lost, reconnecting");
+      if (closed) return;
+      const delay = Math.min(50 * ++attempt, 1000);
+      retryTimer = setTimeout(connect, delay);
+      retryTimer.unref();
+    });
+  }
+
+  function becomeReady(s: net.Socket): void {
+    s.write(encodeCommand(["CLIENT", "REPLY", "OFF"]));
+    ready = true;
+    attempt = 0;
+    const q = queue;
+    queue = [];
+    queued = 0;
+    const oldest = performance.now() - maxAge;
+    let dropped = 0;
+    for (const c of q) {
+      if (c.at < oldest) dropped++;
+      else s.write(c.buf);
+    }
+    if (dropped) o.log.warn({ conn: o.name, dropped }, "redis writer: dropped commands older than the queue limit");
+    for (const l of readyListeners) l();
+  }
+
+  connect();
+
+  return {
+    get ready() {
+      return ready;
+    },
+    get backlog() {
+      return socket?.writableLength ?? 0;
+    },
+    send(args) {
+      if (closed) return false;
+      const buf = encodeCommand(args);
+      if (ready && socket) {
+        socket.write(buf);
+        return true;
+      }
+      if (queued + buf.length > maxQueue) return false;
+      queue.push({ buf, at: performance.now() });
+      queued += buf.length;
+      return true;
+    },
+    barrier() {
+      if (!ready || !socket) return Promise.reject(new Error("redis writer not connected"));
+      const s = socket;
+      return new Promise<void>((resolve, reject) => {
+        waiting.push({ resolve, reject });
+        s.write(Buffer.concat([encodeCommand(["CLIENT", "REPLY", "ON"]), encodeCommand(["PING"]), encodeCommand(["CLIENT", "REPLY", "OFF"])]));
+      });
+    },
+    sha(lua) {
+      const h = shas.get(lua);
+      if (!h) throw new Error("script not registered with this writer");
+      return h;
+    },
+    onReady(l) {
+      readyListeners.add(l);
+      return () => readyListeners.delete(l);
+    },
+    onDrain(l) {
+      drainListeners.add(l);
+      return () => drainListeners.delete(l);
+    },
+    async close() {
+      closed = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      const s = socket;
+      if (!s) return;
+      await new Promise<void>((resolve) => {
+        s.once("close", () => resolve());
+        s.end();
+        setTimeout(() => s.destroy(), 1000).unref();
+      });
+    },
+  };
+}
