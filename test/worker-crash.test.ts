@@ -16,6 +16,24 @@ const api = () => t.apis[0]!;
 const sessionRow = async (id: string) => (await call(api().url, "GET", `/workspaces/${ws}/terminal/sessions`, { token: t.token })).body.sessions.find((s: { id: string }) => s.id === id);
 
 describe("terminal-worker failures", () => {
+  it("a worker frozen past its heartbeat TTL (SIGSTOP) is not given up while its connections are open: the same shell answers after SIGCONT", async () => {
+    const w = t.workers[0]!;
+    const c = await openShell(api().wsUrl, ws, { token: t.token });
+    const pid = (await c.run("echo $$")).trim();
+    w.proc.child.kill("SIGSTOP");
+    try {
+      // Heartbeat TTL 3 s + the API's 1 s threshold: a dead worker would be reported by now.
+      await new Promise((r) => setTimeout(r, 5500));
+      expect(c.closeInfo).toBeNull();
+      expect(c.messages.filter((m) => m.type === "error")).toEqual([]);
+    } finally {
+      w.proc.child.kill("SIGCONT");
+    }
+    expect((await c.run("echo $$", 15_000)).trim()).toBe(pid);
+    expect(c.closeInfo).toBeNull();
+    await c.close();
+  });
+
   it("SIGKILL the worker: worker_lost (4500) within 5 s, the audit row closed, no process left", async () => {
     const w = t.workers[0]!;
     const c = await openShell(api().wsUrl, ws, { token: t.token });

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pty from "node-pty";
-import { createDb, createLogger, createRedis, dropDatabase, migrateDatabase, type DbHandle } from "@molecule/shared";
+import { APPEND_OUTPUT_LUA, createDb, createLogger, createRedis, createRedisWriter, dropDatabase, workerConnectionName, migrateDatabase, type DbHandle } from "@molecule/shared";
 import { createApi, type ApiConfig } from "../../apps/api/src/app.ts";
 import { createOrg } from "../../apps/api/src/orgs.ts";
 import { createLocalProvider, type LocalProviderOptions, type ProviderRegistry } from "../../apps/terminal-worker/src/providers/index.ts";
@@ -36,9 +36,17 @@ export async function startStack(o: StackOptions = {}) {
   const ns = o.api?.ns ?? uniqueNs();
   const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
   const db: DbHandle = createDb(databaseUrl, { max: 5 });
-  const conns = [createRedis(redisUrl), createRedis(redisUrl), createRedis(redisUrl), createRedis(redisUrl)];
+  const workerId = `w-${ns}`;
+  const conns = [
+    createRedis(redisUrl),
+    createRedis(redisUrl),
+    createRedis(redisUrl, { connectionName: workerConnectionName(ns, workerId, "cmd") }),
+    createRedis(redisUrl, { connectionName: workerConnectionName(ns, workerId, "sub") }),
+  ];
   for (const c of conns) c.on("error", () => {});
   const [apiRedis, apiSub, wRedis, wSub] = conns as [ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>];
+  const apiWriter = createRedisWriter({ url: redisUrl, name: `api-${ns}:in`, log });
+  const workerWriter = createRedisWriter({ url: redisUrl, name: workerConnectionName(ns, workerId, "out"), log, scripts: [APPEND_OUTPUT_LUA] });
   const sandboxRoot = mkdtempSync(join(tmpdir(), "molecule-sbx-"));
   const api = createApi({
     config: {
@@ -61,10 +69,10 @@ export async function startStack(o: StackOptions = {}) {
     db,
     redis: apiRedis,
     sub: apiSub,
+    writer: apiWriter,
     log,
   });
   const port = await api.listen(0, "127.0.0.1");
-  const workerId = `w-${ns}`;
   const worker =
     o.worker === false
       ? null
@@ -88,6 +96,7 @@ export async function startStack(o: StackOptions = {}) {
           db,
           redis: wRedis,
           sub: wSub,
+          writer: workerWriter,
           log,
           providers: { local: createLocalProvider({ root: sandboxRoot, bwrap: "auto", shell: "/bin/bash", ...o.local }), ...o.providers },
           spawn: pty.spawn as never,
@@ -111,6 +120,7 @@ export async function startStack(o: StackOptions = {}) {
       await api.close().catch(() => {});
       await worker?.close().catch(() => {});
       for (const c of conns) c.disconnect();
+      await Promise.all([apiWriter.close(), workerWriter.close()]);
       await db.close();
       if (o.ownDatabase) await dropDatabase(databaseUrl).catch(() => {});
       rmSync(sandboxRoot, { recursive: true, force: true });

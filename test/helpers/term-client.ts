@@ -215,10 +215,11 @@ export class TermClient {
   }
 }
 
-export async function openShell(wsBase: string, workspaceId: string, o: ConnectOptions = {}): Promise<TermClient> {
+/** Opens a terminal and waits for its hello (`helloMs`: many opens at once on a loaded machine take longer). */
+export async function openShell(wsBase: string, workspaceId: string, o: ConnectOptions & { helloMs?: number } = {}): Promise<TermClient> {
   const c = new TermClient(wsBase, workspaceId, o);
   const refusal = await c.refused;
   if (refusal) throw new Error(`refused: ${refusal.status} ${JSON.stringify(refusal.body)}`);
-  if (c.mode === "v1") await c.waitMessage("hello");
+  if (c.mode === "v1") await c.waitMessage("hello", o.helloMs);
   return c;
 }

@@ -4,7 +4,7 @@ import { sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import express from "express";
 import type { Redis } from "ioredis";
-import { createHub, NotFoundError, withByteScripts, type DbHandle, type Logger, type ProviderName } from "@molecule/shared";
+import { createHub, NotFoundError, withByteScripts, type DbHandle, type Logger, type ProviderName, type RedisWriter } from "@molecule/shared";
 import { createAuthenticator } from "./auth.ts";
 import { errorHandler } from "./error-handler.ts";
 import { createMetrics } from "./metrics.ts";
@@ -35,6 +35,8 @@ export interface ApiDeps {
   redis: Redis;
   /** Dedicated subscriber connection. */
   sub: Redis;
+  /** Terminal input and control (CLIENT REPLY OFF). */
+  writer: RedisWriter;
   log: Logger;
 }
 
@@ -51,7 +53,7 @@ export function createApi(deps: ApiDeps) {
   const tickets = createTickets(redis, c.ns, c.ticketTtlSec);
   const provisioner = createProvisioner(redis, c.ns, db);
   const metrics = createMetrics(c.nodeId);
-  const gateway = createTerminalGateway({ db, redis, hub, auth, tickets, log, config: c, metrics: metrics.terminal });
+  const gateway = createTerminalGateway({ db, redis, writer: deps.writer, hub, auth, tickets, log, config: c, metrics: metrics.terminal });
   const openapi = buildOpenApi();
 
   const app = express();

@@ -1,4 +1,4 @@
-import { createDb, createLogger, createRedis, migrateDatabase } from "@molecule/shared";
+import { createDb, createLogger, createRedis, createRedisWriter, migrateDatabase } from "@molecule/shared";
 import { createApi } from "./app.ts";
 import { loadApiEnv, workspaceProvider } from "./env.ts";
 import { bootstrapDefaultOrg } from "./orgs.ts";
@@ -11,6 +11,7 @@ const db = createDb(env.DATABASE_URL);
 // REST calls fail within a few seconds while Redis is down instead of hanging.
 const redis = createRedis(env.REDIS_URL, { maxRetriesPerRequest: 10, connectionName: `${env.MOLECULE_NODE_ID}:cmd` });
 const sub = createRedis(env.REDIS_URL, { connectionName: `${env.MOLECULE_NODE_ID}:sub` });
+const writer = createRedisWriter({ url: env.REDIS_URL, name: `${env.MOLECULE_NODE_ID}:in`, log });
 for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
   r.on("error", (err) => log.warn({ err: err.message, conn: name }, "redis connection error"));
 }
@@ -39,6 +40,7 @@ const api = createApi({
   db,
   redis,
   sub,
+  writer,
   log,
 });
 const port = await api.listen(env.PORT, env.HOST);
@@ -54,7 +56,7 @@ async function stop(signal: string): Promise<void> {
   const hard = setTimeout(() => process.exit(1), env.MOLECULE_SHUTDOWN_GRACE_MS + 5000);
   hard.unref();
   await api.close().catch((err) => log.error({ err }, "close failed"));
-  await Promise.allSettled([db.close(), redis.quit(), sub.quit()]);
+  await Promise.allSettled([db.close(), redis.quit(), sub.quit(), writer.close()]);
   process.exit(0);
 }
 process.on("SIGTERM", () => void stop("SIGTERM"));

@@ -1,5 +1,5 @@
 import * as pty from "node-pty";
-import { createDb, createLogger, createRedis, migrateDatabase } from "@molecule/shared";
+import { APPEND_OUTPUT_LUA, createDb, createLogger, createRedis, createRedisWriter, migrateDatabase, workerConnectionName } from "@molecule/shared";
 import { awsChildEnv, dockerChildEnv, loadWorkerEnv } from "./env.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { awsOptionsFromEnv, bwrapAvailable, createDockerProvider, createLocalProvider, loadAwsProvider } from "./providers/index.ts";
@@ -10,8 +10,11 @@ const log = createLogger("terminal-worker", env.LOG_LEVEL).child({ worker_id: en
 
 await migrateDatabase(env.DATABASE_URL);
 const db = createDb(env.DATABASE_URL);
-const redis = createRedis(env.REDIS_URL, { connectionName: `${env.MOLECULE_WORKER_ID}:cmd` });
-const sub = createRedis(env.REDIS_URL, { connectionName: `${env.MOLECULE_WORKER_ID}:sub` });
+// Named, so API nodes can tell a stalled worker from a dead one (workerConnectionName).
+const named = (role: "cmd" | "sub" | "out") => workerConnectionName(env.MOLECULE_REDIS_PREFIX, env.MOLECULE_WORKER_ID, role);
+const redis = createRedis(env.REDIS_URL, { connectionName: named("cmd") });
+const sub = createRedis(env.REDIS_URL, { connectionName: named("sub") });
+const writer = createRedisWriter({ url: env.REDIS_URL, name: named("out"), log, scripts: [APPEND_OUTPUT_LUA] });
 for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
   r.on("error", (err) => log.warn({ err: err.message, conn: name }, "redis connection error"));
 }
@@ -62,6 +65,7 @@ const worker = createWorker({
   db,
   redis,
   sub,
+  writer,
   log,
   providers: aws ? { local, docker, aws } : { local, docker },
   spawn: pty.spawn as never,
@@ -83,7 +87,7 @@ async function stop(signal: string): Promise<void> {
   hard.unref();
   await worker.close().catch((err) => log.error({ err }, "close failed"));
   metricsServer?.close();
-  await Promise.allSettled([db.close(), redis.quit(), sub.quit()]);
+  await Promise.allSettled([db.close(), redis.quit(), sub.quit(), writer.close()]);
   process.exit(0);
 }
 process.on("SIGTERM", () => void stop("SIGTERM"));

@@ -1,6 +1,6 @@
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import { PROVISION_QUEUE, TERMINAL_QUEUE, bullPrefix, createHub, withByteScripts, type DbHandle, type Logger } from "@molecule/shared";
+import { PROVISION_QUEUE, TERMINAL_QUEUE, bullPrefix, createHub, withByteScripts, type DbHandle, type Logger, type RedisWriter } from "@molecule/shared";
 import type { WorkerMetrics } from "./metrics.ts";
 import type { ProviderRegistry } from "./providers/index.ts";
 import { createProvisioningWorker } from "./provisioning.ts";
@@ -28,6 +28,8 @@ export interface WorkerDeps {
   db: DbHandle;
   redis: Redis;
   sub: Redis;
+  /** Output appends (CLIENT REPLY OFF); must have loaded APPEND_OUTPUT_LUA. */
+  writer: RedisWriter;
   log: Logger;
   providers: ProviderRegistry;
   spawn: SpawnPty;
@@ -55,6 +57,7 @@ export function createWorker(deps: WorkerDeps) {
   const terminal = c.terminal
     ? createTerminalRunner({
         redis,
+        writer: deps.writer,
         bullConnection: redis,
         hub,
         db: deps.db.db,

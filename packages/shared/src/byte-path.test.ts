@@ -1,18 +1,23 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { uniqueNs, testUrls } from "../../../test/helpers/env.ts";
 import { createRedis } from "./config.ts";
-import { decodeIn, decodeOut, encodeControl, encodeData, encodeEvent, encodeInput, readOutput, withByteScripts, type ByteRedis } from "./byte-path.ts";
+import { createLogger } from "./logger.ts";
+import { createRedisWriter, type RedisWriter } from "./redis-writer.ts";
+import { APPEND_OUTPUT_LUA, appendChunk, decodeIn, decodeOut, encodeControl, encodeData, encodeEvent, encodeInput, readOutput, withByteScripts, type ByteRedis } from "./byte-path.ts";
 import { sessionKeys } from "./redis-keys.ts";
 
 let r: ByteRedis;
 let sub: ReturnType<typeof createRedis>;
+let w: RedisWriter;
 beforeAll(() => {
   r = withByteScripts(createRedis(testUrls().redisUrl));
   sub = createRedis(testUrls().redisUrl);
+  w = createRedisWriter({ url: testUrls().redisUrl, name: "byte-path-test", log: createLogger("test", "silent"), scripts: [APPEND_OUTPUT_LUA] });
 });
-afterAll(() => {
+afterAll(async () => {
   r.disconnect();
   sub.disconnect();
+  await w.close();
 });
 
 /** Appends `chunks` as a worker would, keeping `window` bytes. */
@@ -20,9 +25,10 @@ async function write(k: ReturnType<typeof sessionKeys>, chunks: string[], window
   let off = start;
   for (const c of chunks) {
     const b = Buffer.from(c);
-    await r.appendOutput(k.log, k.out, String(off), encodeData(off, b), String(Math.max(0, off + b.length - window)), 60_000);
+    appendChunk(w, k, encodeData(off, b), off, Math.max(0, off + b.length - window), 60_000);
     off += b.length;
   }
+  await w.barrier();
   return off;
 }
 const text = (x: Awaited<ReturnType<typeof readOutput>>) => x.chunks.map((c) => c.chunk.toString()).join("");

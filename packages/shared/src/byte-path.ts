@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { Redis } from "ioredis";
+import type { RedisWriter } from "./redis-writer.ts";
 import { z } from "zod";
 
 /**
@@ -114,17 +115,22 @@ function safeJson(b: Buffer): unknown {
 }
 
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
+/** The append script (lua/append-output.lua): give it to a worker's RedisWriter. */
+export const APPEND_OUTPUT_LUA = lua("append-output");
+
+/** One output chunk into the log and onto the live channel, through a writer that loaded APPEND_OUTPUT_LUA. */
+export function appendChunk(w: RedisWriter, k: { log: string; out: string }, payload: Buffer, offset: number, keepFrom: number, ttlMs: number): boolean {
+  return w.send(["EVALSHA", w.sha(APPEND_OUTPUT_LUA), "2", k.log, k.out, String(offset), payload, String(keepFrom), String(ttlMs)]);
+}
 
 export interface ByteRedis extends Redis {
-  appendOutput(log: string, channel: string, offset: string, payload: Buffer, minId: string, ttlMs: number): Promise<number>;
   readOutputBuffer(log: string, from: string, maxBytes: number, maxEntries: number): Promise<[number, number, ...Buffer[]]>;
 }
 
 /** Registers the byte-path Lua scripts on a connection (EVALSHA, loaded on first use). */
 export function withByteScripts(redis: Redis): ByteRedis {
   const r = redis as ByteRedis;
-  if (!(r as unknown as Record<string, unknown>).appendOutput) {
-    r.defineCommand("appendOutput", { numberOfKeys: 2, lua: lua("append-output") });
+  if (!(r as unknown as Record<string, unknown>).readOutput) {
     r.defineCommand("readOutput", { numberOfKeys: 1, lua: lua("read-output") });
   }
   return r;

@@ -43,6 +43,25 @@ export function workerAliveKey(ns: string, workerId: string): string {
   return `${ns}:worker:${workerId}:alive`;
 }
 
+/**
+ * The name (CLIENT SETNAME) of each Redis connection of a terminal worker. The
+ * kernel closes them the moment the worker's process dies, so an API node can
+ * tell a worker whose heartbeat is late (starved of CPU) from a dead one.
+ */
+export function workerConnectionName(ns: string, workerId: string, role: "cmd" | "sub" | "out"): string {
+  return `${ns}:worker:${workerId}:${role}`;
+}
+
+/** Whether any named connection of this worker is open; null when Redis will not say (CLIENT LIST refused). */
+export async function workerConnected(redis: Pick<Redis, "client">, ns: string, workerId: string): Promise<boolean | null> {
+  try {
+    const list = (await redis.client("LIST")) as string;
+    return list.includes(` name=${ns}:worker:${workerId}:`);
+  } catch {
+    return null;
+  }
+}
+
 export function ticketKey(ns: string, ticketHash: string): string {
   return `${ns}:ticket:${ticketHash}`;
 }

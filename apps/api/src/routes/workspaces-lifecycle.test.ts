@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDb, createLogger, createRedis } from "@molecule/shared";
+import { createDb, createLogger, createRedis, createRedisWriter } from "@molecule/shared";
 import { call, readyWorkspace, waitFor } from "../../../../test/helpers/http.ts";
 import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
 import { uniqueNs } from "../../../../test/helpers/env.ts";
@@ -128,13 +128,14 @@ describe("outages", () => {
     const db = createDb("postgres://postgres@127.0.0.1:1/nowhere", { max: 1 });
     const redis = createRedis(process.env.MOLECULE_TEST_REDIS_URL ?? "redis://127.0.0.1:6379");
     const sub = createRedis(process.env.MOLECULE_TEST_REDIS_URL ?? "redis://127.0.0.1:6379");
+    const writer = createRedisWriter({ url: process.env.MOLECULE_TEST_REDIS_URL ?? "redis://127.0.0.1:6379", name: "pg-down:in", log: createLogger("test", "silent") });
     const api = createApi({
       config: {
         ns: uniqueNs(), nodeId: "pg-down", provider: "local", publicStatus: true, bodyLimitBytes: 65536, createRatePerMin: 100,
         ticketTtlSec: 60, windowBytes: 524288, maxFrameBytes: 1048576, claimTimeoutMs: 5000, inputBytesPerSec: 1048576,
         inputMsgsPerSec: 2000, workerLostMs: 2000, allowedOrigins: [],
       },
-      db, redis, sub, log: createLogger("test", "silent"),
+      db, redis, sub, writer, log: createLogger("test", "silent"),
     });
     const port = await api.listen(0, "127.0.0.1");
     try {
@@ -152,6 +153,7 @@ describe("outages", () => {
       await api.close();
       redis.disconnect();
       sub.disconnect();
+      await writer.close();
       await db.close();
     }
   });

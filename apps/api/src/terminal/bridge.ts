@@ -11,6 +11,7 @@ import {
   type ErrorCode,
   type Hub,
   type Logger,
+  type RedisWriter,
   type ServerMessage,
   type SessionEnd,
   type SessionKeys,
@@ -37,6 +38,8 @@ export interface BridgeOptions {
 
 export interface BridgeDeps {
   redis: ByteRedis;
+  /** Input and control go here: no reply wakes this node per keystroke (redis-writer.ts). */
+  writer: RedisWriter;
   hub: Hub;
   log: Logger;
   windowBytes: number;
@@ -499,7 +502,7 @@ export class TerminalBridge {
   }
 
   private publishIn(payload: Buffer): void {
-    this.d.redis.publish(this.o.keys.in, payload).catch((err) => this.d.log.warn({ err }, "input publish failed"));
+    if (!this.d.writer.send(["PUBLISH", this.o.keys.in, payload])) this.d.log.warn("input dropped: Redis has been unreachable for too long");
   }
 
   /** Token buckets for bytes and messages: a flooding client has its socket paused, others are unaffected. */

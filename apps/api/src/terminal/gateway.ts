@@ -22,11 +22,13 @@ import {
   sessionKeys,
   terminalQuery,
   workerAliveKey,
+  workerConnected,
   type ByteRedis,
   type Db,
   type EndReason,
   type Hub,
   type Logger,
+  type RedisWriter,
   type SessionEnd,
   type TerminalJob,
 } from "@molecule/shared";
@@ -52,6 +54,7 @@ export interface GatewayConfig {
 export interface GatewayDeps {
   db: Db;
   redis: ByteRedis;
+  writer: RedisWriter;
   hub: Hub;
   auth: Authenticator;
   tickets: Tickets;
@@ -64,6 +67,8 @@ const PATH_RE = /^\/workspaces\/([^/]+)\/terminal\/?$/;
 const VIEWER_TTL_MS = 6000;
 const VIEWER_REFRESH_MS = 2000;
 const WATCH_MS = 500;
+/** How long a worker with a missing heartbeat but open connections is waited for (stalledNotDead). */
+const WORKER_STALL_MS = 30_000;
 const ENDED_TTL_MS = 3600_000;
 
 /** Writes an HTTP error on a socket that has not been upgraded: the same JSON body as the REST API. */
@@ -94,6 +99,7 @@ export function createTerminalGateway(d: GatewayDeps) {
 
   const bridgeDeps: BridgeDeps = {
     redis: d.redis,
+    writer: d.writer,
     hub: d.hub,
     log: d.log,
     windowBytes: c.windowBytes,
@@ -363,21 +369,37 @@ export function createTerminalGateway(d: GatewayDeps) {
     const pipe = d.redis.pipeline();
     for (const w of workers) pipe.exists(workerAliveKey(c.ns, w));
     const res = (await pipe.exec()) ?? [];
-    workers.forEach((w, i) => {
+    for (const [i, w] of workers.entries()) {
       const [err, n] = res[i] ?? [new Error("no reply"), 0];
-      if (err) return;
+      if (err) continue;
       if (n === 1) {
         missingSince.delete(w);
-        return;
+        continue;
       }
-      if (now < judgeAfter) return;
+      if (now < judgeAfter) continue;
       const since = missingSince.get(w) ?? now;
       missingSince.set(w, since);
-      if (now - since >= c.workerLostMs) {
-        missingSince.delete(w);
-        void workerLost(w, live.filter((b) => b.workerId === w));
-      }
-    });
+      if (now - since < c.workerLostMs || (await stalledNotDead(w, now - since))) continue;
+      missingSince.delete(w);
+      void workerLost(w, live.filter((b) => b.workerId === w));
+    }
+  }
+
+  /**
+   * A heartbeat can be late without the worker being dead: a burst of shells
+   * starting at once can starve it of CPU for seconds. Its Redis connections
+   * close the moment its process dies, so while they are open it gets up to
+   * WORKER_STALL_MS more before its sessions are given up.
+   */
+  const warnedStall = new Set<string>();
+  async function stalledNotDead(workerId: string, missingMs: number): Promise<boolean> {
+    if (missingMs >= WORKER_STALL_MS) return false;
+    if (!(await workerConnected(d.redis, c.ns, workerId))) return false;
+    if (!warnedStall.has(workerId)) {
+      warnedStall.add(workerId);
+      d.log.warn({ worker_id: workerId, missing_ms: missingMs }, "worker heartbeat late, but its connections are open: waiting");
+    }
+    return true;
   }
 
   async function workerLost(workerId: string, lost: TerminalBridge[]): Promise<void> {
@@ -416,7 +438,7 @@ export function createTerminalGateway(d: GatewayDeps) {
           await closeAudit(r.id, "no_capacity");
           closed++;
         }
-      } else if (!(await d.redis.exists(workerAliveKey(c.ns, r.workerId)))) {
+      } else if (!(await d.redis.exists(workerAliveKey(c.ns, r.workerId))) && !(await workerConnected(d.redis, c.ns, r.workerId))) {
         await closeAudit(r.id, "worker_lost");
         closed++;
       }

@@ -11,6 +11,7 @@ import {
   type EndReason,
   type Hub,
   type Logger,
+  type RedisWriter,
   type TerminalJob,
 } from "@molecule/shared";
 import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
@@ -19,6 +20,7 @@ import { endWithoutShell, PtySession, type SpawnPty } from "./session.ts";
 
 export interface RunnerDeps {
   redis: ByteRedis;
+  writer: RedisWriter;
   /** Connection BullMQ duplicates for its blocking reads. */
   bullConnection: Redis;
   hub: Hub;
@@ -113,13 +115,17 @@ export function createTerminalRunner(d: RunnerDeps) {
   });
   worker.on("error", (err) => d.log.warn({ err: err.message }, "terminal worker error"));
 
-  // Redis came back (maybe restarted empty): say we are alive at once, then re-seed every session.
+  // Redis came back (maybe restarted empty): say we are alive at once...
   let connected = d.redis.status === "ready";
   d.redis.on("close", () => (connected = false));
   d.redis.on("ready", () => {
     if (connected) return;
     connected = true;
     void d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch(() => {});
+  });
+  // ...and once the output writer is connected again, re-seed every session's log (output
+  // written while it was away, or lost with a restarted server, goes out in order).
+  const unReady = d.writer.onReady(() => {
     if (sessions.size) d.log.warn({ sessions: sessions.size }, "redis reconnected: re-seeding session logs");
     for (const s of sessions.values()) s.reseed();
   });
@@ -174,6 +180,7 @@ export function createTerminalRunner(d: RunnerDeps) {
       await closing;
       clearInterval(timer);
       clearInterval(heartbeat);
+      unReady();
       await d.redis.del(alive).catch(() => {});
     },
   };

@@ -2,6 +2,7 @@ import { writeSync } from "node:fs";
 import type { IPty } from "node-pty";
 import { and, eq, isNull, sql } from "drizzle-orm";
 import {
+  appendChunk,
   decodeIn,
   encodeData,
   encodeEvent,
@@ -11,6 +12,7 @@ import {
   type EndReason,
   type Hub,
   type Logger,
+  type RedisWriter,
   type SessionEnd,
   type SessionKeys,
   type TerminalJob,
@@ -22,6 +24,8 @@ export type SpawnPty = (file: string, args: string[], opts: { name: string; cols
 
 export interface SessionDeps {
   redis: ByteRedis;
+  /** Output appends go here: no reply wakes the worker per chunk (redis-writer.ts). */
+  writer: RedisWriter;
   hub: Hub;
   db: Db;
   workerId: string;
@@ -44,6 +48,8 @@ const MIN_COALESCE = 16 * 1024;
 const STREAM_DELAY_MS = 4;
 const STREAM_MIN_BYTES = 1024;
 const TAIL_BYTES = 4096;
+/** Appends written to the socket but not yet taken by Redis: beyond this, output waits (and the PTY pauses). */
+const MAX_BACKLOG = 1024 * 1024;
 
 /**
  * node-pty (1.1.0) writes input through the libuv thread pool: a thread wake-up
@@ -74,6 +80,20 @@ function writeKeystrokesDirectly(pty: IPty): void {
     }
     queued(buf);
   };
+}
+
+/**
+ * Spawning a PTY forks this process synchronously, and on a busy machine each
+ * fork takes tens of milliseconds (more while other new shells start). A burst
+ * of opens resumed in one event-loop turn would spawn them back to back and
+ * starve the heartbeat for seconds (the API would report the worker lost), so
+ * spawns take turns: one per event-loop iteration, with timers and I/O between.
+ */
+let spawnQueue: Promise<void> = Promise.resolve();
+function spawnTurn(): Promise<void> {
+  const turn = spawnQueue.then(() => new Promise<void>((resolve) => setImmediate(resolve)));
+  spawnQueue = turn;
+  return turn;
 }
 
 /** Ends a session that never got a shell: tells any viewer why and closes the audit row. */
@@ -118,8 +138,8 @@ export class PtySession {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
-  /** Appends sent to Redis and not yet answered. */
-  private appending = 0;
+  /** Output waits for the writer's socket to drain (a slow Redis); the unsubscribe function. */
+  private waitingDrain: (() => void) | null = null;
   private lastFlushAt = 0;
   private lastFlushBytes = 0;
   /** The most recent output (encoded), kept to re-seed the log after a Redis restart. */
@@ -163,6 +183,7 @@ export class PtySession {
       await this.end((cancelled as EndReason) ?? "client_closed");
       return;
     }
+    await spawnTurn();
     try {
       this.pty = this.d.spawn(this.cmd.file, this.cmd.args, {
         name: "xterm-256color",
@@ -212,11 +233,12 @@ export class PtySession {
    * Interactive output (an echo, a prompt) leaves in the next turn of the event
    * loop. Bulk output (a full read right after a big flush) collects for up to
    * STREAM_DELAY_MS or a full chunk: the PTY hands over ~4 KiB per read, and
-   * each Redis append costs the same whatever its size. While an append is in
-   * flight, output collects and leaves when it completes (appendDone).
+   * each Redis append costs the same whatever its size. While Redis is slow to
+   * take what was written (the writer's backlog), output collects and leaves
+   * when the socket drains.
    */
   private scheduleFlush(): void {
-    if (this.flushScheduled || this.appending > 0 || this.pendingBytes === 0) return;
+    if (this.flushScheduled || this.waitingDrain || this.pendingBytes === 0) return;
     this.flushScheduled = true;
     const streaming = this.lastFlushBytes >= STREAM_MIN_BYTES && performance.now() - this.lastFlushAt < STREAM_DELAY_MS;
     if (streaming) setTimeout(this.flushNow, STREAM_DELAY_MS);
@@ -230,14 +252,33 @@ export class PtySession {
     return Math.min(MAX_COALESCE, this.d.replayWindowBytes / 2, Math.max(MIN_COALESCE, this.window / 4));
   }
 
-  private appendDone(): void {
-    this.appending--;
-    this.scheduleFlush();
-  }
-
   private flush(): void {
     this.flushScheduled = false;
     if (this.pendingBytes === 0) return;
+    if (this.waitingDrain) {
+      if (!this.paused && this.pty && this.pendingBytes >= this.chunkLimit()) {
+        this.paused = true;
+        this.pty.pause();
+      }
+      return;
+    }
+    if (this.d.writer.backlog > MAX_BACKLOG && !this.ending) {
+      // Redis is not keeping up: hold the output here and stop reading the PTY until it does.
+      this.waitingDrain = this.d.writer.onDrain(() => {
+        this.waitingDrain?.();
+        this.waitingDrain = null;
+        if (this.paused && this.produced - this.acked < this.window) {
+          this.paused = false;
+          this.pty?.resume();
+        }
+        this.flush();
+      });
+      if (!this.paused && this.pty) {
+        this.paused = true;
+        this.pty.pause();
+      }
+      return;
+    }
     this.lastFlushAt = performance.now();
     this.lastFlushBytes = this.pendingBytes;
     const offset = this.produced;
@@ -250,7 +291,7 @@ export class PtySession {
     this.recentBytes += payload.length;
     while (this.recentBytes - this.recent[0]!.length >= this.d.recentBytes) this.recentBytes -= this.recent.shift()!.length;
     // While Redis is away, output waits in `recent` and goes out in order on reconnect (reseed).
-    if (this.d.redis.status === "ready") this.append(payload);
+    if (this.d.writer.ready) this.append(payload);
     if (!this.paused && this.pty && this.produced - this.acked >= this.window) {
       this.paused = true;
       this.pty.pause();
@@ -261,11 +302,7 @@ export class PtySession {
     const offset = Number(payload.readBigUInt64BE(1));
     // Never trim the entry being appended, even when it alone is longer than the replay window.
     const keepFrom = Math.min(offset, Math.max(0, this.produced - this.d.replayWindowBytes));
-    this.appending++;
-    this.d.redis
-      .appendOutput(this.keys.log, this.keys.out, String(offset), payload, String(keepFrom), LOG_TTL_MS)
-      .catch((err) => this.log.warn({ err }, "output append failed"))
-      .finally(() => this.appendDone());
+    appendChunk(this.d.writer, this.keys, payload, offset, keepFrom, LOG_TTL_MS);
   }
 
   /**
@@ -301,7 +338,7 @@ export class PtySession {
       case "ack":
         if (c.offset > this.acked) this.acked = Math.min(c.offset, this.produced);
         if (c.window !== undefined) this.window = Math.min(this.job.windowBytes, c.window);
-        if (this.paused && this.produced - this.acked < this.window) {
+        if (this.paused && !this.waitingDrain && this.produced - this.acked < this.window) {
           this.paused = false;
           this.pty?.resume();
         }
@@ -341,6 +378,29 @@ export class PtySession {
     }, 20);
   }
 
+  /**
+   * The end event goes out on another connection: it must not overtake the last
+   * output appends (a viewer would close before the last bytes). A barrier on the
+   * writer proves Redis ran them; if the connection dropped meanwhile, the recent
+   * output is appended again once it is back (bounded wait).
+   */
+  private async outputInLog(): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        if (this.d.writer.ready) {
+          await this.d.writer.barrier();
+          return;
+        }
+      } catch {
+        // connection lost before Redis answered: wait for it, append again
+      }
+      const deadline = Date.now() + 5000;
+      while (!this.d.writer.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      for (const p of this.recent) this.append(p);
+    }
+    this.log.warn("the last output may not be in the replay log: Redis was unreachable at the end of the session");
+  }
+
   private waitExit(ms: number): Promise<void> {
     if (this.exitInfo || !this.pty) return Promise.resolve();
     return new Promise((resolve) => {
@@ -363,6 +423,7 @@ export class PtySession {
         await this.waitExit(2000);
       }
       this.flush();
+      await this.outputInLog();
       const code = reason === "exit" ? (extra.code ?? this.exitInfo?.code ?? null) : null;
       const signal = reason === "exit" ? (extra.signal ?? this.exitInfo?.signal ?? null) : null;
       const end: SessionEnd = { reason, offset: this.produced, code, signal, ...(extra.message ? { message: extra.message } : {}) };
