@@ -41,7 +41,8 @@ export async function startBareBridge(o: BareBridgeOptions = {}, port = 0): Prom
   const workspaceId = randomUUID();
   await provider.create({ id: workspaceId } as never, { recordInstanceId: async () => {} });
 
-  const server = createServer((_req, res) => res.writeHead(404).end());
+  // /readyz: so the same haproxy configuration can front it (the load balancer's share of the echo).
+  const server = createServer((req, res) => res.writeHead(req.url === "/readyz" ? 200 : 404).end());
   const wss = new WebSocketServer({
     server,
     perMessageDeflate: false,

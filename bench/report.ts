@@ -118,6 +118,12 @@ export function markdown(r: Results): string {
     row("echo max", echo[0].us.max, echo[1].us.max, "µs", 0);
     row("server CPU per keystroke (API+worker / bridge)", echo[0].serverCpuUsPerKey, echo[1].serverCpuUsPerKey, "µs", 0);
     for (const role of ["api", "worker", "redis", "lb"]) row(`↳ CPU per keystroke: ${role === "lb" ? "haproxy" : role}`, echo[0].cpuUsPerKey[role], null, "µs", 0);
+    const lb = s.echo?.bareLb;
+    if (lb?.us) {
+      // The reference with the load balancer in front: its ratio to the bare bridge is the LB's share.
+      rows.push(["echo p50: bare bridge behind the same haproxy", "–", cell(lb.us.p50, "µs", 0), ratio(lb.us.p50, echo[1].us.p50), "(reference)"]);
+      rows.push(["↳ system / bare behind haproxy", "–", "–", ratio(echo[0].us.p50, lb.us.p50), ""]);
+    }
   }
   const tp = both("throughput");
   if (tp) {

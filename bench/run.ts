@@ -24,8 +24,8 @@ import { deleteKeysMatching, namespacePatterns } from "@molecule/shared";
 import { ROOT } from "../scripts/processes.ts";
 import { redisInfo } from "./measure.ts";
 import { markdown, ratios, verdicts, type Results } from "./report.ts";
-import { scenarioConcurrent, scenarioEcho, scenarioFlood, scenarioOpen, scenarioThroughput } from "./scenarios.ts";
-import { startBare, startSystem, type Target } from "./system.ts";
+import { scenarioConcurrent, scenarioEchoInterleaved, scenarioFlood, scenarioOpen, scenarioThroughput } from "./scenarios.ts";
+import { startBare, startBareBehindLb, startSystem, type Target } from "./system.ts";
 
 const ALL = ["open", "echo", "throughput", "flood", "concurrent", "thousand"] as const;
 type Scenario = (typeof ALL)[number];
@@ -46,8 +46,8 @@ const kind = args.system === "node" ? "node" : "cluster";
 const outDir = args.out ?? join(ROOT, "bench/results");
 
 const settings = quick
-  ? { opens: 3, echoPairs: 20, throughputBytes: 1_000_000, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
-  : { opens: 100, echoPairs: 1000, throughputBytes: 64_000_000, floodMs: 2000, floodRate: 1_000_000, concurrent: { sessions: 200, active: 20, pairs: 50 }, thousand: { sessions: 1000, openConcurrency: 100, active: 1000, pairs: 1, echoConcurrency: 100 } };
+  ? { opens: 3, echo: { pairs: 20, blocks: 2, warmup: 5 }, throughputBytes: 1_000_000, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
+  : { opens: 100, echo: { pairs: 1000, blocks: 10, warmup: 200 }, throughputBytes: 64_000_000, floodMs: 2000, floodRate: 1_000_000, concurrent: { sessions: 200, active: 20, pairs: 50 }, thousand: { sessions: 1000, openConcurrency: 100, active: 1000, pairs: 1, echoConcurrency: 100 } };
 
 const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 
@@ -160,7 +160,21 @@ try {
   bareDescribe = b.describe;
 
   await both("open", b, s, (t) => scenarioOpen(t, settings.opens));
-  await both("echo", b, s, (t) => scenarioEcho(t, settings.echoPairs));
+  if (only.has("echo")) {
+    // Bare, bare behind haproxy and the system in alternating blocks (scenarioEchoInterleaved).
+    log("echo: bare, bare behind haproxy and system, interleaved…");
+    const t0 = Date.now();
+    const lb = await startBareBehindLb(b, logDir).catch((err: Error) => (log(`no haproxy in front of the bare bridge: ${err.message}`), null));
+    try {
+      const targets = lb ? [b, lb, s] : [b, s];
+      const res = await scenarioEchoInterleaved(targets, settings.echo);
+      const [bareRes, sysRes] = [res[0], res[res.length - 1]];
+      scenarios.echo = { bare: bareRes, system: sysRes, ...(lb ? { bareLb: res[1] } : {}), ratio: ratios(sysRes, bareRes) };
+    } finally {
+      await lb?.stop();
+    }
+    log(`echo done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
   await both("throughput", b, s, (t) => scenarioThroughput(t, redis, settings.throughputBytes));
   await both("flood", b, s, (t) => scenarioFlood(t, redis, { floodMs: settings.floodMs, rate: settings.floodRate }));
   await both("concurrent", b, s, (t) => scenarioConcurrent(t, redis, t.name === "system" ? ns : null, settings.concurrent));

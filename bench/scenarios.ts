@@ -79,27 +79,53 @@ export async function scenarioOpen(t: Target, n: number) {
 
 // ---- echo ----------------------------------------------------------------------------------
 
-export async function scenarioEcho(t: Target, pairs: number) {
-  const c = await shell(t, { cols: 120 });
-  const errors: string[] = [];
-  const rtt: number[] = [];
-  let cpu: Record<string, number> = {};
-  try {
-    const delEcho = await learnDelEcho(c);
-    for (let i = 0; i < 20; i++) await keystrokePair(c, delEcho);
-    const before = cpuSnapshot(t.procs);
-    for (let i = 0; i < pairs; i++) rtt.push(...(await keystrokePair(c, delEcho)));
-    cpu = cpuSince(t.procs, before);
-  } catch (err) {
-    errors.push(msg(err));
+/**
+ * Echo on several targets in one go, in alternating blocks (target A's block,
+ * then B's, then A's again...), after a warm-up on each: the speed of a shared
+ * 2-core VM drifts by tens of percent within a minute, and alternating makes the
+ * drift hit every target alike, so the ratios measure the targets, not the moment.
+ */
+export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: number; blocks: number; warmup: number }) {
+  type Run = { c: BenchClient; delEcho: number; rtt: number[]; cpu: Record<string, number>; errors: string[] };
+  const runs: (Run | null)[] = [];
+  const failed: string[] = [];
+  for (const t of targets) {
+    try {
+      const c = await shell(t, { cols: 120 });
+      const delEcho = await learnDelEcho(c);
+      for (let i = 0; i < o.warmup; i++) await keystrokePair(c, delEcho);
+      runs.push({ c, delEcho, rtt: [], cpu: {}, errors: [] });
+      failed.push("");
+    } catch (err) {
+      runs.push(null);
+      failed.push(msg(err));
+    }
   }
-  await c.close();
-  const keystrokes = rtt.length;
-  const cpuUsPerKey: Record<string, number> = {};
-  for (const [role, ms] of Object.entries(cpu)) cpuUsPerKey[role] = round((ms * 1000) / Math.max(1, keystrokes));
-  const server = serverRoles(t.procs).map((p) => p.role);
-  const serverUs = [...new Set(server)].reduce((s, r) => s + (cpuUsPerKey[r] ?? 0), 0);
-  return { keystrokes, us: percentiles(rtt), cpuUsPerKey, serverCpuUsPerKey: round(serverUs), errors };
+  const perBlock = Math.max(1, Math.round(o.pairs / o.blocks));
+  for (let b = 0; b < o.blocks; b++) {
+    for (let i = 0; i < targets.length; i++) {
+      const r = runs[i];
+      if (!r || r.errors.length) continue;
+      const before = cpuSnapshot(targets[i]!.procs);
+      try {
+        for (let k = 0; k < perBlock; k++) r.rtt.push(...(await keystrokePair(r.c, r.delEcho)));
+      } catch (err) {
+        r.errors.push(msg(err));
+      }
+      for (const [role, ms] of Object.entries(cpuSince(targets[i]!.procs, before))) r.cpu[role] = (r.cpu[role] ?? 0) + ms;
+    }
+  }
+  await Promise.all(runs.map((r) => r?.c.close()));
+  return targets.map((t, i) => {
+    const r = runs[i];
+    if (!r) return { keystrokes: 0, us: percentiles([]), cpuUsPerKey: {}, serverCpuUsPerKey: 0, errors: [failed[i]!] };
+    const keystrokes = r.rtt.length;
+    const cpuUsPerKey: Record<string, number> = {};
+    for (const [role, ms] of Object.entries(r.cpu)) cpuUsPerKey[role] = round((ms * 1000) / Math.max(1, keystrokes));
+    const server = [...new Set(serverRoles(t.procs).map((p) => p.role))];
+    const serverUs = server.reduce((s, role) => s + (cpuUsPerKey[role] ?? 0), 0);
+    return { keystrokes, us: percentiles(r.rtt), cpuUsPerKey, serverCpuUsPerKey: round(serverUs), errors: r.errors };
+  });
 }
 
 // ---- throughput ------------------------------------------------------------------------------

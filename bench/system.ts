@@ -129,6 +129,37 @@ export async function startSystem(o: SystemOptions): Promise<Target> {
   }
 }
 
+/**
+ * The bare bridge behind the system's own haproxy configuration: how much of
+ * the system's figures the load balancer alone accounts for.
+ */
+export async function startBareBehindLb(bare: Target, logDir: string): Promise<Target> {
+  const { startLoadBalancer } = await import("../scripts/cluster.ts");
+  const dir = mkdtempSync(join(tmpdir(), "molecule-bench-lb-"));
+  let child: import("node:child_process").ChildProcess | null = null;
+  const stop = async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const c = child;
+      await new Promise((r) => (c.once("exit", r), c.kill("SIGTERM")));
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const barePort = Number(new URL(bare.terminalUrl).port);
+    const lb = await startLoadBalancer({ port: 0, servers: [{ name: "bare", port: barePort }], dir, logDir, onSpawn: (c) => (child = c) });
+    return {
+      name: "bare",
+      terminalUrl: bare.terminalUrl.replace(`:${barePort}/`, `:${lb.port}/`),
+      procs: [...bare.procs, { role: "lb", pid: lb.child.pid! }],
+      describe: "the bare bridge behind the same haproxy configuration as the system",
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
 export async function startBare(env: NodeJS.ProcessEnv, logDir: string): Promise<Target> {
   const p = startNode("bare-bridge", join(ROOT, "bench/bare-bridge.ts"), env, join(logDir, "bare-bridge.log"));
   const ready = await p.ready;

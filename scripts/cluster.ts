@@ -187,6 +187,46 @@ function statsCommand(socket: string, cmd: string, ms = 3000): Promise<string> {
   });
 }
 
+/**
+ * haproxy (haproxyConfig) in front of `servers`, in the foreground as a child
+ * process; resolves once it sees every server up. Port 0 picks a free one (and
+ * picks again if someone else took it meanwhile). `onSpawn` learns each child
+ * at once, so a caller can stop it even when the start fails.
+ */
+export async function startLoadBalancer(o: {
+  port: number;
+  servers: { name: string; port: number }[];
+  dir: string;
+  logDir: string;
+  onSpawn?: (child: ChildProcess) => void;
+}): Promise<{ port: number; child: ChildProcess; statsSocket: string }> {
+  const statsSocket = join(o.dir, "haproxy.sock");
+  for (let attempt = 0; ; attempt++) {
+    const port = o.port === 0 ? await freePort() : o.port;
+    const cfg = join(o.dir, "haproxy.cfg");
+    writeFileSync(cfg, haproxyConfig({ bind: `127.0.0.1:${port}`, servers: o.servers, statsSocket }));
+    const check = spawnSync(HAPROXY, ["-c", "-f", cfg], { encoding: "utf8" });
+    if (check.error) throw new Error(`haproxy is not installed (${check.error.message}); apt-get install haproxy`);
+    if (check.status !== 0) throw new Error(`haproxy rejected ${cfg}: ${check.stderr}${check.stdout}`);
+    const logFd = openSync(join(o.logDir, "haproxy.log"), "a");
+    // -db: stay in the foreground, so stopping this child stops haproxy.
+    const child = spawn(HAPROXY, ["-db", "-f", cfg], { stdio: ["ignore", logFd, logFd] });
+    closeSync(logFd);
+    o.onSpawn?.(child);
+    let exited: string | null = null;
+    child.once("exit", (code, sig) => (exited = `haproxy exited (${code ?? sig}); see ${join(o.logDir, "haproxy.log")}`));
+    try {
+      await until("haproxy to see every server up", 15_000, async () => {
+        const s = await serverStates(statsSocket);
+        return o.servers.every((sv) => s[sv.name] === "UP");
+      }, () => exited);
+      return { port, child, statsSocket };
+    } catch (err) {
+      if (o.port !== 0 || attempt >= 2 || !exited) throw err;
+    }
+  }
+}
+
 async function serverStates(socket: string): Promise<Record<string, string>> {
   const csv = await statsCommand(socket, "show stat");
   const states: Record<string, string> = {};
@@ -316,34 +356,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const ready = await Promise.all(apis.map((p) => p.ready));
     await Promise.all(workers.map((p) => p.ready));
     const servers = ready.map((r, i) => ({ name: `api-${i + 1}`, port: Number(r.port) }));
-
-    // haproxy on PORT; when we picked the port ourselves and lost it to someone else, pick again.
-    const wanted = opts.port ?? apiEnv.PORT;
-    let port = 0;
-    for (let attempt = 0; ; attempt++) {
-      port = wanted === 0 ? await freePort() : wanted;
-      const cfg = join(dir, "haproxy.cfg");
-      writeFileSync(cfg, haproxyConfig({ bind: `127.0.0.1:${port}`, servers, statsSocket }));
-      const check = spawnSync(HAPROXY, ["-c", "-f", cfg], { encoding: "utf8" });
-      if (check.error) throw new Error(`haproxy is not installed (${check.error.message}); apt-get install haproxy`);
-      if (check.status !== 0) throw new Error(`haproxy rejected ${cfg}: ${check.stderr}${check.stdout}`);
-      const logFd = openSync(join(logDir, "haproxy.log"), "a");
-      // -db: stay in the foreground, so stopping this child stops haproxy.
-      lb = spawn(HAPROXY, ["-db", "-f", cfg], { stdio: ["ignore", logFd, logFd] });
-      closeSync(logFd);
-      const child = lb;
-      let exited: string | null = null;
-      child.once("exit", (code, sig) => (exited = `haproxy exited (${code ?? sig}); see ${join(logDir, "haproxy.log")}`));
-      try {
-        await until("haproxy to see every API node up", 15_000, async () => {
-          const s = await serverStates(statsSocket);
-          return servers.every((sv) => s[sv.name] === "UP");
-        }, () => exited);
-        break;
-      } catch (err) {
-        if (wanted !== 0 || attempt >= 2 || !exited) throw err;
-      }
-    }
+    const started = await startLoadBalancer({ port: opts.port ?? apiEnv.PORT, servers, dir, logDir, onSpawn: (c) => (lb = c) });
+    const port = started.port;
 
     const url = `http://127.0.0.1:${port}`;
     return {
