@@ -87,8 +87,8 @@ describe("pnpm bench --quick", () => {
       expect(s.echo[t].errors).toEqual([]);
       expect(s.flood[t].errors).toEqual([]);
       expect(s.flood[t].ctrlCToPromptMs).toEqual(expect.any(Number));
-      expect(s.concurrent[t]).toMatchObject({ opened: r.settings.concurrent.sessions, errorCount: 0 });
-      expect(s.thousand[t]).toMatchObject({ opened: r.settings.thousand.sessions, errorCount: 0 });
+      expect(s.concurrent[t], JSON.stringify(s.concurrent[t].errors)).toMatchObject({ opened: r.settings.concurrent.sessions, errorCount: 0 });
+      expect(s.thousand[t], JSON.stringify(s.thousand[t].errors)).toMatchObject({ opened: r.settings.thousand.sessions, errorCount: 0 });
     }
     expect(s.echo.bareLb).toMatchObject({ keystrokes: 2 * r.settings.echo.pairs, errors: [] });
     expect(s.echo.bareLb.cpuUsPerKey).toHaveProperty("lb");

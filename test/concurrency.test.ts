@@ -7,7 +7,7 @@ import { startTopology, type Topology } from "./helpers/topology.ts";
 let t: Topology;
 let ws: string;
 beforeAll(async () => {
-  t = await startTopology({ apis: 1, workers: 1, env: { MOLECULE_WORKER_CAPACITY: "250", MOLECULE_CLAIM_TIMEOUT_MS: "30000" } });
+  t = await startTopology({ apis: 1, workers: 1, env: { MOLECULE_WORKER_CAPACITY: "250", MOLECULE_CLAIM_TIMEOUT_MS: "60000" } });
   ws = await readyWorkspace(t.apis[0]!.url, t.token);
 });
 afterAll(() => t?.close());
@@ -27,8 +27,9 @@ describe("many sessions on one worker", () => {
     const baseApi = fdsExceptDbPool(apiPid).length;
 
     const clients: TermClient[] = await Promise.all(
-      // The claim deadline is 30 s: opening 200 shells at once must not fail before it on a busy 2-core machine.
-      Array.from({ length: 200 }, () => openShell(t.apis[0]!.wsUrl, ws, { token: t.token, helloMs: 40_000 })),
+      // Opening 200 shells at once takes 20 s and more on a busy 2-core machine (namespace set-up, bash start):
+      // this test is about what is left behind, not speed (that is bench/), so the deadlines are wide.
+      Array.from({ length: 200 }, () => openShell(t.apis[0]!.wsUrl, ws, { token: t.token, helloMs: 70_000 })),
     );
     expect(new Set(clients.map((c) => c.hello!.session)).size).toBe(200);
     const ended = () => JSON.stringify(clients.filter((c) => c.closeInfo || c.messages.some((m) => m.type !== "hello")).slice(0, 5).map((c) => ({ close: c.closeInfo, messages: c.messages, tail: c.text().slice(-200) })));
@@ -46,5 +47,5 @@ describe("many sessions on one worker", () => {
     await waitFor(async () => fdsExceptDbPool(workerPid).length <= baseWorker && fdsExceptDbPool(apiPid).length <= baseApi, 15_000, 200).catch((e) =>
       Promise.reject(new Error(`${e.message}: ${state()} ${JSON.stringify(fdsExceptDbPool(workerPid))}`)),
     );
-  }, 180_000);
+  }, 240_000);
 });
