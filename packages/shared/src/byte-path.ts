@@ -56,6 +56,8 @@ export const sessionEnd = z.object({
 export type SessionEnd = z.infer<typeof sessionEnd>;
 
 export const workerEvent = z.discriminatedUnion("kind", [
+  // A worker took the session's job: the claim deadline no longer applies (the shell may take a while to start).
+  z.object({ kind: z.literal("claimed"), workerId: z.string() }),
   z.object({ kind: z.literal("ready"), workerId: z.string(), cols: z.number(), rows: z.number(), pid: z.number().optional() }),
   z.object({ kind: z.literal("end"), end: sessionEnd }),
 ]);

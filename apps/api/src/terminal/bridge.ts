@@ -47,7 +47,7 @@ export interface BridgeDeps {
   inputBytesPerSec: number;
   inputMsgsPerSec: number;
   /** The client went away with a close frame: end the shell. */
-  cancel(sessionId: string, reason: "client_closed" | "no_capacity"): Promise<void>;
+  cancel(sessionId: string, reason: "client_closed" | "no_capacity" | "spawn_failed"): Promise<void>;
   /** The client dropped without a close frame (or this node is draining): the shell lives on for the grace period. */
   detached(b: TerminalBridge): void;
   closed(b: TerminalBridge): void;
@@ -75,6 +75,8 @@ const WINDOW_READ_MS = 250;
 const MIN_WINDOW = 64 * 1024;
 const RATE_SAMPLE_MS = 100;
 const RTT_PROBE_MS = 5000;
+/** A claimed session whose shell has not started after this long is given up (spawn_failed). */
+const START_TIMEOUT_MS = 60_000;
 
 /**
  * One client WebSocket attached to one terminal session. Forwards live output
@@ -188,6 +190,18 @@ export class TerminalBridge {
     else this.catchUp();
   }
 
+  /** A worker holds the job: no no_capacity any more, but the shell must start within START_TIMEOUT_MS. */
+  private claimedBy(workerId: string): void {
+    if (this.state !== "waiting" || !this.claimTimer) return;
+    clearTimeout(this.claimTimer);
+    this.workerId = workerId;
+    this.claimTimer = setTimeout(() => {
+      if (this.state !== "waiting") return;
+      void this.d.cancel(this.sessionId, "spawn_failed").catch(() => {});
+      this.finish({ reason: "spawn_failed", offset: this.next, message: `the shell did not start within ${START_TIMEOUT_MS / 1000} s` });
+    }, START_TIMEOUT_MS);
+  }
+
   private claimTimedOut(): void {
     if (this.state !== "waiting") return;
     void this.d.cancel(this.sessionId, "no_capacity").catch(() => {});
@@ -201,7 +215,9 @@ export class TerminalBridge {
     if (!m || this.state === "closed") return;
     if (m.kind === "event") {
       const ev = m.event;
-      if (ev.kind === "ready") {
+      if (ev.kind === "claimed") {
+        this.claimedBy(ev.workerId);
+      } else if (ev.kind === "ready") {
         this.workerId = ev.workerId;
         this.becomeAttached(ev.cols, ev.rows);
       } else {

@@ -1,8 +1,12 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, readyWorkspace, waitFor } from "../../../../test/helpers/http.ts";
 import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
 import { openShell, TermClient } from "../../../../test/helpers/term-client.ts";
 import { processAlive } from "../../../../test/helpers/procs.ts";
+import { createLocalProvider } from "../../../terminal-worker/src/providers/index.ts";
 import { descendants } from "../../../terminal-worker/src/terminal/kill-tree.ts";
 
 let s: Stack;
@@ -180,6 +184,34 @@ describe("capacity and timeouts", () => {
       expect((await c.closed).code).toBe(4410);
     } finally {
       await capped.close();
+    }
+  });
+});
+
+describe("a slow start is not a missing worker", () => {
+  it("a session claimed in time whose shell takes longer than the claim deadline to start still opens", async () => {
+    const root = mkdtempSync(join(tmpdir(), "molecule-slow-start-"));
+    const local = createLocalProvider({ root, bwrap: "auto", shell: "/bin/bash" });
+    // A provider that needs 1.5 s before the shell can start (an AWS key push, a busy worker).
+    const slow = Object.assign(Object.create(local) as typeof local, {
+      terminalCommand: async (...args: Parameters<typeof local.terminalCommand>) => {
+        await new Promise((r) => setTimeout(r, 1500));
+        return local.terminalCommand(...args);
+      },
+    });
+    const st = await startStack({ api: { claimTimeoutMs: 500 }, providers: { local: slow } });
+    try {
+      const t = (await st.org("slow")).token;
+      const w = await readyWorkspace(st.url, t);
+      const t0 = Date.now();
+      const c = await openShell(st.wsUrl, w, { token: t });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1500);
+      expect((await c.run("echo started-$((40+2))")).trim()).toBe("started-42");
+      expect(c.messages.filter((m) => m.type === "error")).toEqual([]);
+      await c.close();
+    } finally {
+      await st.close();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });

@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import {
   TERMINAL_QUEUE,
   bullPrefix,
+  encodeEvent,
   sessionKeys,
   terminalJob,
   workerAliveKey,
@@ -77,6 +78,9 @@ export function createTerminalRunner(d: RunnerDeps) {
       m?.session.closed(cancelled);
       return;
     }
+    // Claimed: the viewer's claim deadline stops here, though the shell may take a while yet
+    // (a provider pushing a key, spawns taking turns on a busy worker).
+    void d.redis.publish(k.out, encodeEvent({ kind: "claimed", workerId: d.workerId })).catch(() => {});
     let cmd;
     try {
       cmd = await providerFor(d.providers, data.provider).terminalCommand({
