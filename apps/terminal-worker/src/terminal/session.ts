@@ -255,7 +255,8 @@ export class PtySession {
   private flush(): void {
     this.flushScheduled = false;
     if (this.pendingBytes === 0) return;
-    if (this.waitingDrain) {
+    // At the end everything goes out, backlog or not (the end waits for a barrier behind it).
+    if (this.waitingDrain && !this.ending) {
       if (!this.paused && this.pty && this.pendingBytes >= this.chunkLimit()) {
         this.paused = true;
         this.pty.pause();
