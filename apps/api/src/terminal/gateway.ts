@@ -333,6 +333,8 @@ export function createTerminalGateway(d: GatewayDeps) {
   // ---- watchdog: viewer heartbeats out, worker heartbeats in ------------------------------
 
   const missingSince = new Map<string, number>();
+  /** Workers already reported as stalled (one warning per stall). */
+  const warnedStall = new Set<string>();
   // After a Redis reconnect (maybe a restart that lost every key), workers need a moment to
   // write their heartbeats again: judge no worker lost until then.
   let judgeAfter = 0;
@@ -374,6 +376,7 @@ export function createTerminalGateway(d: GatewayDeps) {
       if (err) continue;
       if (n === 1) {
         missingSince.delete(w);
+        warnedStall.delete(w);
         continue;
       }
       if (now < judgeAfter) continue;
@@ -391,7 +394,6 @@ export function createTerminalGateway(d: GatewayDeps) {
    * close the moment its process dies, so while they are open it gets up to
    * WORKER_STALL_MS more before its sessions are given up.
    */
-  const warnedStall = new Set<string>();
   async function stalledNotDead(workerId: string, missingMs: number): Promise<boolean> {
     if (missingMs >= WORKER_STALL_MS) return false;
     if (!(await workerConnected(d.redis, c.ns, workerId))) return false;
@@ -427,6 +429,16 @@ export function createTerminalGateway(d: GatewayDeps) {
       )
       .limit(500);
     let closed = 0;
+    // One liveness check per worker per sweep, not per row (CLIENT LIST lists every client).
+    const workerDead = new Map<string, Promise<boolean>>();
+    const isDead = (w: string) => {
+      let p = workerDead.get(w);
+      if (!p) {
+        p = (async () => !(await d.redis.exists(workerAliveKey(c.ns, w))) && !(await workerConnected(d.redis, c.ns, w)))();
+        workerDead.set(w, p);
+      }
+      return p;
+    };
     for (const r of rows) {
       // Rows whose session state is not in this deployment's Redis (another key prefix on a shared
       // database, or state lost with a Redis restart) are judged only once they are very old.
@@ -438,7 +450,7 @@ export function createTerminalGateway(d: GatewayDeps) {
           await closeAudit(r.id, "no_capacity");
           closed++;
         }
-      } else if (!(await d.redis.exists(workerAliveKey(c.ns, r.workerId))) && !(await workerConnected(d.redis, c.ns, r.workerId))) {
+      } else if (await isDead(r.workerId)) {
         await closeAudit(r.id, "worker_lost");
         closed++;
       }
