@@ -64,7 +64,7 @@ export function verdicts(s: Record<string, any>): Verdict[] {
     out.push(check("throughput.bytes", "every byte arrives (1 = yes)", t.everyByte && t.errors.length === 0 ? 1 : 0, "min", 1, ""));
     for (const role of ["api", "worker", "redis.used_memory"]) {
       const m = t.memory[role];
-      if (m) out.push(check(`throughput.mem.${role}`, `${role} memory growth during 64 MB`, m.growth / MiB, "max", 64, "MiB"));
+      if (m) out.push(check(`throughput.mem.${role}`, `${role} memory growth during ${Math.round(t.payloadBytes / 1e6)} MB`, m.growth / MiB, "max", 64, "MiB"));
     }
   }
   if (sys("open")) {

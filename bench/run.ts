@@ -12,6 +12,8 @@
  *   --out DIR          where latest.json / latest.md go (default bench/results)
  *   --system KIND      cluster (default) or node (one API + one worker, no load balancer)
  *   --note TEXT        added to the machine line of the report
+ *   --bytes N          bytes the throughput scenario produces (default 64000000):
+ *                      a larger N shows whether server memory depends on output size
  */
 import { randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
@@ -37,6 +39,7 @@ const { values: args } = parseArgs({
     out: { type: "string" },
     system: { type: "string", default: "cluster" },
     note: { type: "string" },
+    bytes: { type: "string" },
   },
 });
 const quick = args.quick!;
@@ -44,6 +47,8 @@ const only = new Set((args.only ?? ALL.join(",")).split(",").map((s) => s.trim()
 for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s}; known: ${ALL.join(", ")}`);
 const kind = args.system === "node" ? "node" : "cluster";
 const outDir = args.out ?? join(ROOT, "bench/results");
+const bytesArg = args.bytes === undefined ? undefined : Number(args.bytes);
+if (bytesArg !== undefined && !(Number.isInteger(bytesArg) && bytesArg > 0)) throw new Error(`--bytes must be a positive integer, got ${args.bytes}`);
 
 const settings = quick
   ? { opens: 3, echo: { pairs: 20, blocks: 2, warmup: 5 }, throughputBytes: 1_000_000, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
@@ -175,7 +180,7 @@ try {
     }
     log(`echo done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
-  await both("throughput", b, s, (t) => scenarioThroughput(t, redis, settings.throughputBytes));
+  await both("throughput", b, s, (t) => scenarioThroughput(t, redis, bytesArg ?? settings.throughputBytes));
   await both("flood", b, s, (t) => scenarioFlood(t, redis, { floodMs: settings.floodMs, rate: settings.floodRate }));
   await both("concurrent", b, s, (t) => scenarioConcurrent(t, redis, t.name === "system" ? ns : null, settings.concurrent));
   await s.stop();
