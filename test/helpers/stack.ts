@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pty from "node-pty";
-import { APPEND_OUTPUT_LUA, createDb, createLogger, createRedis, createRedisWriter, dropDatabase, workerConnectionName, migrateDatabase, type DbHandle } from "@molecule/shared";
+import { createDb, createLogger, createRedis, createRedisWriter, dropDatabase, workerConnectionName, migrateDatabase, type DbHandle } from "@molecule/shared";
 import { createApi, type ApiConfig } from "../../apps/api/src/app.ts";
 import { createOrg } from "../../apps/api/src/orgs.ts";
 import { createLocalProvider, type LocalProviderOptions, type ProviderRegistry } from "../../apps/terminal-worker/src/providers/index.ts";
@@ -46,7 +46,7 @@ export async function startStack(o: StackOptions = {}) {
   for (const c of conns) c.on("error", () => {});
   const [apiRedis, apiSub, wRedis, wSub] = conns as [ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>];
   const apiWriter = createRedisWriter({ url: redisUrl, name: `api-${ns}:in`, log });
-  const workerWriter = createRedisWriter({ url: redisUrl, name: workerConnectionName(ns, workerId, "out"), log, scripts: [APPEND_OUTPUT_LUA] });
+  const workerWriter = createRedisWriter({ url: redisUrl, name: workerConnectionName(ns, workerId, "out"), log });
   const sandboxRoot = mkdtempSync(join(tmpdir(), "molecule-sbx-"));
   const api = createApi({
     config: {

@@ -1,5 +1,5 @@
 import * as pty from "node-pty";
-import { APPEND_OUTPUT_LUA, createDb, createLogger, createRedis, createRedisWriter, migrateDatabase, workerConnectionName } from "@molecule/shared";
+import { createDb, createLogger, createRedis, createRedisWriter, migrateDatabase, workerConnectionName } from "@molecule/shared";
 import { awsChildEnv, dockerChildEnv, loadWorkerEnv } from "./env.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { awsOptionsFromEnv, bwrapAvailable, createDockerProvider, createLocalProvider, loadAwsProvider } from "./providers/index.ts";
@@ -14,7 +14,7 @@ const db = createDb(env.DATABASE_URL);
 const named = (role: "cmd" | "sub" | "out") => workerConnectionName(env.MOLECULE_REDIS_PREFIX, env.MOLECULE_WORKER_ID, role);
 const redis = createRedis(env.REDIS_URL, { connectionName: named("cmd") });
 const sub = createRedis(env.REDIS_URL, { connectionName: named("sub") });
-const writer = createRedisWriter({ url: env.REDIS_URL, name: named("out"), log, scripts: [APPEND_OUTPUT_LUA] });
+const writer = createRedisWriter({ url: env.REDIS_URL, name: named("out"), log });
 for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
   r.on("error", (err) => log.warn({ err: err.message, conn: name }, "redis connection error"));
 }

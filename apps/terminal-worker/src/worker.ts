@@ -28,7 +28,7 @@ export interface WorkerDeps {
   db: DbHandle;
   redis: Redis;
   sub: Redis;
-  /** Output appends (CLIENT REPLY OFF); must have loaded APPEND_OUTPUT_LUA. */
+  /** Output appends (CLIENT REPLY OFF, appendChunk). */
   writer: RedisWriter;
   log: Logger;
   providers: ProviderRegistry;

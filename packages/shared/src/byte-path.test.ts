@@ -3,7 +3,7 @@ import { uniqueNs, testUrls } from "../../../test/helpers/env.ts";
 import { createRedis } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { createRedisWriter, type RedisWriter } from "./redis-writer.ts";
-import { APPEND_OUTPUT_LUA, appendChunk, decodeIn, decodeOut, encodeControl, encodeData, encodeEvent, encodeInput, readOutput, withByteScripts, type ByteRedis } from "./byte-path.ts";
+import { appendChunk, decodeIn, decodeOut, encodeControl, encodeData, encodeEvent, encodeInput, readOutput, withByteScripts, type ByteRedis } from "./byte-path.ts";
 import { sessionKeys } from "./redis-keys.ts";
 
 let r: ByteRedis;
@@ -12,7 +12,7 @@ let w: RedisWriter;
 beforeAll(() => {
   r = withByteScripts(createRedis(testUrls().redisUrl));
   sub = createRedis(testUrls().redisUrl);
-  w = createRedisWriter({ url: testUrls().redisUrl, name: "byte-path-test", log: createLogger("test", "silent"), scripts: [APPEND_OUTPUT_LUA] });
+  w = createRedisWriter({ url: testUrls().redisUrl, name: "byte-path-test", log: createLogger("test", "silent") });
 });
 afterAll(async () => {
   r.disconnect();
@@ -33,7 +33,7 @@ async function write(k: ReturnType<typeof sessionKeys>, chunks: string[], window
 }
 const text = (x: Awaited<ReturnType<typeof readOutput>>) => x.chunks.map((c) => c.chunk.toString()).join("");
 
-describe("the replay log (Lua scripts)", () => {
+describe("the replay log", () => {
   it("appends atomically with the publish, and reads from any offset, even inside a chunk", async () => {
     const k = sessionKeys(uniqueNs(), "00000000-0000-4000-8000-000000000001");
     const got: Buffer[] = [];

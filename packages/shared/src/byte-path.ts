@@ -117,12 +117,31 @@ function safeJson(b: Buffer): unknown {
 }
 
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
-/** The append script (lua/append-output.lua): give it to a worker's RedisWriter. */
-export const APPEND_OUTPUT_LUA = lua("append-output");
 
-/** One output chunk into the log and onto the live channel, through a writer that loaded APPEND_OUTPUT_LUA. */
+/**
+ * One output chunk into the session's replay log and onto its live channel, in
+ * one transaction on a worker's RedisWriter, so a chunk is either in the log
+ * before any reader looks or reaches subscribers after it: readers never miss a
+ * byte between the two.
+ *
+ * - log: a stream, entry id "<offset>-1", field "p" = `payload` (the 9-byte
+ *   header, "d" + uint64 BE offset, then the bytes), trimmed by the same XADD to
+ *   entries from `keepFrom` on (exact MINID: the replay window), expiring
+ *   `ttlMs` after the last append (an abandoned session's log goes by itself);
+ * - live channel: `payload` as it is.
+ *
+ * An entry at or below the newest id is already in the log (resent after a
+ * reconnect, or re-seeded after a Redis restart): that XADD fails, the rest of
+ * the transaction still runs, and readers drop the second publish by offset.
+ * A transaction rather than a Lua script: a script copies the payload into Lua
+ * and out again, which cost Redis 4x the CPU for a 64 KiB chunk (docs/benchmark.md).
+ */
 export function appendChunk(w: RedisWriter, k: { log: string; out: string }, payload: Buffer, offset: number, keepFrom: number, ttlMs: number): boolean {
-  return w.send(["EVALSHA", w.sha(APPEND_OUTPUT_LUA), "2", k.log, k.out, String(offset), payload, String(keepFrom), String(ttlMs)]);
+  return w.transaction([
+    ["XADD", k.log, "MINID", `${keepFrom}-0`, `${offset}-1`, "p", payload],
+    ["PEXPIRE", k.log, String(ttlMs)],
+    ["PUBLISH", k.out, payload],
+  ]);
 }
 
 export interface ByteRedis extends Redis {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { uniqueNs, testUrls } from "../../../test/helpers/env.ts";
 import { createRedis } from "./config.ts";
 import { createLogger } from "./logger.ts";
-import { createRedisWriter, encodeCommand, parseReplies, type RedisWriter } from "./redis-writer.ts";
+import { createRedisWriter, encodeCommand, encodeCommands, parseReplies, type RedisWriter } from "./redis-writer.ts";
 
 const log = createLogger("test", "silent");
 let r: ReturnType<typeof createRedis>;
@@ -19,9 +19,9 @@ afterAll(async () => {
   sub.disconnect();
 });
 
-function writer(o: { scripts?: string[]; queueMs?: number; url?: string } = {}): { w: RedisWriter; name: string } {
+function writer(o: { queueMs?: number; url?: string } = {}): { w: RedisWriter; name: string } {
   const name = `${uniqueNs()}-writer`;
-  const w = createRedisWriter({ url: o.url ?? testUrls().redisUrl, name, log, scripts: o.scripts, queueMs: o.queueMs });
+  const w = createRedisWriter({ url: o.url ?? testUrls().redisUrl, name, log, queueMs: o.queueMs });
   writers.push(w);
   return { w, name };
 }
@@ -87,6 +87,16 @@ describe("RESP framing", () => {
     // The incomplete bulk string is left for the next read.
     expect(used).toBe(Buffer.byteLength("+OK\r\n$3\r\nabc\r\n-ERR no\r\n:5\r\n$-1\r\n"));
   });
+
+  it("passes a large argument by reference (no copy) and the rest as one buffer around it", () => {
+    const big = Buffer.alloc(64 * 1024, 120);
+    const parts = encodeCommands([["MULTI"], ["PUBLISH", "ch", big], ["EXEC"]]);
+    expect(parts).toHaveLength(3);
+    expect(parts[1]).toBe(big);
+    expect(Buffer.concat(parts).toString("latin1")).toBe(
+      `*1\r\n$5\r\nMULTI\r\n*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$65536\r\n${"x".repeat(65536)}\r\n*1\r\n$4\r\nEXEC\r\n`,
+    );
+  });
 });
 
 describe("the fire-and-forget Redis writer", () => {
@@ -120,24 +130,29 @@ describe("the fire-and-forget Redis writer", () => {
     await r.del(key);
   });
 
-  it("loads its scripts on every connect, so EVALSHA works after the script cache is flushed and the connection dropped", async () => {
+  it("a transaction runs whole, in order with single commands, a large buffer argument arriving intact", async () => {
     const key = `${uniqueNs()}:k`;
-    const lua = "return redis.call('INCRBY', KEYS[1], ARGV[1]) -- writer test";
-    const { w, name } = writer({ scripts: [lua] });
+    const ch = `${uniqueNs()}:ch`;
+    const got = await collect(ch);
+    const { w } = writer();
     await until(() => w.ready);
-    w.send(["EVALSHA", w.sha(lua), "1", key, "2"]);
+    // Large enough to be passed by reference (writev) rather than copied, and used twice.
+    const big = Buffer.alloc(300_000);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff;
+    w.send(["PUBLISH", ch, "before"]);
+    w.transaction([
+      ["SET", key, big],
+      // A runtime error inside the transaction does not stop the commands after it.
+      ["INCR", key],
+      ["PUBLISH", ch, big],
+    ]);
+    w.send(["PUBLISH", ch, "after"]);
     await w.barrier();
-    expect(await r.get(key)).toBe("2");
-
-    // Another connection flushes scripts and kills ours (as a Redis restart would).
-    await r.script("FLUSH");
-    const id = /(?:^| )id=(\d+)/.exec((await clientOf(name))!)![1]!;
-    await r.client("KILL", "ID", id);
-    await until(() => !w.ready, 2000).catch(() => {});
-    await until(() => w.ready);
-    w.send(["EVALSHA", w.sha(lua), "1", key, "3"]);
-    await w.barrier();
-    expect(await r.get(key)).toBe("5");
+    await until(() => got.length === 3);
+    expect(got[0]!.toString()).toBe("before");
+    expect(got[1]!.equals(big)).toBe(true);
+    expect(got[2]!.toString()).toBe("after");
+    expect((await r.getBuffer(key))!.equals(big)).toBe(true);
     await r.del(key);
   });
 

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
 import type { Logger } from "./logger.ts";
@@ -16,10 +15,12 @@ import type { Logger } from "./logger.ts";
  * OFF) and resolves once Redis has run everything sent before it: a worker
  * uses it before announcing a session's end on its other connection.
  *
- * Scripts given to the writer are loaded (SCRIPT LOAD) on every connect before
- * replies are turned off, so EVALSHA never meets NOSCRIPT, even right after a
- * Redis restart. Without replies errors are silent: commands sent here must
- * not be able to fail for any reason but a lost connection.
+ * A transaction (MULTI ... EXEC) goes out in one write: its commands run
+ * together or not at all, and nothing else on this connection runs between
+ * them. Without replies errors are silent: commands sent here must not be
+ * able to fail for any reason but a lost connection (a runtime error inside a
+ * transaction, such as an XADD id that is already in the stream, does not stop
+ * the transaction's other commands).
  */
 export interface RedisWriter {
   /** Connected, handshake done: commands sent now reach Redis in order. */
@@ -31,11 +32,11 @@ export interface RedisWriter {
    * for at most `queueMs`: keystrokes typed into a long outage must not run
    * minutes later); beyond that, or after close, they are dropped (returns false).
    */
-  send(args: readonly (string | Buffer)[]): boolean;
+  send(args: Command): boolean;
+  /** MULTI, `cmds`, EXEC, as one unit: queued, sent or dropped together (see `send`). */
+  transaction(cmds: readonly Command[]): boolean;
   /** Resolves once Redis has run every command sent before; rejects if the connection is lost first. */
   barrier(): Promise<void>;
-  /** SHA1 of a script given in `scripts`, for EVALSHA. */
-  sha(lua: string): string;
   /** Called after every (re)connect, once commands flow again. Returns an unsubscribe function. */
   onReady(l: () => void): () => void;
   /** Called when the socket's backlog has been written out. */
@@ -48,7 +49,6 @@ export interface RedisWriterOptions {
   /** CLIENT SETNAME, so the connection shows in CLIENT LIST. */
   name: string;
   log: Logger;
-  scripts?: readonly string[];
   /** Commands kept while (re)connecting (default 4 MiB)... */
   queueBytes?: number;
   /** ...and for how long (default 3 s). */
@@ -57,20 +57,69 @@ export interface RedisWriterOptions {
 
 const CRLF = "\r\n";
 
-/** RESP encoding of one command: one buffer, one write. */
-export function encodeCommand(args: readonly (string | Buffer)[]): Buffer {
-  const bufs = args.map((a) => (typeof a === "string" ? Buffer.from(a) : a));
-  let len = 1 + String(bufs.length).length + 2;
-  for (const b of bufs) len += 1 + String(b.length).length + 2 + b.length + 2;
-  const out = Buffer.allocUnsafe(len);
-  let at = out.write(`*${bufs.length}${CRLF}`, 0, "latin1");
-  for (const b of bufs) {
-    at += out.write(`$${b.length}${CRLF}`, at, "latin1");
-    at += b.copy(out, at);
-    at += out.write(CRLF, at, "latin1");
+export type Command = readonly (string | Buffer)[];
+
+/** Buffers at least this long are handed to the socket as they are (writev), not copied. */
+const BY_REFERENCE = 8 * 1024;
+
+/**
+ * RESP encoding of commands: the small parts copied into one buffer, large
+ * buffer arguments (a batch of terminal output) passed by reference, so a
+ * chunk sent in two commands of a transaction is never copied in this process.
+ */
+export function encodeCommands(cmds: readonly Command[]): Buffer[] {
+  const out: Buffer[] = [];
+  let small: (string | Buffer)[] = [];
+  let smallLen = 0;
+  const add = (p: string | Buffer) => {
+    small.push(p);
+    smallLen += p.length;
+  };
+  const flush = () => {
+    if (smallLen === 0) return;
+    const b = Buffer.allocUnsafe(smallLen);
+    let at = 0;
+    for (const p of small) at += typeof p === "string" ? b.write(p, at, "latin1") : p.copy(b, at);
+    out.push(b);
+    small = [];
+    smallLen = 0;
+  };
+  for (const args of cmds) {
+    add(`*${args.length}${CRLF}`);
+    for (const a of args) {
+      const b = typeof a === "string" ? Buffer.from(a) : a;
+      add(`$${b.length}${CRLF}`);
+      if (b.length >= BY_REFERENCE) {
+        flush();
+        out.push(b);
+      } else {
+        add(b);
+      }
+      add(CRLF);
+    }
   }
+  flush();
   return out;
 }
+
+/** RESP encoding of one command as one buffer. */
+export function encodeCommand(args: Command): Buffer {
+  const parts = encodeCommands([args]);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/** Several buffers in one writev: a transaction is never split by another write. */
+function writeParts(s: net.Socket, parts: readonly Buffer[]): void {
+  if (parts.length === 1) {
+    s.write(parts[0]!);
+    return;
+  }
+  s.cork();
+  for (const p of parts) s.write(p);
+  s.uncork();
+}
+
+const sizeOf = (parts: readonly Buffer[]) => parts.reduce((n, p) => n + p.length, 0);
 
 /**
  * Reads the simple replies of the handshake and of barriers: +status, -error,
@@ -111,8 +160,6 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
   const db = Number(u.pathname.replace(/^\//, "") || 0);
   const username = decodeURIComponent(u.username);
   const password = decodeURIComponent(u.password);
-  const scripts = o.scripts ?? [];
-  const shas = new Map(scripts.map((s) => [s, createHash("sha1").update(s).digest("hex")]));
   const maxQueue = o.queueBytes ?? 4 * 1024 * 1024;
   const maxAge = o.queueMs ?? 3000;
 
@@ -121,7 +168,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
   let closed = false;
   let attempt = 0;
   let retryTimer: NodeJS.Timeout | null = null;
-  let queue: { buf: Buffer; at: number }[] = [];
+  let queue: { parts: Buffer[]; at: number }[] = [];
   let queued = 0;
   /** Barriers sent on the current socket, oldest first; each resolves on its PONG. */
   let waiting: { resolve(): void; reject(err: Error): void }[] = [];
@@ -133,7 +180,6 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     if (password) cmds.push(username ? ["AUTH", username, password] : ["AUTH", password]);
     if (db) cmds.push(["SELECT", String(db)]);
     cmds.push(["CLIENT", "SETNAME", o.name]);
-    for (const s of scripts) cmds.push(["SCRIPT", "LOAD", s]);
     cmds.push(["PING"]);
     return cmds.map(encodeCommand);
   };
@@ -205,10 +251,23 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     let dropped = 0;
     for (const c of q) {
       if (c.at < oldest) dropped++;
-      else s.write(c.buf);
+      else writeParts(s, c.parts);
     }
     if (dropped) o.log.warn({ conn: o.name, dropped }, "redis writer: dropped commands older than the queue limit");
     for (const l of readyListeners) l();
+  }
+
+  function submit(parts: Buffer[]): boolean {
+    if (closed) return false;
+    if (ready && socket) {
+      writeParts(socket, parts);
+      return true;
+    }
+    const bytes = sizeOf(parts);
+    if (queued + bytes > maxQueue) return false;
+    queue.push({ parts, at: performance.now() });
+    queued += bytes;
+    return true;
   }
 
   connect();
@@ -221,16 +280,10 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
       return socket?.writableLength ?? 0;
     },
     send(args) {
-      if (closed) return false;
-      const buf = encodeCommand(args);
-      if (ready && socket) {
-        socket.write(buf);
-        return true;
-      }
-      if (queued + buf.length > maxQueue) return false;
-      queue.push({ buf, at: performance.now() });
-      queued += buf.length;
-      return true;
+      return submit(encodeCommands([args]));
+    },
+    transaction(cmds) {
+      return submit(encodeCommands([["MULTI"], ...cmds, ["EXEC"]]));
     },
     barrier() {
       if (!ready || !socket) return Promise.reject(new Error("redis writer not connected"));
@@ -239,11 +292,6 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
         waiting.push({ resolve, reject });
         s.write(Buffer.concat([encodeCommand(["CLIENT", "REPLY", "ON"]), encodeCommand(["PING"]), encodeCommand(["CLIENT", "REPLY", "OFF"])]));
       });
-    },
-    sha(lua) {
-      const h = shas.get(lua);
-      if (!h) throw new Error("script not registered with this writer");
-      return h;
     },
     onReady(l) {
       readyListeners.add(l);
