@@ -127,3 +127,30 @@ export function percentiles(values: number[]): { n: number; p50: number; p90: nu
   const at = (p: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
   return { n: s.length, p50: at(50), p90: at(90), p99: at(99), max: s[s.length - 1]!, mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
+
+/** Busy and total jiffies of the whole machine (first line of /proc/stat). */
+function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync("/proc/stat", "latin1").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  // idle + iowait are not busy.
+  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
+}
+
+/**
+ * Waits until the machine is quiet — under `busyFraction` of its CPU busy for two 250 ms windows
+ * in a row — or `maxMs` passed; returns how long it waited. What a scenario leaves behind (shells
+ * exiting, audit rows written, a GC) must not be measured as the next one's cost.
+ */
+export async function waitForQuiet(busyFraction = 0.15, maxMs = 15_000): Promise<number> {
+  const t0 = performance.now();
+  let calm = 0;
+  let prev = machineTicks();
+  while (calm < 2 && performance.now() - t0 < maxMs) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = machineTicks();
+    const dt = now.total - prev.total;
+    calm = dt > 0 && (now.busy - prev.busy) / dt < busyFraction ? calm + 1 : 0;
+    prev = now;
+  }
+  return performance.now() - t0;
+}

@@ -127,7 +127,13 @@ export function markdown(r: Results): string {
   }
   const tp = both("throughput");
   if (tp) {
-    row(`throughput (${f(tp[0].payloadBytes / 1e6, 2)} MB)`, tp[0].mbPerSec, tp[1].mbPerSec, "MB/s", 2, "≥ 0.85x bare");
+    const n = tp[0].rounds?.length ?? 1;
+    row(`throughput (${f(tp[0].payloadBytes / 1e6, 2)} MB${n > 1 ? `, median of ${n} rounds` : ""})`, tp[0].mbPerSec, tp[1].mbPerSec, "MB/s", 2, "≥ 0.85x bare");
+    if (n > 1) {
+      const list = (x: any, k: string, d: number) => (x.rounds ?? []).map((r: any) => f(r[k], d)).join(", ");
+      rows.push(["↳ each round: MB/s", list(tp[0], "mbPerSec", 1), list(tp[1], "mbPerSec", 1), "", ""]);
+      rows.push(["↳ each round: server CPU per MB (ms)", list(tp[0], "serverCpuMsPerMB", 1), list(tp[1], "serverCpuMsPerMB", 1), "", ""]);
+    }
     row("server CPU per MB (API+worker+Redis / bridge)", tp[0].serverCpuMsPerMB, tp[1].serverCpuMsPerMB, "ms", 1, "≤ 2x bare");
     for (const role of ["api", "worker", "redis", "lb"]) row(`↳ CPU per MB: ${role === "lb" ? "haproxy" : role}`, tp[0].cpuMsPerMB[role], null, "ms", 1);
     rows.push(["every byte arrived", tp[0].everyByte ? "yes" : "NO", tp[1].everyByte ? "yes" : "NO", "", "yes"]);

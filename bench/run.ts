@@ -24,9 +24,9 @@ import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { deleteKeysMatching, namespacePatterns } from "@molecule/shared";
 import { ROOT } from "../scripts/processes.ts";
-import { redisInfo } from "./measure.ts";
+import { redisInfo, waitForQuiet } from "./measure.ts";
 import { markdown, ratios, verdicts, type Results } from "./report.ts";
-import { scenarioConcurrent, scenarioEchoInterleaved, scenarioFlood, scenarioOpen, scenarioThroughput } from "./scenarios.ts";
+import { combineThroughput, scenarioConcurrent, scenarioEchoInterleaved, scenarioFlood, scenarioOpen, scenarioThroughput } from "./scenarios.ts";
 import { startBare, startBareBehindLb, startSystem, type Target } from "./system.ts";
 
 const ALL = ["open", "echo", "throughput", "flood", "concurrent", "thousand"] as const;
@@ -51,8 +51,8 @@ const bytesArg = args.bytes === undefined ? undefined : Number(args.bytes);
 if (bytesArg !== undefined && !(Number.isInteger(bytesArg) && bytesArg > 0)) throw new Error(`--bytes must be a positive integer, got ${args.bytes}`);
 
 const settings = quick
-  ? { opens: 3, echo: { pairs: 20, blocks: 2, warmup: 5 }, throughputBytes: 1_000_000, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
-  : { opens: 100, echo: { pairs: 1000, blocks: 10, warmup: 200 }, throughputBytes: 64_000_000, floodMs: 2000, floodRate: 1_000_000, concurrent: { sessions: 200, active: 20, pairs: 50 }, thousand: { sessions: 1000, openConcurrency: 100, active: 1000, pairs: 1, echoConcurrency: 100 } };
+  ? { opens: 3, echo: { pairs: 20, blocks: 2, warmup: 5 }, throughputBytes: 1_000_000, throughputRounds: 1, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
+  : { opens: 100, echo: { pairs: 1000, blocks: 10, warmup: 200 }, throughputBytes: 64_000_000, throughputRounds: 3, floodMs: 2000, floodRate: 1_000_000, concurrent: { sessions: 200, active: 20, pairs: 50 }, thousand: { sessions: 1000, openConcurrency: 100, active: 1000, pairs: 1, echoConcurrency: 100 } };
 
 const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 
@@ -127,6 +127,8 @@ async function both(name: Scenario, bare: Target, system: Target, fn: (t: Target
   if (!only.has(name)) return;
   const entry: { system?: unknown; bare?: unknown; ratio?: unknown } = {};
   for (const t of [bare, system]) {
+    const waited = await waitForQuiet();
+    if (waited > 1000) log(`waited ${(waited / 1000).toFixed(1)} s for the machine to be quiet`);
     const t0 = Date.now();
     log(`${name}: ${t.name}…`);
     try {
@@ -180,9 +182,29 @@ try {
     }
     log(`echo done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
-  await both("throughput", b, s, (t) => scenarioThroughput(t, redis, bytesArg ?? settings.throughputBytes));
-  await both("flood", b, s, (t) => scenarioFlood(t, redis, { floodMs: settings.floodMs, rate: settings.floodRate }));
+  // Before throughput and flood: memory per session is RSS growth, and a GC returning the tens of
+  // MB of garbage those leave behind during this measurement made it negative.
   await both("concurrent", b, s, (t) => scenarioConcurrent(t, redis, t.name === "system" ? ns : null, settings.concurrent));
+  if (only.has("throughput")) {
+    // Rounds alternate between the targets (bare, system, bare, ...), like echo's blocks.
+    const per: Record<"bare" | "system", Awaited<ReturnType<typeof scenarioThroughput>>[]> = { bare: [], system: [] };
+    const failed: Partial<Record<"bare" | "system", string>> = {};
+    for (let i = 0; i < settings.throughputRounds; i++) {
+      for (const t of [b, s]) {
+        if (failed[t.name]) continue;
+        await waitForQuiet();
+        log(`throughput round ${i + 1}/${settings.throughputRounds}: ${t.name}…`);
+        try {
+          per[t.name].push(await scenarioThroughput(t, redis, bytesArg ?? settings.throughputBytes));
+        } catch (err) {
+          failed[t.name] = (err as Error).message;
+        }
+      }
+    }
+    const result = (n: "bare" | "system") => (failed[n] ? { failed: failed[n] } : combineThroughput(per[n]));
+    scenarios.throughput = { bare: result("bare"), system: result("system"), ratio: ratios(result("system"), result("bare")) };
+  }
+  await both("flood", b, s, (t) => scenarioFlood(t, redis, { floodMs: settings.floodMs, rate: settings.floodRate }));
   await s.stop();
   system = null;
   // The 1000 shells of the last part drive the load average up by themselves.
