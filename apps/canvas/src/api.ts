@@ -76,7 +76,24 @@ export function createApiClient(token: string, base = "") {
 
   const ws = (id: string) => `/workspaces/${encodeURIComponent(id)}`;
   return {
-    listWorkspaces: () => call<{ workspaces: Workspace[] }>("GET", "/workspaces?limit=200").then((r) => r.workspaces),
+    /**
+     * The newest `max` workspaces, newest first, in pages of at most `pageSize` (the API's
+     * limit is 200); `more`: older ones exist beyond them.
+     */
+    async listWorkspaces(max: number, pageSize = 200): Promise<{ workspaces: Workspace[]; more: boolean }> {
+      const out: Workspace[] = [];
+      let cursor: string | null = null;
+      do {
+        const limit = Math.min(pageSize, max - out.length);
+        const page: { workspaces: Workspace[]; next_cursor: string | null } = await call(
+          "GET",
+          `/workspaces?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+        );
+        out.push(...page.workspaces);
+        cursor = page.next_cursor;
+      } while (cursor && out.length < max);
+      return { workspaces: out, more: cursor !== null };
+    },
     createWorkspace: (body: { name: string; runtime: string; tier: unknown }) => call<Workspace>("POST", "/workspaces", body),
     deleteWorkspace: (id: string) => call<Workspace>("DELETE", ws(id)),
     restartWorkspace: (id: string) => call<Workspace>("POST", `${ws(id)}/restart`),

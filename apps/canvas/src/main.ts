@@ -46,8 +46,9 @@ function showSignIn(message = ""): void {
     }
     submit.disabled = true;
     error.textContent = "";
+    // One workspace is enough to learn whether the token works.
     createApiClient(token)
-      .listWorkspaces()
+      .listWorkspaces(1)
       .then(() => {
         sessionStorage.setItem(TOKEN_KEY, token);
         showApp(token);

@@ -7,6 +7,8 @@ import { confirmDialog } from "./confirm.ts";
 const TRANSITIONAL: readonly WorkspaceStatus[] = ["provisioning", "restarting", "removing"];
 const POLL_FAST_MS = 1000;
 const POLL_SLOW_MS = 4000;
+/** Workspaces listed at first, and added by each "Show more". */
+const PAGE = 200;
 
 export interface WorkspacesDeps {
   api: ApiClient;
@@ -14,6 +16,8 @@ export interface WorkspacesDeps {
   openSessions(ws: Workspace): void;
   /** The token stopped working (401): back to sign-in. */
   unauthorized(message: string): void;
+  /** Workspaces listed at first and added by "Show more" (default 200). */
+  pageSize?: number;
 }
 
 interface Row {
@@ -122,6 +126,15 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     tbody,
   );
   const rows = new Map<string, Row>();
+  const pageSize = d.pageSize ?? PAGE;
+  /** The newest this many are listed (and polled); "Show more" raises it. */
+  let wanted = pageSize;
+  const showMore = h("button", { type: "button", class: "show-more", hidden: true }, `Show ${pageSize} more`);
+  showMore.addEventListener("click", () => {
+    wanted += pageSize;
+    showMore.disabled = true;
+    schedule(0);
+  });
 
   async function act(ws: Workspace, what: "restart" | "delete"): Promise<void> {
     const ok = await confirmDialog(
@@ -188,18 +201,31 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     tbody.prepend(tr);
   }
 
-  function sync(list: Workspace[]): void {
+  /** `list`: the newest workspaces, newest first; `more`: older ones exist beyond it. */
+  function sync(list: Workspace[], more: boolean): void {
     const seen = new Set(list.map((w) => w.id));
+    const oldest = list[list.length - 1];
     for (const [id, r] of rows) {
-      if (!seen.has(id)) {
-        r.tr.remove();
-        rows.delete(id);
-        announce(`Workspace ${r.ws.name} was removed`);
-      }
+      if (seen.has(id)) continue;
+      r.tr.remove();
+      rows.delete(id);
+      // Pushed past the end of a shortened list by newer ones: not gone, just not listed.
+      const beyond = more && oldest !== undefined && olderThan(r.ws, oldest);
+      if (!beyond) announce(`Workspace ${r.ws.name} was removed`);
     }
     for (const ws of [...list].reverse()) upsert(ws);
-    setText(listStatus, list.length ? "" : "No workspaces yet: create one below.");
+    // Rows added by "Show more" are older than those shown: keep the API's order.
+    const order = list.map((w) => rows.get(w.id)!.tr);
+    if (order.some((tr, i) => tbody.children[i] !== tr)) tbody.append(...order);
+    setText(listStatus, list.length ? (more ? `Showing the newest ${list.length} workspaces.` : "") : "No workspaces yet: create one below.");
     table.hidden = list.length === 0;
+    showMore.hidden = !more;
+    showMore.disabled = false;
+  }
+
+  /** The API's list order: created_at, then id, both descending. */
+  function olderThan(a: Workspace, b: Workspace): boolean {
+    return a.created_at < b.created_at || (a.created_at === b.created_at && a.id < b.id);
   }
 
   // ---- polling ------------------------------------------------------------------------
@@ -215,7 +241,8 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     if (inflight) return schedule(200);
     inflight = true;
     try {
-      sync(await d.api.listWorkspaces());
+      const { workspaces, more } = await d.api.listWorkspaces(wanted);
+      sync(workspaces, more);
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         stopped = true;
@@ -230,7 +257,7 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     schedule(busy ? POLL_FAST_MS : POLL_SLOW_MS);
   }
 
-  const root = h("div", { class: "workspaces-view" }, h("h2", {}, "Workspaces"), listStatus, table, form);
+  const root = h("div", { class: "workspaces-view" }, h("h2", {}, "Workspaces"), listStatus, table, showMore, form);
   return {
     root,
     start(): void {
