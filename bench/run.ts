@@ -22,7 +22,7 @@ import os from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
-import { deleteKeysMatching, namespacePatterns } from "@molecule/shared";
+import { createDb, deleteKeysMatching, namespacePatterns } from "@molecule/shared";
 import { ROOT } from "../scripts/processes.ts";
 import { redisInfo, waitForQuiet } from "./measure.ts";
 import { markdown, ratios, verdicts, type Results } from "./report.ts";
@@ -97,6 +97,16 @@ function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.Pro
 }
 
 const cleanRedis = (prefix: string) => deleteKeysMatching(redis, namespacePatterns(prefix));
+
+/** The orgs this run made (scripts/cluster.ts: `cluster-<prefix>`; --system node: `bench-<prefix>-…`), with their rows. */
+async function dropBenchOrgs(): Promise<void> {
+  const h = createDb(databaseUrl, { max: 1 });
+  try {
+    await h.sql`DELETE FROM orgs WHERE name = ${`cluster-${ns}`} OR name = ${`cluster-${ns}-k`} OR name LIKE ${`bench-${ns}-%`}`;
+  } finally {
+    await h.close();
+  }
+}
 
 const load = () => os.loadavg().map((v) => v.toFixed(2)).join(" ");
 const haproxyVersion = (() => {
@@ -237,6 +247,7 @@ try {
   await cleanup();
   await cleanRedis(ns).catch(() => {});
   await cleanRedis(`${ns}-k`).catch(() => {});
+  await dropBenchOrgs().catch((err: Error) => log(`could not delete the benchmark's orgs: ${err.message}`));
   redis.disconnect();
 }
 
