@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { Queue } from "bullmq";
-import { and, eq, isNull, lt, sql } from "drizzle-orm";
+import { and, asc, eq, gt, isNull, lt, or, sql } from "drizzle-orm";
 import { WebSocketServer, type WebSocket } from "ws";
 import {
   AppError,
@@ -70,6 +70,9 @@ const WATCH_MS = 500;
 /** How long a worker with a missing heartbeat but open connections is waited for (stalledNotDead). */
 const WORKER_STALL_MS = 30_000;
 const ENDED_TTL_MS = 3600_000;
+/** Open audit rows the sweeper reads per query, and judges per sweep (it goes on from there next time). */
+const SWEEP_PAGE = 500;
+const SWEEP_MAX_ROWS = 5000;
 
 /** Writes an HTTP error on a socket that has not been upgraded: the same JSON body as the REST API. */
 function refuse(socket: Duplex, err: AppError): void {
@@ -417,17 +420,13 @@ export function createTerminalGateway(d: GatewayDeps) {
    * Closes audit rows nobody else will close: sessions whose worker died while no
    * node watched them, and sessions never claimed. Idempotent; any node may run it.
    */
+  /**
+   * Where the last sweep stopped: open rows are judged in (opened_at, id) order, a bounded number
+   * per sweep, so rows that must wait (no session state here yet) never hide newer ones.
+   */
+  let sweepFrom: { openedAt: Date; id: string } | null = null;
   async function sweep(): Promise<number> {
-    const rows = await d.db
-      .select({ id: schema.terminalSessions.id, workerId: schema.terminalSessions.workerId, openedAt: schema.terminalSessions.openedAt })
-      .from(schema.terminalSessions)
-      .where(
-        and(
-          isNull(schema.terminalSessions.closedAt),
-          lt(schema.terminalSessions.openedAt, new Date(Date.now() - c.claimTimeoutMs - 5000)),
-        ),
-      )
-      .limit(500);
+    const cutoff = new Date(Date.now() - c.claimTimeoutMs - 5000);
     let closed = 0;
     // One liveness check per worker per sweep, not per row (CLIENT LIST lists every client).
     const workerDead = new Map<string, Promise<boolean>>();
@@ -439,21 +438,44 @@ export function createTerminalGateway(d: GatewayDeps) {
       }
       return p;
     };
-    for (const r of rows) {
-      // Rows whose session state is not in this deployment's Redis (another key prefix on a shared
-      // database, or state lost with a Redis restart) are judged only once they are very old.
-      const state = await d.redis.hget(sessionKeys(c.ns, r.id).meta, "state");
-      const ancient = r.openedAt.getTime() < Date.now() - 24 * 3600_000;
-      if (state === null && !ancient) continue;
-      if (r.workerId === null) {
-        if (state === "pending" || state === null) {
-          await closeAudit(r.id, "no_capacity");
+    const t = schema.terminalSessions;
+    for (let judged = 0; judged < SWEEP_MAX_ROWS; ) {
+      const from = sweepFrom;
+      const rows = await d.db
+        .select({ id: t.id, workerId: t.workerId, openedAt: t.openedAt })
+        .from(t)
+        .where(
+          and(
+            isNull(t.closedAt),
+            lt(t.openedAt, cutoff),
+            from ? or(gt(t.openedAt, from.openedAt), and(eq(t.openedAt, from.openedAt), gt(t.id, from.id))) : undefined,
+          ),
+        )
+        .orderBy(asc(t.openedAt), asc(t.id))
+        .limit(SWEEP_PAGE);
+      const last = rows[rows.length - 1];
+      // At the end of the open rows: the next sweep starts again from the oldest.
+      sweepFrom = rows.length === SWEEP_PAGE && last ? { openedAt: last.openedAt, id: last.id } : null;
+      // Issued together: ioredis pipelines them, one round trip per page instead of per row.
+      const states = await Promise.all(rows.map((r) => d.redis.hget(sessionKeys(c.ns, r.id).meta, "state")));
+      for (const [i, r] of rows.entries()) {
+        // Rows whose session state is not in this deployment's Redis (another key prefix on a shared
+        // database, or state lost with a Redis restart) are judged only once they are very old.
+        const state = states[i] ?? null;
+        const ancient = r.openedAt.getTime() < Date.now() - 24 * 3600_000;
+        if (state === null && !ancient) continue;
+        if (r.workerId === null) {
+          if (state === "pending" || state === null) {
+            await closeAudit(r.id, "no_capacity");
+            closed++;
+          }
+        } else if (await isDead(r.workerId)) {
+          await closeAudit(r.id, "worker_lost");
           closed++;
         }
-      } else if (await isDead(r.workerId)) {
-        await closeAudit(r.id, "worker_lost");
-        closed++;
       }
+      judged += rows.length;
+      if (!sweepFrom) break;
     }
     return closed;
   }
