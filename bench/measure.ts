@@ -154,3 +154,21 @@ export async function waitForQuiet(busyFraction = 0.15, maxMs = 15_000): Promise
   }
   return performance.now() - t0;
 }
+
+/** Calls per command so far (INFO commandstats), lower-case names. */
+export async function redisCommandCalls(redis: Redis): Promise<Record<string, number>> {
+  const info = await redis.info("commandstats");
+  const out: Record<string, number> = {};
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
+/** Commands Redis ran between two `redisCommandCalls` snapshots, per command (zeros left out). */
+export function commandsSince(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) {
+    const d = v - (before[k] ?? 0);
+    if (d > 0) out[k] = d;
+  }
+  return out;
+}

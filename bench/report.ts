@@ -93,6 +93,15 @@ export function verdicts(s: Record<string, any>): Verdict[] {
   return out;
 }
 
+/** "6.0 (publish 2.0, multi 1.0, …)": the total and the commands that make up most of it. */
+const calls = (c: Record<string, number>) => {
+  const { total, ...by } = c;
+  const top = Object.entries(by)
+    .filter(([, v]) => v >= 0.05)
+    .slice(0, 6)
+    .map(([k, v]) => `${k} ${f(v, 2)}`);
+  return `${f(total, 2)} (${top.join(", ")})`;
+};
 const f = (v: number | null | undefined, d = 1) => (v === null || v === undefined || Number.isNaN(v) ? "–" : v.toFixed(d));
 const cell = (v: number | null | undefined, unit: string, d: number) => (v === null || v === undefined || Number.isNaN(v) ? "–" : `${v.toFixed(d)} ${unit}`.trim());
 const ratio = (a: number | null | undefined, b: number | null | undefined) => (a == null || b == null || !b ? "–" : `${(a / b).toFixed(2)}x`);
@@ -118,6 +127,7 @@ export function markdown(r: Results): string {
     row("echo max", echo[0].us.max, echo[1].us.max, "µs", 0);
     row("server CPU per keystroke (API+worker / bridge)", echo[0].serverCpuUsPerKey, echo[1].serverCpuUsPerKey, "µs", 0);
     for (const role of ["api", "worker", "redis", "lb"]) row(`↳ CPU per keystroke: ${role === "lb" ? "haproxy" : role}`, echo[0].cpuUsPerKey[role], null, "µs", 0);
+    if (echo[0].redisCallsPerKey) rows.push(["Redis commands per keystroke (none waits for a reply)", calls(echo[0].redisCallsPerKey), "–", "", ""]);
     const lb = s.echo?.bareLb;
     if (lb?.us) {
       // The reference with the load balancer in front: its ratio to the bare bridge is the LB's share.
@@ -136,6 +146,7 @@ export function markdown(r: Results): string {
     }
     row("server CPU per MB (API+worker+Redis / bridge)", tp[0].serverCpuMsPerMB, tp[1].serverCpuMsPerMB, "ms", 1, "≤ 2x bare");
     for (const role of ["api", "worker", "redis", "lb"]) row(`↳ CPU per MB: ${role === "lb" ? "haproxy" : role}`, tp[0].cpuMsPerMB[role], null, "ms", 1);
+    if (tp[0].redisCallsPerMB) rows.push(["Redis commands per MB", calls(tp[0].redisCallsPerMB), "–", "", ""]);
     rows.push(["every byte arrived", tp[0].everyByte ? "yes" : "NO", tp[1].everyByte ? "yes" : "NO", "", "yes"]);
     const mem = (m: any, k: string) => (m[k] ? m[k].peak / 1024 / 1024 : null);
     row("peak RSS API (sum)", mem(tp[0].memory, "api"), null, "MiB");

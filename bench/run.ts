@@ -184,7 +184,7 @@ try {
     const lb = await startBareBehindLb(b, logDir).catch((err: Error) => (log(`no haproxy in front of the bare bridge: ${err.message}`), null));
     try {
       const targets = lb ? [b, lb, s] : [b, s];
-      const res = await scenarioEchoInterleaved(targets, settings.echo);
+      const res = await scenarioEchoInterleaved(targets, settings.echo, redis);
       const [bareRes, sysRes] = [res[0], res[res.length - 1]];
       scenarios.echo = { bare: bareRes, system: sysRes, ...(lb ? { bareLb: res[1] } : {}), ratio: ratios(sysRes, bareRes) };
     } finally {

@@ -7,7 +7,7 @@
 import type { Redis } from "ioredis";
 import { namespacePatterns } from "@molecule/shared";
 import { BenchClient } from "./client.ts";
-import { cpuSince, cpuSnapshot, memorySampler, percentiles, redisUsedMemory, rssByRole, type Proc } from "./measure.ts";
+import { commandsSince, cpuSince, cpuSnapshot, memorySampler, redisCommandCalls, percentiles, redisUsedMemory, rssByRole, type Proc } from "./measure.ts";
 import type { Target } from "./system.ts";
 
 const KEY = Buffer.from("a");
@@ -96,8 +96,8 @@ export async function scenarioOpen(t: Target, n: number) {
  * 2-core VM drifts by tens of percent within a minute, and alternating makes the
  * drift hit every target alike, so the ratios measure the targets, not the moment.
  */
-export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: number; blocks: number; warmup: number }) {
-  type Run = { c: BenchClient; delEcho: number; rtt: number[]; cpu: Record<string, number>; errors: string[] };
+export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: number; blocks: number; warmup: number }, redis?: Redis) {
+  type Run = { c: BenchClient; delEcho: number; rtt: number[]; cpu: Record<string, number>; redisCalls: Record<string, number>; errors: string[] };
   const runs: (Run | null)[] = [];
   const failed: string[] = [];
   for (const t of targets) {
@@ -105,7 +105,7 @@ export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: num
       const c = await shell(t, { cols: 120 });
       const delEcho = await learnDelEcho(c);
       for (let i = 0; i < o.warmup; i++) await keystrokePair(c, delEcho);
-      runs.push({ c, delEcho, rtt: [], cpu: {}, errors: [] });
+      runs.push({ c, delEcho, rtt: [], cpu: {}, redisCalls: {}, errors: [] });
       failed.push("");
     } catch (err) {
       runs.push(null);
@@ -117,6 +117,10 @@ export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: num
     for (let i = 0; i < targets.length; i++) {
       const r = runs[i];
       if (!r || r.errors.length) continue;
+      // Redis commands per keystroke (the system's, whose hot path is Redis both ways): INFO
+      // commandstats is read outside the CPU window, so the reads themselves are not counted.
+      const withRedis = redis && targets[i]!.procs.some((p) => p.role === "redis");
+      const calls0 = withRedis ? await redisCommandCalls(redis) : null;
       const before = cpuSnapshot(targets[i]!.procs);
       try {
         for (let k = 0; k < perBlock; k++) r.rtt.push(...(await keystrokePair(r.c, r.delEcho)));
@@ -124,6 +128,11 @@ export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: num
         r.errors.push(msg(err));
       }
       for (const [role, ms] of Object.entries(cpuSince(targets[i]!.procs, before))) r.cpu[role] = (r.cpu[role] ?? 0) + ms;
+      if (calls0) {
+        for (const [cmd, n] of Object.entries(commandsSince(calls0, await redisCommandCalls(redis!)))) r.redisCalls[cmd] = (r.redisCalls[cmd] ?? 0) + n;
+        // The snapshot that ends this block is one INFO too many.
+        r.redisCalls.info = (r.redisCalls.info ?? 1) - 1;
+      }
     }
   }
   await Promise.all(runs.map((r) => r?.c.close()));
@@ -135,7 +144,8 @@ export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: num
     for (const [role, ms] of Object.entries(r.cpu)) cpuUsPerKey[role] = round((ms * 1000) / Math.max(1, keystrokes));
     const server = [...new Set(serverRoles(t.procs).map((p) => p.role))];
     const serverUs = server.reduce((s, role) => s + (cpuUsPerKey[role] ?? 0), 0);
-    return { keystrokes, us: percentiles(r.rtt), cpuUsPerKey, serverCpuUsPerKey: round(serverUs), errors: r.errors };
+    const redisCallsPerKey = Object.keys(r.redisCalls).length ? perUnit(r.redisCalls, keystrokes) : undefined;
+    return { keystrokes, us: percentiles(r.rtt), cpuUsPerKey, serverCpuUsPerKey: round(serverUs), redisCallsPerKey, errors: r.errors };
   });
 }
 
@@ -212,6 +222,7 @@ export async function scenarioThroughput(t: Target, redis: Redis, xs: number) {
   c.onData = (chunk) => v.feed(chunk);
   const errors: string[] = [];
   const mem = memorySampler(t.procs, t.name === "system" ? redis : null);
+  const calls0 = t.name === "system" ? await redisCommandCalls(redis) : null;
   const before = cpuSnapshot(t.procs);
   const received0 = c.received;
   const t0 = performance.now();
@@ -222,6 +233,7 @@ export async function scenarioThroughput(t: Target, redis: Redis, xs: number) {
   clearTimeout(timer);
   const sec = (performance.now() - t0) / 1000;
   const cpu = cpuSince(t.procs, before);
+  const calls = calls0 ? commandsSince(calls0, await redisCommandCalls(redis)) : null;
   const memory = await mem.stop();
   await c.close();
   if (!v.done) errors.push(`output incomplete: ${v.bytes} of ${v.expected} payload bytes`);
@@ -240,6 +252,8 @@ export async function scenarioThroughput(t: Target, redis: Redis, xs: number) {
     cpuMsPerMB: Object.fromEntries(Object.entries(cpu).map(([k, ms]) => [k, round(ms / mb, 2)])),
     /** API + worker + Redis (system) or the bridge (bare), per MB of payload. */
     serverCpuMsPerMB: round(serverCpuMs / mb, 2),
+    /** Redis commands per MB of payload (includes the memory sampler's INFO reads and anything else running). */
+    redisCallsPerMB: calls ? perUnit(calls, mb) : undefined,
     memory,
     errors,
   };
@@ -274,6 +288,18 @@ export function combineThroughput(rounds: ThroughputResult[]): ThroughputResult 
     errors: rounds.flatMap((r) => r.errors),
     rounds: rounds.map((r) => ({ mbPerSec: r.mbPerSec, serverCpuMsPerMB: r.serverCpuMsPerMB })),
   };
+}
+
+/** Counts per unit, the largest first, plus their total. */
+function perUnit(counts: Record<string, number>, units: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  let total = 0;
+  for (const [k, v] of Object.entries(counts).sort((a, b) => b[1] - a[1])) {
+    if (v <= 0) continue;
+    out[k] = round(v / Math.max(1, units), 2);
+    total += v;
+  }
+  return { total: round(total / Math.max(1, units), 2), ...out };
 }
 
 // ---- flood -----------------------------------------------------------------------------------
