@@ -54,12 +54,22 @@ export function workerConnectionName(ns: string, workerId: string, role: "cmd" |
 
 /** Whether any named connection of this worker is open; null when Redis will not say (CLIENT LIST refused). */
 export async function workerConnected(redis: Pick<Redis, "client">, ns: string, workerId: string): Promise<boolean | null> {
+  const list = await clientList(redis);
+  return list === null ? null : workerConnectedIn(list, ns, workerId);
+}
+
+/** CLIENT LIST, or null when Redis refuses it. */
+export async function clientList(redis: Pick<Redis, "client">): Promise<string | null> {
   try {
-    const list = (await redis.client("LIST")) as string;
-    return list.includes(` name=${ns}:worker:${workerId}:`);
+    return (await redis.client("LIST")) as string;
   } catch {
     return null;
   }
+}
+
+/** `workerConnected` against a CLIENT LIST already read (one read for many workers). */
+export function workerConnectedIn(list: string, ns: string, workerId: string): boolean {
+  return list.includes(` name=${ns}:worker:${workerId}:`);
 }
 
 export function ticketKey(ns: string, ticketHash: string): string {

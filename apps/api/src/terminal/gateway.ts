@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { Queue } from "bullmq";
-import { and, asc, eq, gt, isNull, lt, or, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, isNull, lt, or, sql } from "drizzle-orm";
 import { WebSocketServer, type WebSocket } from "ws";
 import {
   AppError,
@@ -15,6 +15,7 @@ import {
   UnauthorizedError,
   UnavailableError,
   bullPrefix,
+  clientList,
   encodeControl,
   isUuid,
   readOutput,
@@ -23,6 +24,7 @@ import {
   terminalQuery,
   workerAliveKey,
   workerConnected,
+  workerConnectedIn,
   type ByteRedis,
   type Db,
   type EndReason,
@@ -427,34 +429,32 @@ export function createTerminalGateway(d: GatewayDeps) {
   let sweepFrom: { openedAt: Date; id: string } | null = null;
   async function sweep(): Promise<number> {
     const cutoff = new Date(Date.now() - c.claimTimeoutMs - 5000);
-    let closed = 0;
-    // One liveness check per worker per sweep, not per row (CLIENT LIST lists every client).
-    const workerDead = new Map<string, Promise<boolean>>();
-    const isDead = (w: string) => {
-      let p = workerDead.get(w);
-      if (!p) {
-        p = (async () => !(await d.redis.exists(workerAliveKey(c.ns, w))) && !(await workerConnected(d.redis, c.ns, w)))();
-        workerDead.set(w, p);
-      }
-      return p;
-    };
     const t = schema.terminalSessions;
+    const open = and(isNull(t.closedAt), lt(t.openedAt, cutoff));
+    // Only rows a sweep may close: never claimed, or claimed by a worker that is gone. Liveness is
+    // checked once per worker (and CLIENT LIST read at most once), not per row.
+    const workers = (await d.db.selectDistinct({ w: t.workerId }).from(t).where(open)).map((r) => r.w).filter((w): w is string => w !== null);
+    let list: Promise<string | null> | null = null;
+    const dead = async (w: string) => {
+      if (await d.redis.exists(workerAliveKey(c.ns, w))) return false;
+      list ??= clientList(d.redis);
+      const l = await list;
+      return l === null || !workerConnectedIn(l, c.ns, w);
+    };
+    const deadFlags = await Promise.all(workers.map(dead));
+    const gone = workers.filter((_, i) => deadFlags[i]);
+    const sweepable = and(open, gone.length ? or(isNull(t.workerId), inArray(t.workerId, gone)) : isNull(t.workerId));
+    let closed = 0;
     for (let judged = 0; judged < SWEEP_MAX_ROWS; ) {
       const from = sweepFrom;
       const rows = await d.db
         .select({ id: t.id, workerId: t.workerId, openedAt: t.openedAt })
         .from(t)
-        .where(
-          and(
-            isNull(t.closedAt),
-            lt(t.openedAt, cutoff),
-            from ? or(gt(t.openedAt, from.openedAt), and(eq(t.openedAt, from.openedAt), gt(t.id, from.id))) : undefined,
-          ),
-        )
+        .where(and(sweepable, from ? or(gt(t.openedAt, from.openedAt), and(eq(t.openedAt, from.openedAt), gt(t.id, from.id))) : undefined))
         .orderBy(asc(t.openedAt), asc(t.id))
         .limit(SWEEP_PAGE);
       const last = rows[rows.length - 1];
-      // At the end of the open rows: the next sweep starts again from the oldest.
+      // At the end of the rows: the next sweep starts again from the oldest.
       sweepFrom = rows.length === SWEEP_PAGE && last ? { openedAt: last.openedAt, id: last.id } : null;
       // Issued together: ioredis pipelines them, one round trip per page instead of per row.
       const states = await Promise.all(rows.map((r) => d.redis.hget(sessionKeys(c.ns, r.id).meta, "state")));
@@ -464,13 +464,11 @@ export function createTerminalGateway(d: GatewayDeps) {
         const state = states[i] ?? null;
         const ancient = r.openedAt.getTime() < Date.now() - 24 * 3600_000;
         if (state === null && !ancient) continue;
-        if (r.workerId === null) {
-          if (state === "pending" || state === null) {
-            await closeAudit(r.id, "no_capacity");
-            closed++;
-          }
-        } else if (await isDead(r.workerId)) {
+        if (r.workerId !== null) {
           await closeAudit(r.id, "worker_lost");
+          closed++;
+        } else if (state === "pending" || state === null) {
+          await closeAudit(r.id, "no_capacity");
           closed++;
         }
       }

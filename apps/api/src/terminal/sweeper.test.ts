@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eq } from "drizzle-orm";
-import { schema, sessionKeys } from "@molecule/shared";
+import { schema, sessionKeys, workerAliveKey } from "@molecule/shared";
 import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
 
 // A database of its own: a thousand open audit rows would slow every other test's sweeper.
@@ -14,7 +14,7 @@ afterAll(() => s?.close());
 const minutesAgo = (m: number) => new Date(Date.now() - m * 60_000);
 
 describe("the audit sweeper", () => {
-  it("closes rows of dead workers and unclaimed sessions even behind a thousand rows it must leave open", async () => {
+  it("closes rows of dead workers and unclaimed sessions even behind a thousand rows it must leave open, and not a live worker's", async () => {
     const org = await s.org("sweep");
     const [w] = await s.db.db
       .insert(schema.workspaces)
@@ -36,7 +36,11 @@ describe("the audit sweeper", () => {
     const deadWorker = row(minutesAgo(30), `w-dead-${s.ns}`);
     const unclaimed = row(minutesAgo(29), null);
     const ancient = row(minutesAgo(25 * 60), null);
-    await s.db.db.insert(schema.terminalSessions).values([deadWorker, unclaimed, ancient]);
+    // And one whose worker is alive (its heartbeat is there): a long session, not to be touched.
+    const live = row(minutesAgo(31), `w-live-${s.ns}`);
+    await s.db.db.insert(schema.terminalSessions).values([deadWorker, unclaimed, ancient, live]);
+    await s.redis.set(workerAliveKey(s.ns, live.workerId!), "1", "PX", 60_000);
+    await s.redis.hset(sessionKeys(s.ns, live.id).meta, { state: "running", worker: live.workerId! });
     await s.redis.hset(sessionKeys(s.ns, deadWorker.id).meta, { state: "running", worker: deadWorker.workerId! });
     await s.redis.hset(sessionKeys(s.ns, unclaimed.id).meta, { state: "pending" });
 
@@ -47,9 +51,10 @@ describe("the audit sweeper", () => {
     expect(await reason(unclaimed.id)).toBe("no_capacity");
     expect(await reason(ancient.id)).toBe("no_capacity");
     const stillOpen = await s.db.sql`SELECT count(*)::int AS n FROM terminal_sessions WHERE closed_at IS NULL`;
-    expect(stillOpen[0]!.n).toBe(1200);
+    expect(await reason(live.id)).toBeNull();
+    expect(stillOpen[0]!.n).toBe(1201);
     // The next sweep starts over and finds nothing more to close.
     expect(await s.api.gateway.sweep()).toBe(0);
-    await s.redis.del(sessionKeys(s.ns, deadWorker.id).meta, sessionKeys(s.ns, unclaimed.id).meta);
+    await s.redis.del(sessionKeys(s.ns, deadWorker.id).meta, sessionKeys(s.ns, unclaimed.id).meta, sessionKeys(s.ns, live.id).meta, workerAliveKey(s.ns, live.workerId!));
   });
 });
