@@ -88,9 +88,13 @@ function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.Pro
     MOLECULE_REDIS_PREFIX: prefix,
     MOLECULE_SANDBOX_ROOT: join(workDir, "sandboxes"),
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
-    // Profiling (docs/benchmark.md): every server process writes a .cpuprofile there when it exits.
-    ...(process.env.BENCH_CPU_PROF
-      ? { BENCH_CPU_PROF: process.env.BENCH_CPU_PROF, NODE_OPTIONS: `--import ${join(ROOT, "bench/cpu-profile.mjs")}` }
+    // Profiling (docs/benchmark.md): every server process writes a .cpuprofile there when it exits;
+    // BENCH_NODE_OPTIONS (e.g. --perf-basic-prof, for JavaScript names in `perf report`) go to every server process.
+    ...(process.env.BENCH_CPU_PROF || process.env.BENCH_NODE_OPTIONS
+      ? {
+          NODE_OPTIONS: [process.env.BENCH_CPU_PROF ? `--import ${join(ROOT, "bench/cpu-profile.mjs")}` : "", process.env.BENCH_NODE_OPTIONS ?? ""].join(" ").trim(),
+          ...(process.env.BENCH_CPU_PROF ? { BENCH_CPU_PROF: process.env.BENCH_CPU_PROF } : {}),
+        }
       : {}),
     ...extra,
   };
