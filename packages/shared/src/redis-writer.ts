@@ -108,7 +108,7 @@ export function encodeCommand(args: Command): Buffer {
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
 
-/** Several buffers in one writev: a transaction is never split by another write. */
+/** Several buffers in one system call (writev) rather than one per part. */
 function writeParts(s: net.Socket, parts: readonly Buffer[]): void {
   if (parts.length === 1) {
     s.write(parts[0]!);

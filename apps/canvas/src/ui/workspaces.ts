@@ -16,8 +16,6 @@ export interface WorkspacesDeps {
   openSessions(ws: Workspace): void;
   /** The token stopped working (401): back to sign-in. */
   unauthorized(message: string): void;
-  /** Workspaces listed at first and added by "Show more" (default 200). */
-  pageSize?: number;
 }
 
 interface Row {
@@ -126,12 +124,11 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     tbody,
   );
   const rows = new Map<string, Row>();
-  const pageSize = d.pageSize ?? PAGE;
   /** The newest this many are listed (and polled); "Show more" raises it. */
-  let wanted = pageSize;
-  const showMore = h("button", { type: "button", class: "show-more", hidden: true }, `Show ${pageSize} more`);
+  let wanted = PAGE;
+  const showMore = h("button", { type: "button", class: "show-more", hidden: true }, `Show ${PAGE} more`);
   showMore.addEventListener("click", () => {
-    wanted += pageSize;
+    wanted += PAGE;
     showMore.disabled = true;
     schedule(0);
   });
