@@ -270,6 +270,7 @@ const median = (v: number[]) => {
  * Several throughput rounds of one target as one result: the median speed and
  * CPU per MB (one 64 MB run takes ~2 s, and the VM's speed drifts more than the
  * differences being measured), the worst memory growth, every byte in every round.
+ * Redis command counts are the first round's (they hardly vary between rounds).
  */
 export function combineThroughput(rounds: ThroughputResult[]): ThroughputResult & { rounds: { mbPerSec: number; serverCpuMsPerMB: number }[] } {
   const first = rounds[0]!;

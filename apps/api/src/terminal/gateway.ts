@@ -419,14 +419,14 @@ export function createTerminalGateway(d: GatewayDeps) {
   }
 
   /**
-   * Closes audit rows nobody else will close: sessions whose worker died while no
-   * node watched them, and sessions never claimed. Idempotent; any node may run it.
-   */
-  /**
    * Where the last sweep stopped: open rows are judged in (opened_at, id) order, a bounded number
    * per sweep, so rows that must wait (no session state here yet) never hide newer ones.
    */
   let sweepFrom: { openedAt: Date; id: string } | null = null;
+  /**
+   * Closes audit rows nobody else will close: sessions whose worker died while no
+   * node watched them, and sessions never claimed. Idempotent; any node may run it.
+   */
   async function sweep(): Promise<number> {
     const cutoff = new Date(Date.now() - c.claimTimeoutMs - 5000);
     const t = schema.terminalSessions;
