@@ -1,6 +1,6 @@
 import { z } from "zod";
 
-/** The terminal WebSocket contract (shared/docs/terminal-protocol.md). Never change what v1 means. */
+/** The terminal WebSocket contract (docs/terminal-protocol.md). Never change what v1 means. */
 export * from "./protocol-constants.ts";
 
 export const terminalQueryObject = z

@@ -12,7 +12,7 @@ export function bullPrefix(ns: string): string {
 }
 
 export interface SessionKeys {
-  /** Stream of output chunks; entry id `<startOffset>-1`, field `d` = bytes. The replay window. */
+  /** Stream of output chunks, the replay window: the entry format is in output-log.ts (appendChunk). */
   log: string;
   /** Live output + worker events channel (worker -> API). */
   out: string;

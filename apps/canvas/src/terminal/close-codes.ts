@@ -12,7 +12,7 @@ export interface CloseMeaning {
   link?: { href: string; text: string };
 }
 
-/** Close code → what it means for the user (shared/docs/terminal-protocol.md, "Close codes"). */
+/** Close code → what it means for the user (docs/terminal-protocol.md, "Close codes"). */
 export function describeClose(code: number): CloseMeaning {
   switch (code) {
     case CLOSE.normal:

@@ -1,7 +1,7 @@
 --[[
   Reads a session's replay log from a byte offset.
 
-  KEYS[1] log stream (see append-output.lua)
+  KEYS[1] log stream (entry format: appendChunk in output-log.ts)
   ARGV[1] from: first byte offset wanted (decimal string)
   ARGV[2] maxBytes: stop after at least this many payload bytes
   ARGV[3] maxEntries: stop after this many entries

@@ -3,7 +3,8 @@ import { uniqueNs, testUrls } from "../../../test/helpers/env.ts";
 import { createRedis } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { createRedisWriter, type RedisWriter } from "./redis-writer.ts";
-import { appendChunk, decodeIn, decodeOut, encodeControl, encodeData, encodeEvent, encodeInput, readOutput, withByteScripts, type ByteRedis } from "./byte-path.ts";
+import { decodeIn, decodeOut, encodeControl, encodeData, encodeEvent, encodeInput } from "./bus-codec.ts";
+import { appendChunk, readOutput, withByteScripts, type ByteRedis } from "./output-log.ts";
 import { sessionKeys } from "./redis-keys.ts";
 
 let r: ByteRedis;

@@ -1,0 +1,71 @@
+import { controlMessage, workerEvent, type ControlMessage, type WorkerEvent } from "./bus-messages.ts";
+
+/**
+ * The wire format of messages between the terminal-worker and API nodes over
+ * Redis. Output chunks and input bytes are raw binary with a one-byte tag (the
+ * hot path); events and control messages are small JSON documents.
+ */
+
+const TAG_DATA = 0x64; // 'd': output chunk, uint64 BE start offset, bytes
+const TAG_EVENT = 0x65; // 'e': worker event (JSON)
+const TAG_INPUT = 0x69; // 'i': input bytes
+const TAG_CONTROL = 0x63; // 'c': control (JSON)
+export const DATA_HEADER = 9;
+
+/** `chunk` may be the PTY reads of one batch: they are copied once, straight behind the header. */
+export function encodeData(offset: number, chunk: Buffer | readonly Buffer[]): Buffer {
+  const parts = Buffer.isBuffer(chunk) ? [chunk] : chunk;
+  let length = 0;
+  for (const p of parts) length += p.length;
+  const buf = Buffer.allocUnsafe(DATA_HEADER + length);
+  buf[0] = TAG_DATA;
+  buf.writeBigUInt64BE(BigInt(offset), 1);
+  let at = DATA_HEADER;
+  for (const p of parts) at += p.copy(buf, at);
+  return buf;
+}
+
+export type OutMessage = { kind: "data"; offset: number; chunk: Buffer } | { kind: "event"; event: WorkerEvent };
+export type InMessage = { kind: "input"; data: Buffer } | { kind: "control"; control: ControlMessage };
+
+export function encodeEvent(e: WorkerEvent): Buffer {
+  return Buffer.concat([Buffer.of(TAG_EVENT), Buffer.from(JSON.stringify(e))]);
+}
+export function encodeInput(data: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(1 + data.length);
+  buf[0] = TAG_INPUT;
+  data.copy(buf, 1);
+  return buf;
+}
+export function encodeControl(c: ControlMessage): Buffer {
+  return Buffer.concat([Buffer.of(TAG_CONTROL), Buffer.from(JSON.stringify(c))]);
+}
+
+/** Returns null for anything malformed: a bad message is dropped, never thrown into a session. */
+export function decodeOut(buf: Buffer): OutMessage | null {
+  if (buf.length >= DATA_HEADER && buf[0] === TAG_DATA) {
+    return { kind: "data", offset: Number(buf.readBigUInt64BE(1)), chunk: buf.subarray(DATA_HEADER) };
+  }
+  if (buf.length > 1 && buf[0] === TAG_EVENT) {
+    const r = workerEvent.safeParse(safeJson(buf.subarray(1)));
+    return r.success ? { kind: "event", event: r.data } : null;
+  }
+  return null;
+}
+
+export function decodeIn(buf: Buffer): InMessage | null {
+  if (buf.length >= 1 && buf[0] === TAG_INPUT) return { kind: "input", data: buf.subarray(1) };
+  if (buf.length > 1 && buf[0] === TAG_CONTROL) {
+    const r = controlMessage.safeParse(safeJson(buf.subarray(1)));
+    return r.success ? { kind: "control", control: r.data } : null;
+  }
+  return null;
+}
+
+function safeJson(b: Buffer): unknown {
+  try {
+    return JSON.parse(b.toString("utf8"));
+  } catch {
+    return undefined;
+  }
+}

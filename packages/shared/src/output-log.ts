@@ -1,0 +1,65 @@
+import { readFileSync } from "node:fs";
+import type { Redis } from "ioredis";
+import { decodeOut } from "./bus-codec.ts";
+import type { RedisWriter } from "./redis-writer.ts";
+
+const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
+
+/**
+ * One output chunk into the session's replay log and onto its live channel, in
+ * one transaction on a worker's RedisWriter, so a chunk is either in the log
+ * before any reader looks or reaches subscribers after it: readers never miss a
+ * byte between the two.
+ *
+ * - log: a stream, entry id "<offset>-1", field "p" = `payload` (the 9-byte
+ *   header, "d" + uint64 BE offset, then the bytes), trimmed by the same XADD to
+ *   entries from `keepFrom` on (exact MINID: the replay window), expiring
+ *   `ttlMs` after the last append (an abandoned session's log goes by itself);
+ * - live channel: `payload` as it is.
+ *
+ * An entry at or below the newest id is already in the log (resent after a
+ * reconnect, or re-seeded after a Redis restart): that XADD fails, the rest of
+ * the transaction still runs, and readers drop the second publish by offset.
+ * A transaction rather than a Lua script: a script copies the payload into Lua
+ * and out again, which cost Redis 4x the CPU for a 64 KiB chunk (docs/benchmark.md).
+ */
+export function appendChunk(w: RedisWriter, k: { log: string; out: string }, payload: Buffer, offset: number, keepFrom: number, ttlMs: number): boolean {
+  return w.transaction([
+    ["XADD", k.log, "MINID", `${keepFrom}-0`, `${offset}-1`, "p", payload],
+    ["PEXPIRE", k.log, String(ttlMs)],
+    ["PUBLISH", k.out, payload],
+  ]);
+}
+
+export interface ByteRedis extends Redis {
+  readOutputBuffer(log: string, from: string, maxBytes: number, maxEntries: number): Promise<[number, number, ...Buffer[]]>;
+}
+
+/** Registers the output log's Lua scripts on a connection (EVALSHA, loaded on first use). */
+export function withByteScripts(redis: Redis): ByteRedis {
+  const r = redis as ByteRedis;
+  if (!(r as unknown as Record<string, unknown>).readOutput) {
+    r.defineCommand("readOutput", { numberOfKeys: 1, lua: lua("read-output") });
+  }
+  return r;
+}
+
+export interface LogRead {
+  /** Start offset of the oldest byte still in the log, or null when the log is empty. */
+  firstStart: number | null;
+  /** Offset just past the newest byte in the log, or null when the log is empty. */
+  lastEnd: number | null;
+  chunks: { offset: number; chunk: Buffer }[];
+}
+
+export async function readOutput(r: ByteRedis, log: string, from: number, maxBytes: number, maxEntries = 512): Promise<LogRead> {
+  const res = await r.readOutputBuffer(log, String(from), maxBytes, maxEntries);
+  const first = Number(res[0]);
+  const last = Number(res[1]);
+  const chunks: LogRead["chunks"] = [];
+  for (let i = 2; i < res.length; i++) {
+    const m = decodeOut(res[i] as Buffer);
+    if (m?.kind === "data") chunks.push({ offset: m.offset, chunk: m.chunk });
+  }
+  return { firstStart: first < 0 ? null : first, lastEnd: last < 0 ? null : last, chunks };
+}
