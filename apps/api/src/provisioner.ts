@@ -34,7 +34,9 @@ export function createProvisioner(redis: Redis, ns: string, db: Db) {
         if (action !== "destroy") {
           await transitionWorkspace(db, workspaceId, "failed", { message: "could not queue provisioning: job queue unavailable" });
         }
-        throw new UnavailableError("the job queue is unavailable; try again shortly");
+        const unavailable = new UnavailableError("the job queue is unavailable; try again shortly");
+        unavailable.cause = err;
+        throw unavailable;
       }
     },
     close: () => queue.close(),
