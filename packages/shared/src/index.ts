@@ -16,3 +16,4 @@ export * from "./db/workspaces.ts";
 export * as schema from "./db/schema.ts";
 export * from "./subscriber-hub.ts";
 export * from "./redis-writer.ts";
+export * from "./audit-outbox.ts";

@@ -72,6 +72,14 @@ export function workerConnectedIn(list: string, ns: string, workerId: string): b
   return list.includes(` name=${ns}:worker:${workerId}:`);
 }
 
+/**
+ * Hash of audit closes PostgreSQL refused (field = session id, value = the close as JSON):
+ * kept until applied, by the worker's retries or an API node's sweeper (audit-outbox.ts).
+ */
+export function auditOutboxKey(ns: string): string {
+  return `${ns}:audit:outbox`;
+}
+
 export function ticketKey(ns: string, ticketHash: string): string {
   return `${ns}:ticket:${ticketHash}`;
 }
