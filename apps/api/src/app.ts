@@ -7,6 +7,7 @@ import type { Redis } from "ioredis";
 import { createHub, NotFoundError, withByteScripts, type DbHandle, type Logger, type ProviderName, type RedisWriter } from "@molecule/shared";
 import { createAuthenticator } from "./auth.ts";
 import { errorHandler } from "./error-handler.ts";
+import { bodyGuard, jsonClientErrors, methodNotAllowed } from "./http-guards.ts";
 import { createMetrics } from "./metrics.ts";
 import { buildOpenApi } from "./openapi.ts";
 import { createProvisioner } from "./provisioner.ts";
@@ -60,6 +61,8 @@ export function createApi(deps: ApiDeps) {
   app.disable("x-powered-by");
   app.set("etag", false);
   app.use(requestContext(log));
+  app.use(bodyGuard(c.bodyLimitBytes));
+  // gzip, deflate and br bodies are inflated by the parsers; their limit counts inflated bytes.
   app.use(express.json({ limit: c.bodyLimitBytes, strict: true }));
   // Any other body type is read (bounded) and refused by the route with 415.
   app.use(express.raw({ type: () => true, limit: c.bodyLimitBytes }));
@@ -102,11 +105,13 @@ export function createApi(deps: ApiDeps) {
       express.static(docsDir, { index: false, setHeaders: (res) => res.setHeader("Content-Type", "text/plain; charset=utf-8") }),
     );
   }
+  app.use(methodNotAllowed(app));
   app.use((_req, _res, next) => next(new NotFoundError("route")));
   app.use(errorHandler(log));
 
   const server: Server = createServer(app);
   server.on("upgrade", gateway.handleUpgrade);
+  jsonClientErrors(server, log);
   server.keepAliveTimeout = 65_000;
 
   return {

@@ -1,6 +1,6 @@
 import { Router } from "express";
 import { desc, eq } from "drizzle-orm";
-import { schema, type Db } from "@molecule/shared";
+import { AppError, schema, type Db } from "@molecule/shared";
 import type { Authenticator } from "../auth.ts";
 import { loadOwned, parseId } from "../routes/workspaces.ts";
 import { toAuditJson } from "./audit-json.ts";
@@ -15,6 +15,14 @@ export function terminalRoutes(d: { db: Db; auth: Authenticator; tickets: Ticket
     await loadOwned(d.db, p, id);
     const t = await d.tickets.issue(p, id);
     res.status(201).json({ ticket: t.ticket, expires_at: t.expiresAt.toISOString() });
+  });
+
+  // The WebSocket itself is served on the server's "upgrade" event; a plain GET (curl, a proxy
+  // that dropped the Upgrade header) learns what to do instead of a 404.
+  r.get("/workspaces/:id/terminal", (req, res) => {
+    parseId(req);
+    res.setHeader("Upgrade", "websocket");
+    throw new AppError(426, "upgrade_required", "this is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket");
   });
 
   r.get("/workspaces/:id/terminal/sessions", async (req, res) => {
