@@ -1,24 +1,59 @@
 import { spawnSync } from "node:child_process";
-import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { lchown, lstat, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { isUuid } from "@molecule/shared";
-import { ProviderError, TerminalUnavailableError, type Provider, type ShellCommand, type TerminalContext, type WorkspaceRow } from "./types.ts";
+import { isUuid, type Logger } from "@molecule/shared";
+import { sandboxArgv } from "./sandbox-argv.ts";
+import { detectCgroups, type Cgroups, type CgroupLimits } from "./sandbox-limits.ts";
+import { prepareSandboxRoot, runsAsRoot } from "./sandbox-root.ts";
+import { claimUid, releaseUid, type UidRange } from "./sandbox-uid.ts";
+import { ProviderError, TerminalUnavailableError, type Provider, type ShellCommand, type TerminalContext } from "./types.ts";
+
+export interface SandboxLimits extends CgroupLimits {
+  /** RLIMIT_FSIZE: the largest file a sandbox process may write. */
+  fileSizeBytes: number;
+}
+
+export const DEFAULT_SANDBOX_LIMITS: SandboxLimits = {
+  pids: 512,
+  memoryBytes: 2 * 1024 ** 3,
+  cpuShares: 1024,
+  fileSizeBytes: 10 * 1024 ** 3,
+};
+export const DEFAULT_UID_RANGE: UidRange = { base: 200_000, count: 65_536 };
 
 export interface LocalProviderOptions {
   root: string;
   bwrap: "auto" | "on" | "off";
   shell: string;
+  /** `none`: the sandbox has only its own loopback. `egress`: outbound through `egressWrap`. */
+  network?: "none" | "egress";
+  /** The egress integration point: wraps the bwrap argv (after the uid drop), e.g. in pasta. */
+  egressWrap?: (bwrapArgv: string[]) => string[];
+  /** Host uids of workspaces when the worker runs as root: base + a claimed slot. */
+  uids?: UidRange;
+  limits?: Partial<SandboxLimits>;
+  log?: Logger;
   /** Artificial provisioning time (tests use it to crash a worker mid-provisioning). */
   provisionDelayMs?: number;
   /** Injectable command builder: tests may replace what the PTY runs. */
   commandFactory?: (ctx: TerminalContext, dir: string) => ShellCommand;
 }
 
+/** The uid the availability probe drops to: any unprivileged one will do. */
+const PROBE_UID = 65534;
+const DROP = (uid: number) => ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"];
+
 let bwrapUsable: boolean | undefined;
-/** bubblewrap installed and allowed to make a user namespace here. */
+/**
+ * bubblewrap installed and allowed to make its namespaces here, run the way
+ * shells run it: as root the worker drops to an unprivileged uid first, so this
+ * needs unprivileged user namespaces. Probed once per process.
+ */
 export function bwrapAvailable(): boolean {
   if (bwrapUsable === undefined) {
-    const r = spawnSync("bwrap", ["--unshare-user", "--uid", "0", "--gid", "0", "--ro-bind", "/", "/", "true"], { stdio: "ignore", timeout: 5000 });
+    const argv = [...(runsAsRoot() ? DROP(PROBE_UID) : []), "bwrap", "--unshare-all", "--uid", "0", "--gid", "0", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--proc", "/proc", "/usr/bin/true"];
+    const r = spawnSync(argv[0]!, argv.slice(1), { stdio: "ignore", timeout: 5000 });
     bwrapUsable = r.status === 0;
   }
   return bwrapUsable;
@@ -26,12 +61,28 @@ export function bwrapAvailable(): boolean {
 
 const BASE_ENV = { TERM: "xterm-256color", COLORTERM: "truecolor", LANG: "C.UTF-8", PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
 
+/** chown -R without following links (a tenant's symlink must not redirect it): one-time migration of a dir from before. */
+async function chownTree(path: string, uid: number): Promise<void> {
+  const st = await lstat(path);
+  await lchown(path, uid, uid);
+  if (!st.isDirectory()) return;
+  for (const e of await readdir(path)) await chownTree(join(path, e), uid);
+}
+
 /**
- * The default provider: a sandbox directory per workspace. The shell runs under
- * bubblewrap when available (own user and PID namespaces: `whoami` is root, the
- * sandbox is root's home, everything else read-only), else as a plain child process.
+ * The default provider: a sandbox directory per workspace. Under bubblewrap
+ * (docs/terminal.md "The tenant boundary") the directory is the shell's `/`,
+ * system directories are read-only on top, /etc is curated, /dev minimal, every
+ * namespace its own (no network but loopback), root inside is an unprivileged
+ * host uid of the workspace's own, and a cgroup bounds processes, memory and CPU.
+ * Without bubblewrap the shell is a plain child process of the worker.
  */
 export function createLocalProvider(o: LocalProviderOptions): Provider {
+  const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, ...o.limits };
+  const uids = o.uids ?? DEFAULT_UID_RANGE;
+  const network = o.network ?? "none";
+  if (network === "egress" && !o.egressWrap) throw new ProviderError("MOLECULE_SANDBOX_NETWORK=egress: egress not available", false);
+
   const dirOf = (id: string) => {
     if (!isUuid(id)) throw new ProviderError(`invalid workspace id ${JSON.stringify(id)}`, false);
     return join(o.root, id);
@@ -43,38 +94,78 @@ export function createLocalProvider(o: LocalProviderOptions): Provider {
     return ok;
   };
 
-  function defaultCommand(ctx: TerminalContext, dir: string): ShellCommand {
-    const env = { ...BASE_ENV, MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId };
-    if (!useBwrap()) {
-      return { file: o.shell, args: ["--login"], env: { ...env, HOME: dir, SHELL: o.shell, USER: process.env.USER ?? "root" }, cwd: dir };
+  // Set up once, on first use: the probe and the cgroup detection cost a few ms each.
+  let setup: { sandboxed: boolean; dropUid: boolean; etcDir: string; cgroups: Cgroups | null } | undefined;
+  const ready = () => {
+    if (setup) return setup;
+    const sandboxed = useBwrap();
+    const dropUid = sandboxed && runsAsRoot();
+    let etcDir = "";
+    let cgroups: Cgroups | null = null;
+    if (sandboxed) {
+      try {
+        etcDir = prepareSandboxRoot(o.root, { shell: o.shell, checkTraversable: dropUid });
+      } catch (err) {
+        throw new ProviderError((err as Error).message, false);
+      }
+      // cgroups need root here; a worker as a normal user gets none (logged).
+      cgroups = runsAsRoot() ? detectCgroups(limits) : null;
+      if (cgroups) cgroups.sweep((id) => existsSync(join(o.root, id)));
+      const missing = cgroups ? cgroups.missing : ["the worker is not root"];
+      o.log?.info({ cgroup: cgroups?.version ?? null, controllers: cgroups?.controllers ?? [], limits, network, uid_drop: dropUid }, "local sandbox");
+      if (missing.length) o.log?.warn({ missing }, "local sandbox: no cgroup limit for some of processes, memory, CPU");
     }
+    setup = { sandboxed, dropUid, etcDir, cgroups };
+    return setup;
+  };
+
+  /** A workspace's uid: its dir's owner when claimed; else (a dir from before per-workspace uids) claim one now. */
+  async function workspaceUid(id: string, dir: string, owner: number): Promise<number> {
+    if (owner >= uids.base && owner < uids.base + uids.count) return owner;
+    const uid = await claimUid(o.root, id, uids);
+    await chownTree(dir, uid);
+    return uid;
+  }
+
+  function bwrapCommand(ctx: TerminalContext, dir: string, uid: number | null): ShellCommand {
+    const s = ready();
     const hostname = `ws-${ctx.workspaceId.slice(0, 12)}`;
-    const args = [
-      "--unshare-user", "--uid", "0", "--gid", "0",
-      "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", hostname,
-      "--die-with-parent",
-      "--ro-bind", "/", "/",
-      "--dev-bind", "/dev", "/dev",
-      "--proc", "/proc",
-      "--tmpfs", "/tmp",
-      "--bind", dir, "/root",
-      "--chdir", "/root",
-      "--clearenv",
-    ];
-    const full = { ...env, HOME: "/root", USER: "root", SHELL: o.shell, HOSTNAME: hostname };
-    for (const [k, v] of Object.entries(full)) args.push("--setenv", k, v);
-    args.push(o.shell, "--login");
-    return { file: "bwrap", args, env: full, cwd: dir };
+    const env = { ...BASE_ENV, MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId, HOME: "/root", USER: "root", SHELL: o.shell, HOSTNAME: hostname };
+    const argv = sandboxArgv({
+      dir,
+      hostname,
+      shell: o.shell,
+      env,
+      uid,
+      cgroupProcs: s.cgroups ? s.cgroups.procsFor(ctx.workspaceId) : [],
+      // RLIMIT_NPROC counts every process of the real uid: only meaningful with a uid of the workspace's own.
+      nproc: uid !== null ? limits.pids : null,
+      fileSizeBytes: limits.fileSizeBytes,
+      etcDir: s.etcDir,
+      network,
+      wrap: o.egressWrap,
+    });
+    return { file: argv[0]!, args: argv.slice(1), env, cwd: dir };
   }
 
   return {
     name: "local",
     async create(ws) {
       const dir = dirOf(ws.id);
+      const s = ready();
       try {
         await mkdir(dir, { recursive: true, mode: 0o700 });
         if (o.provisionDelayMs) await new Promise((r) => setTimeout(r, o.provisionDelayMs));
-        await writeFile(join(dir, ".molecule-workspace"), `${ws.id}\n`);
+        // O_EXCL: a re-run create must not follow a link the tenant put there (the worker is root).
+        await writeFile(join(dir, ".molecule-workspace"), `${ws.id}\n`, { flag: "wx" }).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== "EEXIST") throw err;
+        });
+        // The sandbox's HOME (/root inside: the workspace dir is the sandbox's /).
+        await mkdir(join(dir, "root"), { recursive: true, mode: 0o700 });
+        if (s.dropUid) {
+          const uid = await claimUid(o.root, ws.id, uids);
+          for (const p of [dir, join(dir, "root"), join(dir, ".molecule-workspace")]) await lchown(p, uid, uid);
+        }
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         const transient = code === "EBUSY" || code === "EAGAIN" || code === "EMFILE";
@@ -83,13 +174,33 @@ export function createLocalProvider(o: LocalProviderOptions): Provider {
       return { instanceId: null };
     },
     async destroy(ws) {
-      await rm(dirOf(ws.id), { recursive: true, force: true });
+      const dir = dirOf(ws.id);
+      const s = ready();
+      const owner = await stat(dir).then((st) => st.uid, () => null);
+      // Whatever still runs in the workspace goes with it.
+      await s.cgroups?.remove(ws.id);
+      await rm(dir, { recursive: true, force: true });
+      if (s.dropUid) await releaseUid(o.root, ws.id, owner, uids);
     },
     async terminalCommand(ctx) {
       const dir = dirOf(ctx.workspaceId);
-      const exists = await stat(dir).then((s) => s.isDirectory(), () => false);
-      if (!exists) throw new TerminalUnavailableError("not_ready", "the workspace sandbox does not exist (removed?)");
-      return (o.commandFactory ?? defaultCommand)(ctx, dir);
+      const st = await stat(dir).catch(() => null);
+      if (!st?.isDirectory()) throw new TerminalUnavailableError("not_ready", "the workspace sandbox does not exist (removed?)");
+      if (o.commandFactory) return o.commandFactory(ctx, dir);
+      const s = ready();
+      if (!s.sandboxed) {
+        const env = { ...BASE_ENV, MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId };
+        return { file: o.shell, args: ["--login"], env: { ...env, HOME: dir, SHELL: o.shell, USER: process.env.USER ?? "root" }, cwd: dir };
+      }
+      const uid = s.dropUid ? await workspaceUid(ctx.workspaceId, dir, st.uid) : null;
+      // HOME must exist for --chdir (a workspace from before, or a tenant who removed it).
+      await mkdir(join(dir, "root"), { mode: 0o700 }).then(
+        () => (uid !== null ? lchown(join(dir, "root"), uid, uid) : undefined),
+        (err: NodeJS.ErrnoException) => {
+          if (err.code !== "EEXIST") throw err;
+        },
+      );
+      return bwrapCommand(ctx, dir, uid);
     },
   };
 }
