@@ -77,6 +77,25 @@ describe("docker workspaces", () => {
     expect(c.status).toBe("running");
   });
 
+  it("the container is on the workspaces' own network with no-new-privileges and limits, nothing of the host", async () => {
+    const c = fake.container(containerOf(ws))!;
+    expect(c.hostConfig).toEqual({
+      network: ["molecule-workspaces"],
+      "security-opt": ["no-new-privileges"],
+      "cap-drop": ["NET_RAW", "MKNOD", "AUDIT_WRITE"],
+      "pids-limit": ["512"],
+      memory: ["2g"],
+      "memory-swap": ["2g"],
+      cpus: ["2"],
+    });
+    const run = fake.callsOf("run", "-d", "--name", containerOf(ws))[0]!;
+    expect(run.filter((a) => /^(-v|--volume|--mount|--privileged|--cap-add|--device|--add-host)\b/.test(a) || a.includes("docker.sock"))).toEqual([]);
+    // Made by the worker: a bridge where workspaces cannot reach each other, with only workspaces on it.
+    const n = fake.network("molecule-workspaces")!;
+    expect(n).toMatchObject({ Driver: "bridge", Options: { "com.docker.network.bridge.enable_icc": "false" } });
+    expect(Object.values(n.Containers).map((x) => x.Name)).toEqual([containerOf(ws)]);
+  });
+
   it("Terminal: the shell runs in the container, knows its workspace, resizes, and its exit code ends the session", async () => {
     const c = await openShell(s.wsUrl, ws, { token, cols: 100, rows: 30 });
     await c.waitText(`root@${containerOf(ws)}`);
@@ -155,6 +174,20 @@ describe("docker workspaces", () => {
 });
 
 describe("docker workspaces that cannot be provisioned fail with a message", () => {
+  it("a configured network the platform's containers are on", async () => {
+    fake.docker("network", "create", "--label", "com.docker.compose.network=default", "--label", "com.docker.compose.project=molecule", "molecule_default");
+    use({ network: "molecule_default" });
+    try {
+      const id = await create("compose-network");
+      const w = await settled(id);
+      expect(w.status).toBe("failed");
+      expect(w.error).toMatch(/docker network molecule_default \(MOLECULE_DOCKER_NETWORK\) may not carry workspaces/);
+      expect(fake.container(containerOf(id))).toBeNull();
+    } finally {
+      use();
+    }
+  });
+
   it("no docker CLI on the worker", async () => {
     use({ bin: "docker", env: { PATH: "/nonexistent" } });
     try {

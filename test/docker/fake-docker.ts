@@ -18,6 +18,17 @@ export interface FakeContainer {
   image: string;
   labels: Record<string, string>;
   env: string[];
+  /** What `run` gave it beyond the basics: network, security-opt, cap-drop, pids-limit, memory, memory-swap, cpus. */
+  hostConfig: Record<string, string[]>;
+}
+
+export interface FakeNetwork {
+  Name: string;
+  Driver: string;
+  Internal: boolean;
+  Options: Record<string, string>;
+  Labels: Record<string, string>;
+  Containers: Record<string, { Name: string }>;
 }
 
 export class FakeDocker {
@@ -49,7 +60,18 @@ export class FakeDocker {
       const i = l.indexOf("=");
       labels[l.slice(0, i)] = l.slice(i + 1);
     }
-    return { id: read("id"), status: read("status"), image: read("image"), labels, env: read("env").split("\n") };
+    const hostConfig: Record<string, string[]> = {};
+    for (const l of read("hostconfig").split("\n").filter(Boolean)) {
+      const i = l.indexOf("=");
+      (hostConfig[l.slice(0, i)] ??= []).push(l.slice(i + 1));
+    }
+    return { id: read("id"), status: read("status"), image: read("image"), labels, env: read("env").split("\n"), hostConfig };
+  }
+
+  /** A network as `docker network inspect` reports it, or null. */
+  network(name: string): FakeNetwork | null {
+    const r = this.docker("network", "inspect", name);
+    return r.status === 0 ? ((JSON.parse(r.stdout) as FakeNetwork[])[0] ?? null) : null;
   }
 
   /** Runs the fake CLI directly (as an operator would run docker by hand). */

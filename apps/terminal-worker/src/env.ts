@@ -68,9 +68,15 @@ export const workerEnvSchema = baseEnvSchema.extend({
   MOLECULE_DOCKER_IMAGE: z.string().default(docker.DEFAULT_DOCKER_IMAGE).transform(aws.zodParse(docker.checkImageTemplate)),
   /** runtime=image pairs overriding MOLECULE_DOCKER_IMAGE. */
   MOLECULE_DOCKER_IMAGES: z.string().default("").transform(aws.zodParse(docker.parseRuntimeImages)),
-  MOLECULE_DOCKER_NETWORK: z.string().regex(docker.NETWORK_RE).optional(),
-  /** tier=cpus:memory pairs (e.g. 1=1:1g,2=2:4g); tiers not listed run without limits. */
+  /** The workspaces' own bridge network, created when missing; refused when other containers are on it. */
+  MOLECULE_DOCKER_NETWORK: z.string().regex(docker.NETWORK_RE).default(docker.DEFAULT_DOCKER_NETWORK),
+  /** Outbound connectivity of workspace containers; off: an --internal network. */
+  MOLECULE_DOCKER_EGRESS: boolish.default(true),
+  /** tier=cpus:memory pairs (e.g. 1=1:1g,2=2:4g); what a tier does not set comes from the two below. */
   MOLECULE_DOCKER_LIMITS: z.string().default("").transform(aws.zodParse(docker.parseTierLimits)),
+  MOLECULE_DOCKER_CPUS: z.string().regex(docker.CPUS_RE).refine((v) => Number(v) > 0, "must be more than 0").default(docker.DEFAULT_CPUS),
+  MOLECULE_DOCKER_MEMORY: z.string().toLowerCase().regex(docker.MEMORY_RE).default(docker.DEFAULT_MEMORY),
+  MOLECULE_DOCKER_PIDS_LIMIT: int(docker.DEFAULT_PIDS_LIMIT, 16),
 });
 
 /** The worker's environment restricted to PATH, HOME, proxies and the variables `own` matches. */

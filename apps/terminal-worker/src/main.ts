@@ -35,7 +35,10 @@ const docker = createDockerProvider({
   image: env.MOLECULE_DOCKER_IMAGE,
   images: env.MOLECULE_DOCKER_IMAGES,
   network: env.MOLECULE_DOCKER_NETWORK,
+  egress: env.MOLECULE_DOCKER_EGRESS,
   limits: env.MOLECULE_DOCKER_LIMITS,
+  defaultLimits: { cpus: env.MOLECULE_DOCKER_CPUS, memory: env.MOLECULE_DOCKER_MEMORY },
+  pidsLimit: env.MOLECULE_DOCKER_PIDS_LIMIT,
   env: dockerChildEnv(),
   log: log.child({ provider: "docker" }),
 });

@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FakeDocker, FAKE_DOCKER_BIN, SYSTEM_PATH } from "../../../../test/docker/fake-docker.ts";
 import { processAlive } from "../../../../test/helpers/procs.ts";
+import { workerEnvSchema } from "../env.ts";
 import { findExecutable } from "./aws/tools.ts";
 import {
   classifyDockerError,
@@ -79,6 +80,13 @@ describe("docker provider: create", () => {
     expect(r.ids).toEqual([c.id]);
     expect(fake.calls()).toEqual([
       ["inspect", "--type", "container", name],
+      ["network", "inspect", "molecule-workspaces"],
+      [
+        "network", "create", "--driver", "bridge",
+        "-o", "com.docker.network.bridge.enable_icc=false", "-o", "com.docker.network.bridge.name=molecule-ws0",
+        "--label", "molecule.network=workspaces", "molecule-workspaces",
+      ],
+      ["network", "inspect", "molecule-workspaces"],
       ["image", "inspect", "--format", "{{.Id}}", "debian:bookworm-slim"],
       ["pull", "--quiet", "debian:bookworm-slim"],
       [
@@ -86,6 +94,10 @@ describe("docker provider: create", () => {
         "--label", `molecule.workspace=${ws.id}`, "--label", `molecule.org=${ws.orgId}`,
         "--hostname", name, "-e", `MOLECULE_WS_ID=${ws.id}`,
         "--init", "--restart", "unless-stopped",
+        "--network", "molecule-workspaces",
+        "--security-opt", "no-new-privileges",
+        "--cap-drop", "NET_RAW", "--cap-drop", "MKNOD", "--cap-drop", "AUDIT_WRITE",
+        "--pids-limit", "512", "--memory", "2g", "--memory-swap", "2g", "--cpus", "2",
         "debian:bookworm-slim", "sleep", "infinity",
       ],
       ["inspect", "--type", "container", name],
@@ -118,16 +130,127 @@ describe("docker provider: create", () => {
     const p = provider({
       image: "registry.example:5000/molecule/workspace-{runtime}:1",
       images: { "claude-code": "ghcr.io/acme/claude-code@sha256:" + "a".repeat(64) },
-      limits: { 3: { cpus: "2", memory: "4g" }, 1: { memory: "512m" } },
-      network: "molecule-workspaces",
+      limits: { 3: { cpus: "3", memory: "4g" }, 1: { memory: "512m" } },
+      defaultLimits: { cpus: "1.5", memory: "1g" },
+      pidsLimit: 256,
+      network: "acme-workspaces",
     });
     const a = row({ runtime: "claude-code", tier: 3 });
     const b = row({ runtime: "crewai", tier: 1 });
-    await p.create(a, recorder().ctx);
-    await p.create(b, recorder().ctx);
-    const [runA, runB] = fake.callsOf("run");
-    expect(runA!.slice(-9)).toEqual(["--network", "molecule-workspaces", "--cpus", "2", "--memory", "4g", "ghcr.io/acme/claude-code@sha256:" + "a".repeat(64), "sleep", "infinity"]);
-    expect(runB!.slice(-7)).toEqual(["--network", "molecule-workspaces", "--memory", "512m", "registry.example:5000/molecule/workspace-crewai:1", "sleep", "infinity"]);
+    const c = row({ runtime: "crewai", tier: 4 });
+    for (const ws of [a, b, c]) await p.create(ws, recorder().ctx);
+    const [runA, runB, runC] = fake.callsOf("run");
+    const tail = (memory: string, cpus: string, image: string) => [
+      "--network", "acme-workspaces", "--security-opt", "no-new-privileges",
+      "--cap-drop", "NET_RAW", "--cap-drop", "MKNOD", "--cap-drop", "AUDIT_WRITE",
+      "--pids-limit", "256", "--memory", memory, "--memory-swap", memory, "--cpus", cpus, image, "sleep", "infinity",
+    ];
+    expect(runA!.slice(-21)).toEqual(tail("4g", "3", "ghcr.io/acme/claude-code@sha256:" + "a".repeat(64)));
+    // What a tier does not set, and tiers not listed, take the defaults: never unlimited.
+    expect(runB!.slice(-21)).toEqual(tail("512m", "1.5", "registry.example:5000/molecule/workspace-crewai:1"));
+    expect(runC!.slice(-21)).toEqual(tail("1g", "1.5", "registry.example:5000/molecule/workspace-crewai:1"));
+    // A network of another name is made the same way, with a bridge name docker picks.
+    expect(fake.callsOf("network", "create")).toEqual([
+      ["network", "create", "--driver", "bridge", "-o", "com.docker.network.bridge.enable_icc=false", "--label", "molecule.network=workspaces", "acme-workspaces"],
+    ]);
+  });
+
+  it("never gives a container the host: no mount, socket, privilege, host namespace, added capability, device or host entry", async () => {
+    const forbidden =
+      /^(?:-v|--volume|--mount|--volumes-from|--privileged|--pid|--ipc|--uts|--userns|--cgroupns|--cap-add|--device|--add-host|--dns|--net|--group-add|--runtime|-u|--user)(?:=.*)?$|^--(?:network|security-opt)=/;
+    const configs: Partial<DockerProviderOptions>[] = [{}, { egress: false, network: "closed-ws" }, { limits: { 1: { cpus: "4", memory: "8g" } } }];
+    for (const extra of configs) {
+      const p = provider(extra);
+      for (const tier of [1, 2, 3, 4]) {
+        const ws = row({ tier });
+        await p.create(ws, recorder().ctx);
+        const cmd = await p.terminalCommand(term(ws));
+        for (const argv of [fake.callsOf("run").at(-1)!, cmd.args]) {
+          expect(argv.filter((a) => forbidden.test(a)), argv.join(" ")).toEqual([]);
+          // Host paths never reach an argv (a -v could hide in a value otherwise).
+          expect(argv.filter((a) => /^\/|:\//.test(a) && a !== "/bin/bash")).toEqual([]);
+        }
+        const run = fake.callsOf("run").at(-1)!;
+        for (const flag of ["--network", "--security-opt", "--pids-limit", "--memory", "--memory-swap", "--cpus"]) expect(run, flag).toContain(flag);
+        expect(run[run.indexOf("--security-opt") + 1]).toBe("no-new-privileges");
+        expect(run[run.indexOf("--network") + 1]).toBe(extra.network ?? "molecule-workspaces");
+        // The container got what the argv said (the fake keeps it as the daemon would).
+        expect(fake.container(nameOf(ws))!.hostConfig).toMatchObject({
+          network: [extra.network ?? "molecule-workspaces"],
+          "security-opt": ["no-new-privileges"],
+          "cap-drop": ["NET_RAW", "MKNOD", "AUDIT_WRITE"],
+          "pids-limit": ["512"],
+        });
+      }
+    }
+    // The docker calls besides run and the Terminal: fixed argv with checked ids only.
+    for (const c of fake.calls()) expect(c.filter((a) => forbidden.test(a)), c.join(" ")).toEqual([]);
+  });
+
+  it("makes the workspace network once: a bridge with inter-container traffic off, --internal without egress", async () => {
+    const p = provider();
+    await p.create(row(), recorder().ctx);
+    await p.create(row(), recorder().ctx);
+    expect(fake.callsOf("network", "create")).toHaveLength(1);
+    expect(fake.network("molecule-workspaces")).toMatchObject({
+      Driver: "bridge",
+      Internal: false,
+      Options: { "com.docker.network.bridge.enable_icc": "false", "com.docker.network.bridge.name": "molecule-ws0" },
+    });
+    await provider({ egress: false, network: "closed-ws" }).create(row(), recorder().ctx);
+    expect(fake.callsOf("network", "create").at(-1)).toContain("--internal");
+    expect(fake.network("closed-ws")).toMatchObject({ Driver: "bridge", Internal: true, Options: { "com.docker.network.bridge.enable_icc": "false" } });
+    // Both workspaces of the first network are on it, nothing else.
+    expect(Object.values(fake.network("molecule-workspaces")!.Containers).map((c) => c.Name)).toHaveLength(2);
+  });
+
+  it("refuses a network the platform is on, or one where workspaces reach each other, and runs nothing", async () => {
+    fake.list("missing-images", []);
+    // The compose project's network with the platform's Redis on it.
+    fake.docker("network", "create", "--label", "com.docker.compose.network=default", "--label", "com.docker.compose.project=molecule", "-o", "com.docker.network.bridge.enable_icc=false", "molecule_default");
+    fake.docker("pull", "redis:7");
+    expect(fake.docker("run", "-d", "--name", "molecule-redis-1", "--network", "molecule_default", "redis:7").status).toBe(0);
+    // An operator's network with inter-container traffic on; one with the API attached later.
+    fake.docker("network", "create", "open-ws");
+    fake.docker("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "shared-ws");
+    const cases: [Partial<DockerProviderOptions>, RegExp][] = [
+      [{ network: "molecule_default" }, /is the compose network "default" of project "molecule"/],
+      [{ network: "open-ws" }, /containers on it can reach each other/],
+      [{ network: "shared-ws", egress: false }, /MOLECULE_DOCKER_EGRESS is off but the network is not --internal/],
+    ];
+    for (const [extra, why] of cases) {
+      const err = (await failure(provider(extra).create(row(), recorder().ctx))) as ProviderError;
+      expect(err).toBeInstanceOf(ProviderError);
+      expect(err).toMatchObject({ transient: false, code: "docker_network" });
+      expect(err.message).toMatch(why);
+      expect(err.message).toMatch(/MOLECULE_DOCKER_NETWORK/);
+    }
+    expect(fake.callsOf("run", "-d", "--name", "molecule-redis-1")).toHaveLength(1);
+    expect(fake.callsOf("run")).toHaveLength(1);
+
+    // Checked on every provisioning: a platform container connected later stops new workspaces.
+    await provider({ network: "shared-ws" }).create(row(), recorder().ctx);
+    fake.docker("pull", "molecule-api:local");
+    fake.docker("run", "-d", "--name", "molecule-api-1", "--network", "shared-ws", "molecule-api:local");
+    const later = (await failure(provider({ network: "shared-ws" }).create(row(), recorder().ctx))) as ProviderError;
+    expect(later.message).toMatch(/containers that are not workspaces are on it \(molecule-api-1\)/);
+
+    for (const network of ["host", "bridge", "none"]) expect(() => provider({ network }), network).toThrow(/workspaces need a network of their own/);
+  });
+
+  it("a container from before the workspace network gets no shell, and provisioning replaces it", async () => {
+    const ws = row();
+    fake.docker("pull", "debian:bookworm-slim");
+    fake.docker("run", "-d", "--name", nameOf(ws), "--label", `molecule.workspace=${ws.id}`, "debian:bookworm-slim", "sleep", "infinity");
+    const p = provider();
+    const err = await failure(p.terminalCommand(term(ws)));
+    expect(err).toBeInstanceOf(TerminalUnavailableError);
+    expect(err).toMatchObject({ reason: "not_ready", message: expect.stringMatching(/not on the workspace network molecule-workspaces; restart the workspace/) });
+    const old = fake.container(nameOf(ws))!.id;
+    const res = await p.create(ws, recorder().ctx);
+    expect(res.instanceId).not.toBe(old);
+    expect(fake.container(nameOf(ws))!.hostConfig.network).toEqual(["molecule-workspaces"]);
+    expect((await p.terminalCommand(term(ws))).args.at(-1)).toBe("/bin/bash");
   });
 
   it("refuses to adopt a container of that name that belongs to another workspace", async () => {
@@ -167,7 +290,30 @@ describe("docker provider: validation before any docker call", () => {
     }
     expect(() => provider({ images: { hermes: "--entrypoint=sh" } })).toThrow(/not a docker image reference/);
     expect(() => provider({ network: "--privileged" })).toThrow(/invalid docker network/);
+    expect(() => provider({ network: "container:ws-1" })).toThrow(/invalid docker network/);
+    expect(() => provider({ pidsLimit: 0 })).toThrow(/invalid pids limit/);
+    expect(() => provider({ defaultLimits: { memory: "1tb" } })).toThrow(/invalid default memory size/);
+    expect(() => provider({ defaultLimits: { cpus: "0" } })).toThrow(/invalid default CPU count/);
     expect(() => provider({ bin: "docker; id" })).toThrow(/invalid docker CLI path/);
+  });
+
+  it("the worker's docker settings: a network of their own, egress on, limits for every tier by default", () => {
+    const env = workerEnvSchema.parse({});
+    expect(env).toMatchObject({
+      MOLECULE_DOCKER_NETWORK: "molecule-workspaces",
+      MOLECULE_DOCKER_EGRESS: true,
+      MOLECULE_DOCKER_CPUS: "2",
+      MOLECULE_DOCKER_MEMORY: "2g",
+      MOLECULE_DOCKER_PIDS_LIMIT: 512,
+    });
+    expect(workerEnvSchema.parse({ MOLECULE_DOCKER_EGRESS: "false", MOLECULE_DOCKER_MEMORY: "4G", MOLECULE_DOCKER_PIDS_LIMIT: "1024" })).toMatchObject({
+      MOLECULE_DOCKER_EGRESS: false,
+      MOLECULE_DOCKER_MEMORY: "4g",
+      MOLECULE_DOCKER_PIDS_LIMIT: 1024,
+    });
+    for (const bad of [{ MOLECULE_DOCKER_CPUS: "0" }, { MOLECULE_DOCKER_CPUS: "two" }, { MOLECULE_DOCKER_MEMORY: "1tb" }, { MOLECULE_DOCKER_PIDS_LIMIT: "8" }, { MOLECULE_DOCKER_NETWORK: "-x" }]) {
+      expect(workerEnvSchema.safeParse(bad).success, JSON.stringify(bad)).toBe(false);
+    }
   });
 
   it("accepts the image references people use", () => {

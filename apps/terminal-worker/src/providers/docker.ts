@@ -25,10 +25,28 @@ export const IMAGE_REF_RE = new RegExp(
 );
 /** A docker network name (as docker accepts for container names). */
 export const NETWORK_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
-const CPUS_RE = /^(?:[0-9]{1,3})(?:\.[0-9]{1,2})?$/;
-const MEMORY_RE = /^[1-9][0-9]{0,6}[kmg]$/;
+export const CPUS_RE = /^(?:[0-9]{1,3})(?:\.[0-9]{1,2})?$/;
+export const MEMORY_RE = /^[1-9][0-9]{0,6}[kmg]$/;
 
 export const DEFAULT_DOCKER_IMAGE = "debian:bookworm-slim";
+/** The workspaces' own bridge network (created when missing): never the compose network. */
+export const DEFAULT_DOCKER_NETWORK = "molecule-workspaces";
+/** Its Linux bridge, so an operator's DOCKER-USER firewall rules can name it (15 characters at most). */
+export const DEFAULT_DOCKER_BRIDGE = "molecule-ws0";
+/** Limits of every container whose tier sets none: processes, memory (swap included), CPUs. */
+export const DEFAULT_PIDS_LIMIT = 512;
+export const DEFAULT_MEMORY = "2g";
+export const DEFAULT_CPUS = "2";
+/**
+ * Capabilities a workspace does not need, off docker's default set. NET_RAW: no raw or packet
+ * sockets (no spoofing on the bridge, no hand-made frames to the host's 127.0.0.1); MKNOD: no
+ * device nodes; AUDIT_WRITE: nothing into the host's audit log. What apt-get as root needs
+ * (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETUID, SETGID, KILL) stays.
+ */
+export const DROPPED_CAPS = ["NET_RAW", "MKNOD", "AUDIT_WRITE"] as const;
+/** Docker's predefined networks: host and bridge share the platform's, none has no shell network at all. */
+const RESERVED_NETWORKS = new Set(["host", "bridge", "none", "default"]);
+export const LABEL_NETWORK = "molecule.network";
 export const LABEL_WORKSPACE = "molecule.workspace";
 export const LABEL_ORG = "molecule.org";
 
@@ -46,10 +64,16 @@ export interface DockerProviderOptions {
   image: string;
   /** Runtime -> image. */
   images?: Partial<Record<string, string>>;
-  /** `docker run --network`; the daemon's default bridge when unset. */
+  /** The workspaces' network (DEFAULT_DOCKER_NETWORK when unset); created when missing, refused when it is not theirs alone. */
   network?: string;
-  /** Tier -> resource limits; tiers without an entry run without limits. */
+  /** Outbound connectivity (true by default); false: an `--internal` network, no route out at all. */
+  egress?: boolean;
+  /** Tier -> resource limits; what a tier does not set comes from `defaultLimits`. */
   limits?: Record<number, TierLimits>;
+  /** cpus and memory of tiers not listed (DEFAULT_CPUS, DEFAULT_MEMORY). */
+  defaultLimits?: TierLimits;
+  /** `--pids-limit` of every container (DEFAULT_PIDS_LIMIT). */
+  pidsLimit?: number;
   /** Environment of the docker CLI: PATH, HOME, DOCKER_* (never the worker's whole env). */
   env: Record<string, string>;
   /** Per CLI call (inspect, run, start, rm, exec probes). */
@@ -121,7 +145,7 @@ export function classifyDockerError(err: unknown): DockerFailure {
   if (/permission denied while trying to connect to the Docker daemon/i.test(s)) return "permission";
   if (DAEMON_DOWN.test(s)) return "daemon_unreachable";
   if (/Conflict\. The container name .* is already in use/i.test(s)) return "name_conflict";
-  if (/No such (container|object|image)/i.test(s)) return "not_found";
+  if (/No such (container|object|image|network)|network \S+ not found/i.test(s)) return "not_found";
   if (/is not running|is paused|is restarting/i.test(s)) return "not_running";
   return "other";
 }
@@ -199,12 +223,20 @@ export interface ContainerInfo {
   exitCode: number | null;
   labels: Record<string, string>;
   user: string;
+  /** HostConfig.NetworkMode and SecurityOpt: what tells a hardened workspace container from an older one. */
+  networkMode: string;
+  securityOpt: string[];
 }
 
 export function parseInspect(stdout: string): ContainerInfo | null {
   const arr = JSON.parse(stdout) as unknown;
   const c = (Array.isArray(arr) ? arr[0] : null) as
-    | { Id?: string; State?: { Status?: string; Running?: boolean; ExitCode?: number }; Config?: { Labels?: Record<string, string> | null; User?: string } }
+    | {
+        Id?: string;
+        State?: { Status?: string; Running?: boolean; ExitCode?: number };
+        Config?: { Labels?: Record<string, string> | null; User?: string };
+        HostConfig?: { NetworkMode?: string; SecurityOpt?: string[] | null };
+      }
     | null
     | undefined;
   if (!c?.Id) return null;
@@ -215,7 +247,62 @@ export function parseInspect(stdout: string): ContainerInfo | null {
     exitCode: typeof c.State?.ExitCode === "number" ? c.State.ExitCode : null,
     labels: c.Config?.Labels ?? {},
     user: c.Config?.User ?? "",
+    networkMode: c.HostConfig?.NetworkMode ?? "",
+    securityOpt: c.HostConfig?.SecurityOpt ?? [],
   };
+}
+
+/** One network, as `docker network inspect` reports it. */
+export interface NetworkInfo {
+  name: string;
+  driver: string;
+  internal: boolean;
+  options: Record<string, string>;
+  labels: Record<string, string>;
+  /** Names of the containers attached to it. */
+  containers: string[];
+}
+
+export function parseNetworkInspect(stdout: string): NetworkInfo | null {
+  const arr = JSON.parse(stdout) as unknown;
+  const n = (Array.isArray(arr) ? arr[0] : null) as
+    | {
+        Name?: string;
+        Driver?: string;
+        Internal?: boolean;
+        Options?: Record<string, string> | null;
+        Labels?: Record<string, string> | null;
+        Containers?: Record<string, { Name?: string }> | null;
+      }
+    | null
+    | undefined;
+  if (!n?.Name) return null;
+  return {
+    name: n.Name,
+    driver: n.Driver ?? "",
+    internal: n.Internal === true,
+    options: n.Options ?? {},
+    labels: n.Labels ?? {},
+    containers: Object.values(n.Containers ?? {}).map((c) => c.Name ?? ""),
+  };
+}
+
+const WORKSPACE_CONTAINER_RE = /^ws-[0-9a-f]{8}-[0-9a-f]{3}$/;
+
+/**
+ * Why a network may not carry workspaces, or null when it may: a bridge of their own with
+ * inter-container traffic off, nothing else attached (the platform's containers, the compose
+ * network), and no route out when egress is off.
+ */
+export function networkProblem(n: NetworkInfo, egress: boolean): string | null {
+  if (n.driver !== "bridge") return `it is a ${n.driver || "unknown"} network, not a bridge`;
+  const compose = n.labels["com.docker.compose.network"];
+  if (compose !== undefined) return `it is the compose network "${compose}" of project "${n.labels["com.docker.compose.project"] ?? "?"}"`;
+  if (n.options["com.docker.network.bridge.enable_icc"] !== "false") return "containers on it can reach each other (com.docker.network.bridge.enable_icc is not false)";
+  const others = n.containers.filter((c) => !WORKSPACE_CONTAINER_RE.test(c));
+  if (others.length > 0) return `containers that are not workspaces are on it (${others.slice(0, 3).join(", ")})`;
+  if (!egress && !n.internal) return "MOLECULE_DOCKER_EGRESS is off but the network is not --internal";
+  return null;
 }
 
 /** The shell's environment inside the container, after TERM (values validated by the caller). */
@@ -270,7 +357,15 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
   if (!EXECUTABLE_RE.test(o.bin)) throw new Error(`invalid docker CLI path ${JSON.stringify(o.bin)}`);
   checkImageTemplate(o.image);
   for (const img of Object.values(o.images ?? {})) if (img) checkImageTemplate(img);
-  if (o.network !== undefined && !NETWORK_RE.test(o.network)) throw new Error(`invalid docker network ${JSON.stringify(o.network)}`);
+  const network = o.network ?? DEFAULT_DOCKER_NETWORK;
+  if (!NETWORK_RE.test(network)) throw new Error(`invalid docker network ${JSON.stringify(network)}`);
+  if (RESERVED_NETWORKS.has(network)) throw new Error(`docker network "${network}" is shared with the host or other containers; workspaces need a network of their own (e.g. ${DEFAULT_DOCKER_NETWORK})`);
+  const egress = o.egress ?? true;
+  const pidsLimit = o.pidsLimit ?? DEFAULT_PIDS_LIMIT;
+  if (!Number.isInteger(pidsLimit) || pidsLimit < 1) throw new Error(`invalid pids limit ${pidsLimit}`);
+  const defaults = { cpus: o.defaultLimits?.cpus ?? DEFAULT_CPUS, memory: o.defaultLimits?.memory ?? DEFAULT_MEMORY };
+  if (!CPUS_RE.test(defaults.cpus) || Number(defaults.cpus) <= 0) throw new Error(`invalid default CPU count ${JSON.stringify(defaults.cpus)}`);
+  if (!MEMORY_RE.test(defaults.memory)) throw new Error(`invalid default memory size ${JSON.stringify(defaults.memory)}`);
   const timeoutMs = o.timeoutMs ?? 60_000;
   const pullTimeoutMs = o.pullTimeoutMs ?? 240_000;
   const bin = o.bin;
@@ -308,7 +403,9 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
   function runArgs(ws: WorkspaceRow, name: string, image: string): string[] {
     const id = checkUuid(ws.id, "workspace id");
     const org = checkUuid(ws.orgId, "org id");
-    const limits = o.limits?.[ws.tier] ?? {};
+    const tier = o.limits?.[ws.tier] ?? {};
+    const cpus = tier.cpus ?? defaults.cpus;
+    const memory = tier.memory ?? defaults.memory;
     return [
       "run", "-d",
       "--name", name,
@@ -320,9 +417,17 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
       "--init",
       // The workspace comes back after a daemon or host restart.
       "--restart", "unless-stopped",
-      ...(o.network ? ["--network", o.network] : []),
-      ...(limits.cpus ? ["--cpus", limits.cpus] : []),
-      ...(limits.memory ? ["--memory", limits.memory] : []),
+      // The tenant boundary: a network of its own, no privilege gained through exec (setuid,
+      // file capabilities), fewer capabilities, bounded processes, memory and CPU. Never a
+      // mount, the socket, --privileged or a host namespace.
+      "--network", network,
+      "--security-opt", "no-new-privileges",
+      ...DROPPED_CAPS.flatMap((c) => ["--cap-drop", c]),
+      "--pids-limit", String(pidsLimit),
+      "--memory", memory,
+      // Equal to --memory: no swap on top (docker's default would double it).
+      "--memory-swap", memory,
+      "--cpus", cpus,
       image,
       "sleep", "infinity",
     ];
@@ -339,6 +444,50 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     await cli(["pull", "--quiet", image], pullTimeoutMs).catch((err) => {
       throw pullProviderError(err, image, bin);
     });
+  }
+
+  async function inspectNetwork(): Promise<NetworkInfo | null> {
+    try {
+      return parseNetworkInspect(await cli(["network", "inspect", network]));
+    } catch (err) {
+      if (classifyDockerError(err) === "not_found") return null;
+      throw err;
+    }
+  }
+
+  /**
+   * The workspaces' network, created when missing and checked on every provisioning: an
+   * operator's later `docker network connect` of a platform container must not go unnoticed.
+   */
+  async function ensureNetwork(): Promise<void> {
+    let n = await inspectNetwork();
+    if (!n) {
+      o.log?.info({ network, egress }, "creating the workspace network");
+      try {
+        await cli([
+          "network", "create",
+          "--driver", "bridge",
+          "-o", "com.docker.network.bridge.enable_icc=false",
+          ...(network === DEFAULT_DOCKER_NETWORK ? ["-o", `com.docker.network.bridge.name=${DEFAULT_DOCKER_BRIDGE}`] : []),
+          ...(egress ? [] : ["--internal"]),
+          "--label", `${LABEL_NETWORK}=workspaces`,
+          network,
+        ]);
+      } catch (err) {
+        // Another worker made it meanwhile: checked below like any existing network.
+        if (!(err instanceof DockerCliError && /already exists/i.test(err.stderr))) throw err;
+      }
+      n = await inspectNetwork();
+      if (!n) throw new ProviderError(`the docker network ${network} disappeared while being created; retrying`, true, "docker_network");
+    }
+    const problem = networkProblem(n, egress);
+    if (problem) {
+      throw new ProviderError(
+        `the docker network ${network} (MOLECULE_DOCKER_NETWORK) may not carry workspaces: ${problem}. Unset MOLECULE_DOCKER_NETWORK (the worker then creates ${DEFAULT_DOCKER_NETWORK}) or name a network only workspaces use, see ${DOC}`,
+        false,
+        "docker_network",
+      );
+    }
   }
 
   async function create(ws: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId: string }> {
@@ -360,6 +509,14 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     }
     if (c && (c.status === "dead" || c.status === "removing")) {
       await step(`removing the dead container ${name}`, () => cli(["rm", "-f", name]));
+      c = null;
+    }
+    await step(`checking the workspace network ${network}`, ensureNetwork);
+    if (c && !hardened(c)) {
+      // Made before workspaces had a network of their own: never adopted, since provisioning
+      // (a new workspace or a restart) has nothing in it to keep.
+      o.log?.warn({ container: name, network: c.networkMode }, "replacing a workspace container outside the workspace network");
+      await step(`removing the container ${name}`, () => cli(["rm", "-f", name]));
       c = null;
     }
     if (!c) {
@@ -397,6 +554,10 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
       );
     }
     return { instanceId: c.id };
+  }
+
+  function hardened(c: ContainerInfo): boolean {
+    return c.networkMode === network && c.securityOpt.includes("no-new-privileges");
   }
 
   async function destroy(ws: WorkspaceRow): Promise<void> {
@@ -437,6 +598,8 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
       if (!c) throw new TerminalUnavailableError("not_ready", `the workspace container ${name} does not exist (removed?); restart the workspace to recreate it`);
       if (c.labels[LABEL_WORKSPACE] !== id) throw new TerminalUnavailableError("not_ready", `the container ${name} does not belong to this workspace`);
       if (!c.running) throw new TerminalUnavailableError("not_ready", `the workspace container ${name} is ${c.status}; restart the workspace`);
+      // A container from before the workspace network shares the daemon's default bridge: no shell there.
+      if (!hardened(c)) throw new TerminalUnavailableError("not_ready", `the workspace container ${name} is not on the workspace network ${network}; restart the workspace to recreate it`);
       shell = await shellOf(c, name);
     } catch (err) {
       if (err instanceof TerminalUnavailableError) throw err;
