@@ -80,8 +80,8 @@ export class FakeDocker {
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   }
 
-  /** A switch file: daemon-down, hang, missing-images, no-bash-images. */
-  set(flag: "daemon-down" | "hang", on: boolean): void {
+  /** A switch file: daemon-down, hang, network-create-race (another worker made the network first). */
+  set(flag: "daemon-down" | "hang" | "network-create-race", on: boolean): void {
     const f = join(this.state, flag);
     if (on) writeFileSync(f, "");
     else rmSync(f, { force: true });

@@ -204,6 +204,14 @@ describe("docker provider: create", () => {
     expect(Object.values(fake.network("molecule-workspaces")!.Containers).map((c) => c.Name)).toHaveLength(2);
   });
 
+  it("two workers making the network at once: the one that loses adopts the other's", async () => {
+    fake.set("network-create-race", true);
+    const ws = row();
+    await provider().create(ws, recorder().ctx);
+    expect(fake.callsOf("network", "create")).toHaveLength(1);
+    expect(fake.container(nameOf(ws))!.hostConfig.network).toEqual(["molecule-workspaces"]);
+  });
+
   it("refuses a network the platform is on, or one where workspaces reach each other, and runs nothing", async () => {
     fake.list("missing-images", []);
     // The compose project's network with the platform's Redis on it.
