@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import type { WebSocket } from "ws";
 import {
   CLOSE,
@@ -77,6 +78,29 @@ const RATE_SAMPLE_MS = 100;
 const RTT_PROBE_MS = 5000;
 /** A claimed session whose shell has not started after this long is given up (spawn_failed). */
 const START_TIMEOUT_MS = 60_000;
+/**
+ * Client frames one connection may have handled per event-loop turn (and bytes, though one larger
+ * frame always passes alone): the rest waits, with the socket paused, for the next turn, so a client
+ * sending thousands of tiny frames cannot hold the loop while other sessions wait for their echo.
+ */
+const FRAMES_PER_TURN = 64;
+const BYTES_PER_TURN = 64 * 1024;
+/** Input frames handled in one go are published as one message up to this size (fewer hops for a flood). */
+const COALESCE_BYTES = 64 * 1024;
+
+/** The event-loop turn this is: bumped by one setImmediate per turn for the whole process, not per frame. */
+let turn = 0;
+let turnTicking = false;
+function currentTurn(): number {
+  if (!turnTicking) {
+    turnTicking = true;
+    setImmediate(() => {
+      turn++;
+      turnTicking = false;
+    });
+  }
+  return turn;
+}
 
 /**
  * One client WebSocket attached to one terminal session. Forwards live output
@@ -112,10 +136,20 @@ export class TerminalBridge {
   private pendingInput: Buffer[] = [];
   private pendingInputBytes = 0;
   private claimTimer: NodeJS.Timeout | null = null;
+  /** Client frames waiting for this connection's next turn or input budget (the socket is paused meanwhile). */
+  private inbox: { data: Buffer; isBinary: boolean }[] = [];
+  private inboxAt = 0;
+  private inboxWake: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  private turnSeen = -1;
+  private turnFrames = 0;
+  private turnBytes = 0;
+  /** Input handled this turn, published together once the turn's frames are through (flushInput). */
+  private inParts: Buffer[] = [];
+  private inPartsBytes = 0;
+  private flushQueued = false;
   private byteTokens: number;
   private msgTokens: number;
   private lastRefill = Date.now();
-  private throttled = false;
   private closing = false;
   private readonly onOut = (msg: Buffer) => this.handleOut(msg);
   private unReconnect: (() => void) | null = null;
@@ -150,7 +184,7 @@ export class TerminalBridge {
 
   /** Subscribes before anything else, so no output published from here on is missed. */
   async start(): Promise<void> {
-    this.ws.on("message", (data, isBinary) => this.handleClient(data as Buffer, isBinary));
+    this.ws.on("message", (data, isBinary) => this.onFrame(data as Buffer, isBinary));
     this.ws.on("close", (code) => this.handleClose(code));
     this.ws.on("error", (err) => this.d.log.debug({ err }, "client socket error"));
     this.ws.on("pong", () => {
@@ -437,6 +471,7 @@ export class TerminalBridge {
     if (this.state === "closed") return;
     this.state = "closed";
     if (this.claimTimer) clearTimeout(this.claimTimer);
+    this.clearInbox();
     this.unReconnect?.();
     void this.d.hub.unsubscribe(this.o.keys.out, this.onOut);
     this.d.closed(this);
@@ -457,11 +492,103 @@ export class TerminalBridge {
 
   // ---- input: client -> worker ----------------------------------------------------------
 
+  /**
+   * Every client frame, in order: handled now if this connection's turn and input budget allow,
+   * else queued with the socket paused (ws still hands over the frames of the chunk it is parsing,
+   * so the queue holds at most about one socket read) until drainInbox gets to it.
+   */
+  private onFrame(data: Buffer, isBinary: boolean): void {
+    if (this.state === "closed") return;
+    if (this.inboxAt === this.inbox.length && this.admit(data.length)) {
+      this.handleClient(data, isBinary);
+      return;
+    }
+    if (this.inboxAt === this.inbox.length) this.ws.pause();
+    this.inbox.push({ data, isBinary });
+    this.wakeInbox();
+  }
+
+  private drainInbox(): void {
+    this.inboxWake = null;
+    while (this.inboxAt < this.inbox.length && this.state !== "closed") {
+      const f = this.inbox[this.inboxAt]!;
+      if (!this.admit(f.data.length)) {
+        this.wakeInbox();
+        return;
+      }
+      this.inbox[this.inboxAt++] = undefined as never;
+      this.handleClient(f.data, f.isBinary);
+    }
+    this.inbox = [];
+    this.inboxAt = 0;
+    if (this.state !== "closed") this.ws.resume();
+  }
+
+  /** Drains the queue on the next turn, or once the input budget has refilled enough for its first frame. */
+  private wakeInbox(): void {
+    if (this.inboxWake || this.state === "closed") return;
+    const wait = this.budgetWaitMs();
+    this.inboxWake = wait > 0 ? setTimeout(() => this.drainInbox(), wait) : setImmediate(() => this.drainInbox());
+  }
+
+  private clearInbox(): void {
+    if (this.inboxWake) {
+      clearTimeout(this.inboxWake as NodeJS.Timeout);
+      clearImmediate(this.inboxWake as NodeJS.Immediate);
+    }
+    this.inboxWake = null;
+    this.inbox = [];
+    this.inboxAt = 0;
+    this.flushInput();
+  }
+
+  /**
+   * Whether a frame of `bytes` may be handled now: within this turn's share (one larger frame
+   * always passes alone) and the token buckets for bytes and messages (which may go negative by
+   * that one frame; the next waits until they are positive again). Charges it if so.
+   */
+  private admit(bytes: number): boolean {
+    const t = currentTurn();
+    if (t !== this.turnSeen) {
+      this.turnSeen = t;
+      this.turnFrames = 0;
+      this.turnBytes = 0;
+    }
+    if (this.turnFrames >= FRAMES_PER_TURN || (this.turnFrames > 0 && this.turnBytes + bytes > BYTES_PER_TURN)) return false;
+    this.refill();
+    if (this.byteTokens <= 0 || this.msgTokens <= 0) return false;
+    this.turnFrames++;
+    this.turnBytes += bytes;
+    this.byteTokens -= bytes;
+    this.msgTokens -= 1;
+    return true;
+  }
+
+  private refill(): void {
+    const now = Date.now();
+    const dt = (now - this.lastRefill) / 1000;
+    this.lastRefill = now;
+    this.byteTokens = Math.min(this.d.inputBytesPerSec, this.byteTokens + dt * this.d.inputBytesPerSec);
+    this.msgTokens = Math.min(this.d.inputMsgsPerSec, this.msgTokens + dt * this.d.inputMsgsPerSec);
+  }
+
+  /** How long until both token buckets are positive again (0: now; the turn share needs only the next turn). */
+  private budgetWaitMs(): number {
+    this.refill();
+    const bytes = this.byteTokens > 0 ? 0 : (-this.byteTokens + 1) / this.d.inputBytesPerSec;
+    const msgs = this.msgTokens > 0 ? 0 : (-this.msgTokens + 1e-3) / this.d.inputMsgsPerSec;
+    return Math.ceil(Math.max(bytes, msgs) * 1000);
+  }
+
   private handleClient(data: Buffer, isBinary: boolean): void {
     if (this.state === "closed") return;
-    this.throttle(data.length);
     if (this.o.mode === "raw" || isBinary) {
       this.input(data);
+      return;
+    }
+    // The socket skips ws's UTF-8 check (it would close with 1007): bad text is a bad_message like any other.
+    if (!isUtf8(data)) {
+      this.sendError("bad_message", "text frames must be valid UTF-8");
       return;
     }
     let parsed: unknown;
@@ -509,7 +636,23 @@ export class TerminalBridge {
       this.pendingInputBytes += data.length;
       return;
     }
-    this.publishIn(encodeInput(data));
+    // Held until the frames handled in this go are through: a flood of tiny frames becomes a few publishes.
+    this.inParts.push(data);
+    this.inPartsBytes += data.length;
+    if (this.inPartsBytes >= COALESCE_BYTES) this.flushInput();
+    else if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(() => this.flushInput());
+    }
+  }
+
+  private flushInput(): void {
+    this.flushQueued = false;
+    if (this.inParts.length === 0) return;
+    const data = this.inParts.length === 1 ? this.inParts[0]! : Buffer.concat(this.inParts, this.inPartsBytes);
+    this.inParts = [];
+    this.inPartsBytes = 0;
+    this.send(encodeInput(data));
   }
 
   private control(c: ControlMessage): void {
@@ -517,27 +660,14 @@ export class TerminalBridge {
     this.publishIn(encodeControl(c));
   }
 
+  /** Control after input the client sent before it must not overtake that input: held input goes first. */
   private publishIn(payload: Buffer): void {
-    if (!this.d.writer.send(["PUBLISH", this.o.keys.in, payload])) this.d.log.warn("input dropped: Redis has been unreachable for too long");
+    this.flushInput();
+    this.send(payload);
   }
 
-  /** Token buckets for bytes and messages: a flooding client has its socket paused, others are unaffected. */
-  private throttle(bytes: number): void {
-    const now = Date.now();
-    const dt = (now - this.lastRefill) / 1000;
-    this.lastRefill = now;
-    this.byteTokens = Math.min(this.d.inputBytesPerSec, this.byteTokens + dt * this.d.inputBytesPerSec);
-    this.msgTokens = Math.min(this.d.inputMsgsPerSec, this.msgTokens + dt * this.d.inputMsgsPerSec);
-    this.byteTokens -= bytes;
-    this.msgTokens -= 1;
-    if (this.throttled || (this.byteTokens >= 0 && this.msgTokens >= 0)) return;
-    const wait = Math.max(-this.byteTokens / this.d.inputBytesPerSec, -this.msgTokens / this.d.inputMsgsPerSec) * 1000;
-    this.throttled = true;
-    this.ws.pause();
-    setTimeout(() => {
-      this.throttled = false;
-      if (this.state !== "closed") this.ws.resume();
-    }, Math.ceil(wait)).unref();
+  private send(payload: Buffer): void {
+    if (!this.d.writer.send(["PUBLISH", this.o.keys.in, payload])) this.d.log.warn("input dropped: Redis has been unreachable for too long");
   }
 
   // ---- framing ---------------------------------------------------------------------------

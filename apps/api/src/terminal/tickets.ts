@@ -4,6 +4,19 @@ import { z } from "zod";
 import { hashToken, ticketKey } from "@molecule/shared";
 import type { Principal } from "../auth.ts";
 
+/**
+ * GETDEL only when the ticket is for this workspace, in one step: a ticket tried on another
+ * workspace (by mistake, or by someone who saw it) stays usable by its owner until it expires.
+ */
+const CONSUME_LUA = `
+local raw = redis.call("GET", KEYS[1])
+if not raw then return false end
+local ok, t = pcall(cjson.decode, raw)
+if not ok or type(t) ~= "table" or t.workspaceId ~= ARGV[1] then return false end
+redis.call("DEL", KEYS[1])
+return raw
+`;
+
 const stored = z.object({ orgId: z.string(), tokenId: z.string(), tokenPrefix: z.string(), workspaceId: z.string() });
 
 /**
@@ -17,12 +30,21 @@ export function createTickets(redis: Redis, ns: string, ttlSec: number) {
       await redis.set(ticketKey(ns, hashToken(ticket)), JSON.stringify({ ...p, workspaceId }), "EX", ttlSec);
       return { ticket, expiresAt: new Date(Date.now() + ttlSec * 1000) };
     },
-    /** Consumes a ticket (GETDEL: a second use fails); null when unknown, used, expired or for another workspace. */
+    /**
+     * Consumes a ticket for `workspaceId` (a second use fails); null when unknown, used, expired
+     * or for another workspace, and then a ticket for another workspace is left as it was.
+     */
     async consume(ticket: string, workspaceId: string): Promise<Principal | null> {
       if (!/^tkt_[A-Za-z0-9_-]{32}$/.test(ticket)) return null;
-      const raw = await redis.getdel(ticketKey(ns, hashToken(ticket)));
-      if (!raw) return null;
-      const r = stored.safeParse(JSON.parse(raw));
+      const raw = (await redis.eval(CONSUME_LUA, 1, ticketKey(ns, hashToken(ticket)), workspaceId)) as string | null;
+      if (typeof raw !== "string") return null;
+      let json: unknown;
+      try {
+        json = JSON.parse(raw);
+      } catch {
+        return null;
+      }
+      const r = stored.safeParse(json);
       if (!r.success || r.data.workspaceId !== workspaceId) return null;
       return { orgId: r.data.orgId, tokenId: r.data.tokenId, tokenPrefix: r.data.tokenPrefix };
     },
