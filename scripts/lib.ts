@@ -1,4 +1,5 @@
 import net from "node:net";
+import { redactUrl, verifyDatabase, verifyRedis } from "@molecule/shared";
 
 /** True when a TCP connection to host:port opens within `ms`. */
 export function reachable(url: string, defaultPort: number, ms = 3000): Promise<boolean> {
@@ -36,6 +37,14 @@ export async function requireServices(databaseUrl: string, redisUrl: string): Pr
   if (!rd) missing.push(`Redis is not reachable at ${new URL(redisUrl).host}. Start it with:`, ...HOW_TO_START.redis);
   if (missing.length) {
     process.stderr.write(`${missing.join("\n")}\n(or point DATABASE_URL / REDIS_URL at running servers)\n`);
+    process.exit(2);
+  }
+  // Reachable but refusing the URL's credentials (a password-protected Redis, scram PostgreSQL): say which, and stop.
+  const refused = (
+    await Promise.all([verifyDatabase(databaseUrl).then(() => null, (err: Error) => err.message), verifyRedis(redisUrl).then(() => null, (err: Error) => err.message)])
+  ).filter((m): m is string => m !== null);
+  if (refused.length) {
+    process.stderr.write(`${refused.join("\n")}\n(DATABASE_URL=${redactUrl(databaseUrl)} REDIS_URL=${redactUrl(redisUrl)})\n`);
     process.exit(2);
   }
 }

@@ -12,7 +12,8 @@ function compose(args: string[], env: Record<string, string> = {}) {
   return spawnSync(COMPOSE, ["-f", join(ROOT, "docker-compose.yml"), ...args], {
     cwd: ROOT,
     encoding: "utf8",
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    // The compose file has no default passwords (test/data-plane-credentials.test.ts): give it some.
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, POSTGRES_PASSWORD: "pg-test", REDIS_PASSWORD: "r-admin", REDIS_API_PASSWORD: "r-api", REDIS_WORKER_PASSWORD: "r-worker", ...env },
   });
 }
 
@@ -55,7 +56,7 @@ describe("docker-compose.yml", () => {
     }
     expect(s.api.depends_on).toMatchObject({ postgres: { condition: "service_healthy" }, redis: { condition: "service_healthy" } });
     expect(s["terminal-worker"].environment).toMatchObject({ MOLECULE_METRICS_PORT: "9464", MOLECULE_SANDBOX_ROOT: "/var/lib/molecule/sandboxes" });
-    expect(s.api.environment.DATABASE_URL).toBe("postgres://postgres:molecule@postgres:5432/molecule");
+    expect(s.api.environment.DATABASE_URL).toBe("postgres://postgres:pg-test@postgres:5432/molecule");
     // Optional secrets are passed through only when set: never as an empty string.
     expect(s.api.environment.MOLECULE_BOOTSTRAP_TOKEN).toBeNull();
     expect(resolved({ MOLECULE_BOOTSTRAP_TOKEN: "mol_x" }).services.api.environment.MOLECULE_BOOTSTRAP_TOKEN).toBe("mol_x");

@@ -1,5 +1,6 @@
 import net from "node:net";
 import tls from "node:tls";
+import { redactUrl } from "./config.ts";
 import type { Logger } from "./logger.ts";
 
 /**
@@ -27,6 +28,8 @@ export interface RedisWriter {
   readonly ready: boolean;
   /** Bytes handed to the socket and not yet written out (a slow or stuck Redis). */
   readonly backlog: number;
+  /** What Redis answered when it last refused the connection's set-up (WRONGPASS, NOPERM…); null once ready. */
+  readonly refusal: string | null;
   /**
    * Sends one command. While (re)connecting, commands wait (at most `queueBytes`,
    * for at most `queueMs`: keystrokes typed into a long outage must not run
@@ -165,6 +168,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
 
   let socket: net.Socket | null = null;
   let ready = false;
+  let refusal: string | null = null;
   let closed = false;
   let attempt = 0;
   let retryTimer: NodeJS.Timeout | null = null;
@@ -211,7 +215,9 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
       for (const r of parsed.replies) {
         if (!ready) {
           if (r.error) {
-            o.log.warn({ conn: o.name, error: r.value }, "redis writer: connection set-up refused");
+            // Wrong credentials do not fix themselves: say so once, loudly, then keep retrying quietly.
+            if (refusal !== r.value) o.log.error({ conn: o.name, url: redactUrl(o.url), error: r.value }, "redis writer: Redis refused the connection set-up (credentials or ACL in REDIS_URL?)");
+            refusal = r.value;
             s.destroy();
             return;
           }
@@ -243,6 +249,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
   function becomeReady(s: net.Socket): void {
     s.write(encodeCommand(["CLIENT", "REPLY", "OFF"]));
     ready = true;
+    refusal = null;
     attempt = 0;
     const q = queue;
     queue = [];
@@ -278,6 +285,9 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     },
     get backlog() {
       return socket?.writableLength ?? 0;
+    },
+    get refusal() {
+      return refusal;
     },
     send(args) {
       return submit(encodeCommands([args]));
