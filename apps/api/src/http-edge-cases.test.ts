@@ -267,6 +267,12 @@ describe("more bodies, headers and queries", () => {
     }
   });
 
+  it("headers over Node's limit are a JSON 431", async () => {
+    const r = await rawRequest(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`);
+    expect(r.status).toBe(431);
+    expect(JSON.parse(r.body).error.code).toBe("headers_too_large");
+  });
+
   it("repeated query keys are a 400, not a 500", async () => {
     for (const q of ["limit=1&limit=2", "status=ready&status=failed", "cursor=a&cursor=b", "limit[x]=1", "limit=%ff", "status=%"]) {
       const r = await call(s.url, "GET", `/workspaces?${q}`, { token });

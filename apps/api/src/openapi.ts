@@ -63,8 +63,8 @@ export function buildOpenApi(): Record<string, unknown> {
           responses: {
             "201": json("Created; status is provisioning", "Workspace"),
             ...common,
-            "413": err("Body too large"),
-            "415": err("Body is not JSON"),
+            "413": err("Body too large (counted after decompression)"),
+            "415": err("Body is not UTF-8 JSON, or its Content-Encoding is not gzip, deflate or br"),
             "429": err("Creating workspaces too fast"),
           },
         },
@@ -105,7 +105,7 @@ export function buildOpenApi(): Record<string, unknown> {
         parameters: [idParam, ...queryParams(terminalQueryObject)],
         get: {
           summary: "WebSocket upgrade: the terminal (see docs/terminal-protocol.md)",
-          responses: { "101": { description: "Switching protocols" }, ...common, "403": err("Origin not allowed") },
+          responses: { "101": { description: "Switching protocols" }, ...common, "403": err("Origin not allowed"), "426": err("A plain GET without a WebSocket upgrade") },
         },
       },
     },
