@@ -76,6 +76,23 @@ const ENDED_TTL_MS = 3600_000;
 const SWEEP_PAGE = 500;
 const SWEEP_MAX_ROWS = 5000;
 
+/**
+ * A client that offers subprotocols and none of ours would get an upgrade without one, which it
+ * (browsers, ws) then drops, orphaning the shell it started: refuse it before anything exists.
+ * No header at all is legacy raw mode.
+ */
+function checkSubprotocols(req: IncomingMessage): void {
+  const header = req.headers["sec-websocket-protocol"];
+  if (header === undefined) return;
+  const offered = header.split(",").map((p) => p.trim()).filter(Boolean);
+  if (offered.includes(SUBPROTOCOL_V1)) return;
+  throw new BadRequestError(
+    `none of the offered subprotocols is supported; offer ${SUBPROTOCOL_V1}, or none for legacy raw mode`,
+    { offered: offered.slice(0, 8).map((p) => p.slice(0, 64)), supported: [SUBPROTOCOL_V1] },
+    "unsupported_subprotocol",
+  );
+}
+
 /** Writes an HTTP error on a socket that has not been upgraded: the same JSON body as the REST API. */
 function refuse(socket: Duplex, err: AppError): void {
   const body = JSON.stringify(err.toJSON());
@@ -97,6 +114,8 @@ export function createTerminalGateway(d: GatewayDeps) {
     noServer: true,
     maxPayload: c.maxFrameBytes,
     perMessageDeflate: false,
+    // Invalid UTF-8 in a text frame is answered with bad_message by the bridge, not closed with 1007.
+    skipUTF8Validation: true,
     handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL_V1) ? SUBPROTOCOL_V1 : false),
   });
   const bridges = new Set<TerminalBridge>();
@@ -182,6 +201,7 @@ export function createTerminalGateway(d: GatewayDeps) {
       if (!isUuid(workspaceId)) throw new BadRequestError("workspace id must be a UUID", [{ field: "id" }], "bad_id");
       if (!originAllowed(req)) throw new ForbiddenError(`origin ${req.headers.origin} is not allowed`);
       if (draining) throw new UnavailableError("this API node is shutting down");
+      checkSubprotocols(req);
       const q = terminalQuery.safeParse(Object.fromEntries(url.searchParams));
       if (!q.success) throw validationError(q.error, "terminal query");
       const p = await authenticate(req, workspaceId, q.data.ticket);
