@@ -6,8 +6,9 @@ export * from "./workspace-constants.ts";
 // A name is shown in lists, terminals and logs, so nothing in it may move, hide or break text:
 // no controls (Cc), no format characters (Cf: bidi controls, zero-width, BOM, soft hyphen),
 // no line/paragraph separators, no lone surrogates (Cs; a JSON "\ud800" parses to one).
-const disallowed = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/u;
-const printable = /^[^\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]+$/u;
+// The joiners U+200C/U+200D are the exception: emoji sequences and Persian or Indic words need them.
+const disallowed = /(?![\u200c\u200d])[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/u;
+const printable = /^(?:(?![\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]).|[\u200c\u200d])+$/su;
 const bidi = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
 
 /** Names the first character that makes a name unprintable, and why, for the 400's message. */
