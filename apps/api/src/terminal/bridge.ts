@@ -85,6 +85,8 @@ const START_TIMEOUT_MS = 60_000;
  */
 const FRAMES_PER_TURN = 64;
 const BYTES_PER_TURN = 64 * 1024;
+/** A throttled connection's queue is woken when this much of its budget has refilled. */
+const BUDGET_WAKE_MS = 10;
 /** Input frames handled in one go are published as one message up to this size (fewer hops for a flood). */
 const COALESCE_BYTES = 64 * 1024;
 
@@ -139,7 +141,7 @@ export class TerminalBridge {
   /** Client frames waiting for this connection's next turn or input budget (the socket is paused meanwhile). */
   private inbox: { data: Buffer; isBinary: boolean }[] = [];
   private inboxAt = 0;
-  private inboxWake: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  private inboxWake: { immediate: NodeJS.Immediate } | { timeout: NodeJS.Timeout } | null = null;
   private turnSeen = -1;
   private turnFrames = 0;
   private turnBytes = 0;
@@ -524,18 +526,17 @@ export class TerminalBridge {
     if (this.state !== "closed") this.ws.resume();
   }
 
-  /** Drains the queue on the next turn, or once the input budget has refilled enough for its first frame. */
+  /** Drains the queue on the next turn, or once an empty input budget has refilled a little (budgetWaitMs). */
   private wakeInbox(): void {
     if (this.inboxWake || this.state === "closed") return;
     const wait = this.budgetWaitMs();
-    this.inboxWake = wait > 0 ? setTimeout(() => this.drainInbox(), wait) : setImmediate(() => this.drainInbox());
+    this.inboxWake = wait > 0 ? { timeout: setTimeout(() => this.drainInbox(), wait) } : { immediate: setImmediate(() => this.drainInbox()) };
   }
 
   private clearInbox(): void {
-    if (this.inboxWake) {
-      clearTimeout(this.inboxWake as NodeJS.Timeout);
-      clearImmediate(this.inboxWake as NodeJS.Immediate);
-    }
+    const w = this.inboxWake;
+    if (w && "timeout" in w) clearTimeout(w.timeout);
+    else if (w) clearImmediate(w.immediate);
     this.inboxWake = null;
     this.inbox = [];
     this.inboxAt = 0;
@@ -572,11 +573,15 @@ export class TerminalBridge {
     this.msgTokens = Math.min(this.d.inputMsgsPerSec, this.msgTokens + dt * this.d.inputMsgsPerSec);
   }
 
-  /** How long until both token buckets are positive again (0: now; the turn share needs only the next turn). */
+  /**
+   * How long until an empty token bucket holds BUDGET_WAKE_MS of budget again (0: it is not empty,
+   * the turn share needs only the next turn): a throttled client is served in small batches, not
+   * one frame per timer.
+   */
   private budgetWaitMs(): number {
     this.refill();
-    const bytes = this.byteTokens > 0 ? 0 : (-this.byteTokens + 1) / this.d.inputBytesPerSec;
-    const msgs = this.msgTokens > 0 ? 0 : (-this.msgTokens + 1e-3) / this.d.inputMsgsPerSec;
+    const bytes = this.byteTokens > 0 ? 0 : -this.byteTokens / this.d.inputBytesPerSec + BUDGET_WAKE_MS / 1000;
+    const msgs = this.msgTokens > 0 ? 0 : -this.msgTokens / this.d.inputMsgsPerSec + BUDGET_WAKE_MS / 1000;
     return Math.ceil(Math.max(bytes, msgs) * 1000);
   }
 
