@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FakeDocker, FAKE_DOCKER_BIN, SYSTEM_PATH } from "../../../../test/docker/fake-docker.ts";
 import { processAlive } from "../../../../test/helpers/procs.ts";
 import { workerEnvSchema } from "../env.ts";
-import { findExecutable } from "./aws/tools.ts";
+import { findExecutable } from "./executables.ts";
 import {
   classifyDockerError,
   createDockerProvider,

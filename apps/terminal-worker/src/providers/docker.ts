@@ -1,8 +1,7 @@
 import { execFile } from "node:child_process";
 import { RUNTIMES, UUID_RE, type Logger } from "@molecule/shared";
-import { EXECUTABLE_RE } from "./aws/config.ts";
-import { findExecutable } from "./aws/tools.ts";
-import { containerName } from "./aws/user-data.ts";
+import { containerName } from "./container-name.ts";
+import { EXECUTABLE_RE, findExecutable } from "./executables.ts";
 import {
   ProviderError,
   TerminalUnavailableError,

@@ -11,8 +11,7 @@ export const ORG_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 /** A container image reference; `{runtime}` is replaced by the workspace runtime. No shell metacharacters. */
 export const IMAGE_RE = /^[a-z0-9][a-z0-9._/:@{}-]{0,254}$/;
 export const INSTANCE_TYPE_RE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
-/** An executable: a name looked up on PATH or an absolute path. It is part of ProxyCommand (a /bin/sh string). */
-export const EXECUTABLE_RE = /^[A-Za-z0-9_.+/-]{1,255}$/;
+export { EXECUTABLE_RE } from "../executables.ts";
 export const INSTANCE_PROFILE_RE = /^(arn:aws[a-z-]*:iam::\d{12}:instance-profile\/[\w+=,.@/-]{1,128}|[\w+=,.@-]{1,128})$/;
 
 /**

@@ -1,20 +1,5 @@
 import { execFile } from "node:child_process";
-import { constants } from "node:fs";
-import { access, stat } from "node:fs/promises";
-import { delimiter, isAbsolute, join } from "node:path";
-
-/** Where `name` resolves on `path` (as execvp would), or null. */
-export async function findExecutable(name: string, path: string): Promise<string | null> {
-  const candidates = isAbsolute(name) ? [name] : path.split(delimiter).filter(Boolean).map((d) => join(d, name));
-  for (const c of candidates) {
-    const ok = await access(c, constants.X_OK).then(
-      () => stat(c).then((s) => s.isFile()),
-      () => false,
-    );
-    if (ok) return c;
-  }
-  return null;
-}
+export { findExecutable } from "../executables.ts";
 
 export interface CliCheck {
   ok: boolean;

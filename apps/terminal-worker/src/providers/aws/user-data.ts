@@ -1,12 +1,8 @@
-import { CONTAINER_NAME_RE, RUNTIMES, isUuid } from "@molecule/shared";
+import { RUNTIMES, isUuid } from "@molecule/shared";
+import { containerName } from "../container-name.ts";
 import { IMAGE_RE, ORG_ID_RE } from "./config.ts";
 
-/** The workspace runtime container on the instance (same naming as the local sandbox hostname). */
-export function containerName(workspaceId: string): string {
-  const name = `ws-${workspaceId.slice(0, 12)}`;
-  if (!isUuid(workspaceId) || !CONTAINER_NAME_RE.test(name)) throw new Error(`invalid workspace id ${JSON.stringify(workspaceId)}`);
-  return name;
-}
+export { containerName } from "../container-name.ts";
 
 export interface UserDataInput {
   workspaceId: string;
