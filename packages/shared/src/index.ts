@@ -17,3 +17,4 @@ export * as schema from "./db/schema.ts";
 export * from "./subscriber-hub.ts";
 export * from "./redis-writer.ts";
 export * from "./audit-outbox.ts";
+export * from "./shutdown.ts";
