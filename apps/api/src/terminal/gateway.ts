@@ -40,6 +40,7 @@ import { toAppError, validationError } from "../error-handler.ts";
 import { loadOwned } from "../routes/workspaces.ts";
 import { TerminalBridge, type BridgeDeps, type Mode } from "./bridge.ts";
 import type { Tickets } from "./tickets.ts";
+import { applyOutboxEntries, sessionEnd } from "@molecule/shared";
 
 export interface GatewayConfig {
   ns: string;
@@ -160,11 +161,25 @@ export function createTerminalGateway(d: GatewayDeps) {
     }
   }
 
-  async function closeAudit(sessionId: string, reason: EndReason): Promise<void> {
+  /**
+   * Closes a row the API is the last word on: never claimed (`heldBy` null), or held by a worker
+   * that is gone. A row another worker holds is never touched.
+   */
+  async function closeAudit(sessionId: string, reason: EndReason, heldBy: string | null = null): Promise<void> {
+    const t = schema.terminalSessions;
     await d.db
-      .update(schema.terminalSessions)
+      .update(t)
       .set({ closedAt: sql`now()` as unknown as Date, closeReason: reason })
-      .where(and(eq(schema.terminalSessions.id, sessionId), isNull(schema.terminalSessions.closedAt)));
+      .where(and(eq(t.id, sessionId), isNull(t.closedAt), heldBy === null ? isNull(t.workerId) : eq(t.workerId, heldBy)));
+  }
+
+  /**
+   * A lost worker's session: the close it could not write (PostgreSQL was down when the session
+   * ended) is in the outbox with the real reason, bytes and time; worker_lost only without one.
+   */
+  async function closeLost(sessionId: string, workerId: string): Promise<void> {
+    const applied = await applyOutboxEntries(d.db, d.redis, c.ns, [sessionId], d.log);
+    if (!applied.has(sessionId)) await closeAudit(sessionId, "worker_lost", workerId);
   }
 
   function originAllowed(req: IncomingMessage): boolean {
@@ -433,8 +448,8 @@ export function createTerminalGateway(d: GatewayDeps) {
     d.log.warn({ worker_id: workerId, sessions: lost.length }, "terminal worker lost");
     for (const b of lost) {
       b.finish({ reason: "worker_lost", offset: 0 });
-      await cancelSession(b.sessionId, "worker_lost").catch(() => {});
-      await closeAudit(b.sessionId, "worker_lost").catch(() => {});
+      await cancelSession(b.sessionId, "worker_lost").catch((err: unknown) => d.log.warn({ err, session_id: b.sessionId }, "cancelling a lost session failed"));
+      await closeLost(b.sessionId, workerId).catch((err: unknown) => d.log.warn({ err, session_id: b.sessionId }, "closing a lost session's audit row failed (the sweeper retries)"));
     }
   }
 
@@ -477,18 +492,27 @@ export function createTerminalGateway(d: GatewayDeps) {
       // At the end of the rows: the next sweep starts again from the oldest.
       sweepFrom = rows.length === SWEEP_PAGE && last ? { openedAt: last.openedAt, id: last.id } : null;
       // Issued together: ioredis pipelines them, one round trip per page instead of per row.
-      const states = await Promise.all(rows.map((r) => d.redis.hget(sessionKeys(c.ns, r.id).meta, "state")));
+      const states = await Promise.all(rows.map((r) => d.redis.hmget(sessionKeys(c.ns, r.id).meta, "state", "end")));
+      // Closes the dead workers wrote to the outbox (PostgreSQL was down at the end) win over worker_lost.
+      const fromOutbox = await applyOutboxEntries(d.db, d.redis, c.ns, rows.filter((r) => r.workerId !== null).map((r) => r.id), d.log);
+      closed += fromOutbox.size;
       for (const [i, r] of rows.entries()) {
+        if (fromOutbox.has(r.id)) continue;
         // Rows whose session state is not in this deployment's Redis (another key prefix on a shared
         // database, or state lost with a Redis restart) are judged only once they are very old.
-        const state = states[i] ?? null;
+        const [state = null, end = null] = states[i] ?? [];
         const ancient = r.openedAt.getTime() < Date.now() - 24 * 3600_000;
         if (state === null && !ancient) continue;
         if (r.workerId !== null) {
-          await closeAudit(r.id, "worker_lost");
+          await closeAudit(r.id, "worker_lost", r.workerId);
           closed++;
         } else if (state === "pending" || state === null) {
           await closeAudit(r.id, "no_capacity");
+          closed++;
+        } else if (state === "ended") {
+          // Ended before any worker could claim the row (its claim failed): the recorded end says why.
+          const e = sessionEnd.safeParse(safeParseJson(end));
+          await closeAudit(r.id, e.success ? e.data.reason : "spawn_failed");
           closed++;
         }
       }
@@ -497,7 +521,7 @@ export function createTerminalGateway(d: GatewayDeps) {
     }
     return closed;
   }
-  const sweeper = setInterval(() => void sweep().catch(() => {}), 10_000);
+  const sweeper = setInterval(() => void sweep().catch((err: unknown) => d.log.warn({ err }, "audit sweep failed (next one in 10 s)")), 10_000);
   sweeper.unref();
 
   /** Ends every session of a workspace (it is being deleted or restarted). */
@@ -533,6 +557,16 @@ export function createTerminalGateway(d: GatewayDeps) {
   };
 }
 export type TerminalGateway = ReturnType<typeof createTerminalGateway>;
+
+function safeParseJson(v: string | null): unknown {
+  if (v === null) return undefined;
+  try {
+    return JSON.parse(v);
+  } catch {
+    // Not JSON: the caller's schema check rejects it.
+    return undefined;
+  }
+}
 
 /** Loopback and private peers are our own load balancers; anyone else could forge X-Forwarded-For. */
 const PROXY_PEER = /^(::ffff:)?(127\.|10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.)|^::1$|^f[cd][0-9a-f]{2}:/i;

@@ -3,10 +3,12 @@ import type { Redis } from "ioredis";
 import {
   TERMINAL_QUEUE,
   bullPrefix,
+  createAuditOutbox,
   encodeEvent,
   sessionKeys,
   terminalJob,
   workerAliveKey,
+  type AuditOutboxOptions,
   type ByteRedis,
   type Db,
   type EndReason,
@@ -17,7 +19,7 @@ import {
 } from "@molecule/shared";
 import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
-import { endWithoutShell, PtySession, type SpawnPty } from "./session.ts";
+import { claimAudit, endWithoutShell, PtySession, type SpawnPty } from "./session.ts";
 
 export interface RunnerDeps {
   redis: ByteRedis;
@@ -37,6 +39,8 @@ export interface RunnerDeps {
   idleTimeoutMs: number;
   maxSessionMs: number;
   metrics?: Pick<WorkerMetrics, "session" | "jobWait">;
+  /** The audit outbox's retry timing (tests drive it). */
+  auditRetry?: Pick<AuditOutboxOptions, "retryBaseMs" | "retryMaxMs" | "timers">;
 }
 
 /** Tolerates a 2.5 s event-loop stall; with the API's 1 s threshold a dead worker is noticed within ~4.5 s. */
@@ -55,8 +59,10 @@ export function createTerminalRunner(d: RunnerDeps) {
   const sessions = new Map<string, PtySession>();
   const alive = workerAliveKey(d.ns, d.workerId);
   const m = d.metrics;
+  const outbox = createAuditOutbox({ db: d.db, redis: d.redis, ns: d.ns, workerId: d.workerId, log: d.log, ...d.auditRetry });
   const sessionDeps = {
     ...d,
+    outbox,
     recentBytes: Math.min(d.replayWindowBytes, RESEED_BYTES),
     ...(m ? { spawn: countPtyBytes(d.spawn, m.session) } : {}),
   };
@@ -72,9 +78,30 @@ export function createTerminalRunner(d: RunnerDeps) {
       m?.session.closed("no_capacity");
       return;
     }
-    const cancelled = await d.redis.get(k.cancel);
+    // The claim (one UPDATE) goes with the cancel check: no round trip added to the open.
+    const [cancelled, claim] = await Promise.all([
+      d.redis.get(k.cancel),
+      claimAudit(d.db, data.sessionId, d.workerId).then(
+        (ok) => (ok ? "claimed" : "taken"),
+        (err: unknown) => {
+          log.error({ err }, "claiming the audit row failed");
+          return "failed" as const;
+        },
+      ),
+    ]);
+    if (claim === "taken") {
+      // Closed already, or another worker's: a job for it (a crafted one) must not touch that session.
+      log.warn("the session's audit row is closed or held by another worker: not starting a shell");
+      return;
+    }
+    if (claim === "failed") {
+      // No unaudited shells. The row stays unclaimed; the sweeper closes it from the end recorded here.
+      await endWithoutShell(sessionDeps, k, data.sessionId, { reason: "spawn_failed", offset: 0, message: "the session could not be recorded (database unavailable)" }, { audit: false });
+      m?.session.closed("spawn_failed");
+      return;
+    }
     if (cancelled) {
-      await endWithoutShell(d, k, data.sessionId, { reason: cancelled as EndReason, offset: 0 });
+      await endWithoutShell(sessionDeps, k, data.sessionId, { reason: cancelled as EndReason, offset: 0 });
       m?.session.closed(cancelled);
       return;
     }
@@ -94,7 +121,7 @@ export function createTerminalRunner(d: RunnerDeps) {
     } catch (err) {
       const reason = err instanceof TerminalUnavailableError ? err.reason : "spawn_failed";
       log.warn({ err: (err as Error).message, reason }, "terminal unavailable");
-      await endWithoutShell(d, k, data.sessionId, { reason, offset: 0, message: (err as Error).message });
+      await endWithoutShell(sessionDeps, k, data.sessionId, { reason, offset: 0, message: (err as Error).message });
       m?.session.closed(reason);
       return;
     }
@@ -167,8 +194,11 @@ export function createTerminalRunner(d: RunnerDeps) {
   return {
     worker,
     sessions,
+    outbox,
     async start(): Promise<void> {
       await d.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
+      // Closes an earlier process with this worker id could not write: retried from now on.
+      await outbox.recover().catch((err: unknown) => d.log.error({ err }, "audit outbox: could not read the entries left in Redis"));
       void worker.run();
       await worker.waitUntilReady();
     },
@@ -182,6 +212,9 @@ export function createTerminalRunner(d: RunnerDeps) {
       while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       await Promise.all([...sessions.values()].map((s) => s.end("worker_shutdown")));
       await closing;
+      // One last try; what PostgreSQL still refuses stays in Redis for the API's sweeper.
+      if (outbox.pending) await outbox.retry();
+      outbox.stop();
       clearInterval(timer);
       clearInterval(heartbeat);
       unReady();

@@ -1,12 +1,13 @@
 import { writeSync } from "node:fs";
 import type { IPty } from "node-pty";
-import { and, eq, isNull, sql } from "drizzle-orm";
+import { and, eq, isNull, or } from "drizzle-orm";
 import {
   appendChunk,
   decodeIn,
   encodeData,
   encodeEvent,
   schema,
+  type AuditOutbox,
   type ByteRedis,
   type Db,
   type EndReason,
@@ -28,6 +29,8 @@ export interface SessionDeps {
   writer: RedisWriter;
   hub: Hub;
   db: Db;
+  /** Audit closes: written at once, or kept and retried while PostgreSQL is away. */
+  outbox: AuditOutbox;
   workerId: string;
   log: Logger;
   spawn: SpawnPty;
@@ -96,8 +99,34 @@ function spawnTurn(): Promise<void> {
   return turn;
 }
 
-/** Ends a session that never got a shell: tells any viewer why and closes the audit row. */
-export async function endWithoutShell(d: Pick<SessionDeps, "redis" | "db">, k: SessionKeys, sessionId: string, end: SessionEnd): Promise<void> {
+/**
+ * Takes the session's audit row for this worker: only a row still open and not
+ * held by another worker (a job crafted for someone else's session claims nothing).
+ * Every later update of the row is `WHERE worker_id = <this worker>`.
+ */
+export async function claimAudit(db: Db, sessionId: string, workerId: string): Promise<boolean> {
+  const t = schema.terminalSessions;
+  const rows = await db
+    .update(t)
+    .set({ workerId })
+    .where(and(eq(t.id, sessionId), isNull(t.closedAt), or(isNull(t.workerId), eq(t.workerId, workerId))))
+    .returning({ id: t.id });
+  return rows.length > 0;
+}
+
+/**
+ * Ends a session that never got a shell: tells any viewer why and closes the
+ * audit row (when this worker holds it: `audit: false` when the claim failed, and
+ * the sweeper closes the row from the end recorded here).
+ */
+export async function endWithoutShell(
+  d: Pick<SessionDeps, "redis" | "outbox" | "workerId">,
+  k: SessionKeys,
+  sessionId: string,
+  end: SessionEnd,
+  o: { audit?: boolean } = {},
+): Promise<void> {
+  const endedAt = Date.now();
   await d.redis
     .multi()
     .hset(k.meta, { state: "ended", end: JSON.stringify(end) })
@@ -105,21 +134,21 @@ export async function endWithoutShell(d: Pick<SessionDeps, "redis" | "db">, k: S
     .set(k.cancel, end.reason, "PX", ENDED_TTL_MS)
     .publish(k.out, encodeEvent({ kind: "end", end }))
     .exec();
-  await closeAudit(d.db, sessionId, end, 0, 0);
+  if (o.audit === false) return;
+  await d.outbox.close(auditRecord(sessionId, d.workerId, end, 0, 0, endedAt));
 }
 
-async function closeAudit(db: Db, sessionId: string, end: SessionEnd, bytesIn: number, bytesOut: number): Promise<void> {
-  await db
-    .update(schema.terminalSessions)
-    .set({
-      closedAt: sql`now()` as unknown as Date,
-      closeReason: end.reason,
-      exitCode: end.code ?? null,
-      exitSignal: end.signal == null ? null : String(end.signal),
-      bytesIn,
-      bytesOut,
-    })
-    .where(and(eq(schema.terminalSessions.id, sessionId), isNull(schema.terminalSessions.closedAt)));
+function auditRecord(sessionId: string, workerId: string, end: SessionEnd, bytesIn: number, bytesOut: number, endedAt: number) {
+  return {
+    sessionId,
+    workerId,
+    reason: end.reason,
+    code: end.code ?? null,
+    signal: end.signal == null ? null : String(end.signal),
+    bytesIn,
+    bytesOut,
+    closedAt: endedAt,
+  };
 }
 
 /**
@@ -207,11 +236,15 @@ export class PtySession {
       .hset(this.keys.meta, { state: "running", worker: this.d.workerId, pid: pty.pid })
       .publish(this.keys.out, encodeEvent({ kind: "ready", workerId: this.d.workerId, cols: this.job.cols, rows: this.job.rows, pid: pty.pid }))
       .exec();
-    void this.d.db
-      .update(schema.terminalSessions)
-      .set({ workerId: this.d.workerId, instanceId: this.cmd.audit?.instanceId ?? undefined, osUser: this.cmd.audit?.osUser ?? undefined })
-      .where(eq(schema.terminalSessions.id, this.sessionId))
-      .catch((err) => this.log.warn({ err }, "audit update failed"));
+    const audit = this.cmd.audit;
+    // worker_id was set by the claim; what the provider knows (the instance, the OS user) goes with it.
+    if (audit?.instanceId || audit?.osUser) {
+      void this.d.db
+        .update(schema.terminalSessions)
+        .set({ instanceId: audit.instanceId ?? undefined, osUser: audit.osUser ?? undefined })
+        .where(and(eq(schema.terminalSessions.id, this.sessionId), eq(schema.terminalSessions.workerId, this.d.workerId)))
+        .catch((err: unknown) => this.log.warn({ err }, "audit update failed"));
+    }
     this.log.info({ pid: pty.pid, file: this.cmd.file }, "shell started");
   }
 
@@ -325,9 +358,11 @@ export class PtySession {
     const m = decodeIn(msg);
     if (!m || this.ending) return;
     if (m.kind === "input") {
+      // Counted here, where it reaches the shell, whoever published it: the audit row's bytes_in.
+      if (!this.pty) return;
       this.lastInput = Date.now();
       this.bytesIn += m.data.length;
-      this.pty?.write(m.data);
+      this.pty.write(m.data);
       return;
     }
     const c = m.control;
@@ -417,6 +452,8 @@ export class PtySession {
   async end(reason: EndReason, extra: { code?: number | null; signal?: number | null; message?: string } = {}): Promise<SessionEnd> {
     if (this.ending) return this.done;
     this.ending = true;
+    // The audit row's closed_at: when the session ended, not when the row could be written.
+    const endedAt = Date.now();
     try {
       if (this.pty && !this.exitInfo) {
         this.pty.resume();
@@ -437,9 +474,7 @@ export class PtySession {
         .publish(this.keys.out, encodeEvent({ kind: "end", end }))
         .exec();
       await this.d.hub.unsubscribe(this.keys.in, this.onIn);
-      await closeAudit(this.d.db, this.sessionId, end, this.bytesIn, this.produced).catch((err) =>
-        this.log.warn({ err }, "audit close failed"),
-      );
+      await this.d.outbox.close(auditRecord(this.sessionId, this.d.workerId, end, this.bytesIn, this.produced, endedAt));
       await this.cmd.cleanup?.().catch((err) => this.log.warn({ err }, "cleanup failed"));
       this.log.info({ reason, code, signal, bytes_in: this.bytesIn, bytes_out: this.produced }, "session ended");
       this.resolveDone(end);
@@ -447,6 +482,8 @@ export class PtySession {
     } catch (err) {
       this.log.error({ err }, "ending the session failed");
       const end: SessionEnd = { reason, offset: this.produced };
+      // Redis failed us, not necessarily PostgreSQL: the row still gets the truth (a second close is a no-op).
+      await this.d.outbox.close(auditRecord(this.sessionId, this.d.workerId, end, this.bytesIn, this.produced, endedAt));
       this.resolveDone(end);
       return end;
     }
