@@ -5,7 +5,7 @@
  * the end-to-end tests and the benchmark.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -311,6 +311,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     : await namedOrgToken(apiEnv.DATABASE_URL, opts.org ?? `cluster-${apiEnv.MOLECULE_REDIS_PREFIX}`);
 
   const dir = mkdtempSync(join(tmpdir(), "molecule-cluster-"));
+  // Traversable (not listable) so the sandbox uids reach the sandboxes under it.
+  chmodSync(dir, 0o711);
   const logDir = opts.logDir ?? join(dir, "logs");
   mkdirSync(logDir, { recursive: true });
   // Workers of one cluster share the sandboxes: any worker may open a shell in any workspace.

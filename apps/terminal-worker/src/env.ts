@@ -5,9 +5,17 @@ import { z } from "zod";
 import { baseEnvSchema, boolish, OS_USER_RE, parseEnv } from "@molecule/shared";
 import * as aws from "./providers/aws/config.ts";
 import * as docker from "./providers/docker.ts";
+import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE } from "./providers/local.ts";
+import { parseSize } from "./providers/sandbox-limits.ts";
+import { defaultSandboxRoot } from "./providers/sandbox-root.ts";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
-const defaultSandboxRoot = fileURLToPath(new URL("../../../.molecule/sandboxes", import.meta.url));
+const repoSandboxRoot = fileURLToPath(new URL("../../../.molecule/sandboxes", import.meta.url));
+const size = (def: string) => z.string().default(def).transform(aws.zodParse((v: string) => {
+  const n = parseSize(v);
+  if (n === null) throw new Error(`expected a size like 512m or 2g, got ${JSON.stringify(v)}`);
+  return n;
+}));
 
 /** The only place the worker reads process.env. */
 export const workerEnvSchema = baseEnvSchema.extend({
@@ -24,9 +32,20 @@ export const workerEnvSchema = baseEnvSchema.extend({
   MOLECULE_REPLAY_WINDOW_BYTES: int(1024 * 1024, 4096),
   MOLECULE_DRAIN_TIMEOUT_MS: int(10_000, 0),
   // local provider
-  MOLECULE_SANDBOX_ROOT: z.string().default(defaultSandboxRoot),
+  /** Default: the repository's .molecule/sandboxes, or as root /var/lib/molecule/sandboxes when sandbox uids cannot reach that. */
+  MOLECULE_SANDBOX_ROOT: z.string().optional().transform((v) => v ?? defaultSandboxRoot(repoSandboxRoot)),
   /** Use bubblewrap when installed (auto), always (on: fail if missing), or never (off). */
   MOLECULE_SANDBOX_BWRAP: z.enum(["auto", "on", "off"]).default("auto"),
+  /** none: the shell's network namespace has only its own loopback; egress: outbound through a user-mode stack. */
+  MOLECULE_SANDBOX_NETWORK: z.enum(["none", "egress"]).default("none"),
+  /** As root, workspace shells run as host uid BASE + a slot of COUNT claimed per workspace. */
+  MOLECULE_SANDBOX_UID_BASE: int(DEFAULT_UID_RANGE.base, 1000),
+  MOLECULE_SANDBOX_UID_COUNT: int(DEFAULT_UID_RANGE.count, 1),
+  /** Per workspace: processes (pids cgroup and RLIMIT_NPROC), memory (cgroup), CPU share (cgroup), largest file (RLIMIT_FSIZE). */
+  MOLECULE_SANDBOX_PIDS: int(DEFAULT_SANDBOX_LIMITS.pids, 16),
+  MOLECULE_SANDBOX_MEMORY: size("2g"),
+  MOLECULE_SANDBOX_CPU_SHARES: int(DEFAULT_SANDBOX_LIMITS.cpuShares, 2),
+  MOLECULE_SANDBOX_FILE_SIZE: size("10g"),
   MOLECULE_LOCAL_PROVISION_DELAY_MS: int(0, 0),
   MOLECULE_SHELL: z.string().default("/bin/bash"),
   MOLECULE_TERMINAL_ENABLED: boolish.default(true),

@@ -24,6 +24,10 @@ const local = createLocalProvider({
   bwrap: env.MOLECULE_SANDBOX_BWRAP,
   shell: env.MOLECULE_SHELL,
   provisionDelayMs: env.MOLECULE_LOCAL_PROVISION_DELAY_MS,
+  network: env.MOLECULE_SANDBOX_NETWORK,
+  uids: { base: env.MOLECULE_SANDBOX_UID_BASE, count: env.MOLECULE_SANDBOX_UID_COUNT },
+  limits: { pids: env.MOLECULE_SANDBOX_PIDS, memoryBytes: env.MOLECULE_SANDBOX_MEMORY, cpuShares: env.MOLECULE_SANDBOX_CPU_SHARES, fileSizeBytes: env.MOLECULE_SANDBOX_FILE_SIZE },
+  log: log.child({ provider: "local" }),
 });
 if (env.MOLECULE_SANDBOX_BWRAP !== "off" && !bwrapAvailable()) {
   log.warn("bubblewrap is not usable: local shells run as plain child processes (whoami is this worker's user)");

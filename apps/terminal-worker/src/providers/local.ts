@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { lchown, lstat, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { isUuid, type Logger } from "@molecule/shared";
-import { sandboxArgv } from "./sandbox-argv.ts";
+import { sandboxArgv, systemDirArgs } from "./sandbox-argv.ts";
 import { detectCgroups, type Cgroups, type CgroupLimits } from "./sandbox-limits.ts";
 import { prepareSandboxRoot, runsAsRoot } from "./sandbox-root.ts";
 import { claimUid, releaseUid, type UidRange } from "./sandbox-uid.ts";
@@ -52,7 +52,7 @@ let bwrapUsable: boolean | undefined;
  */
 export function bwrapAvailable(): boolean {
   if (bwrapUsable === undefined) {
-    const argv = [...(runsAsRoot() ? DROP(PROBE_UID) : []), "bwrap", "--unshare-all", "--uid", "0", "--gid", "0", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--proc", "/proc", "/usr/bin/true"];
+    const argv = [...(runsAsRoot() ? DROP(PROBE_UID) : []), "bwrap", "--unshare-all", "--uid", "0", "--gid", "0", ...systemDirArgs(), "--proc", "/proc", "--chdir", "/", "/usr/bin/true"];
     const r = spawnSync(argv[0]!, argv.slice(1), { stdio: "ignore", timeout: 5000 });
     bwrapUsable = r.status === 0;
   }
@@ -106,7 +106,8 @@ export function createLocalProvider(o: LocalProviderOptions): Provider {
       try {
         etcDir = prepareSandboxRoot(o.root, { shell: o.shell, checkTraversable: dropUid });
       } catch (err) {
-        throw new ProviderError((err as Error).message, false);
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new ProviderError(code ? `cannot create the sandbox directory under ${o.root}: ${code}` : (err as Error).message, false);
       }
       // cgroups need root here; a worker as a normal user gets none (logged).
       cgroups = runsAsRoot() ? detectCgroups(limits) : null;

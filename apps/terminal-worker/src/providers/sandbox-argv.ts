@@ -1,4 +1,5 @@
 import { existsSync, lstatSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
 
 /**
  * The exec chain of a local sandbox shell, as one argv (every step execs the next,
@@ -64,6 +65,30 @@ function systemTopDirs(): { path: string; link: string | null }[] {
   return topDirs;
 }
 
+/**
+ * /usr and the top-level system dirs, read-only (or as their usr-merged symlinks).
+ * With `root` (the dir that becomes `/`), a symlink already made there by an earlier
+ * open is left alone: bwrap refuses to make one over an existing path. So is
+ * whatever the tenant put in its place (its own root filesystem to break).
+ */
+export function systemDirArgs(root?: string): string[] {
+  const a = ["--ro-bind", "/usr", "/usr"];
+  for (const d of systemTopDirs()) {
+    if (d.link === null) a.push("--ro-bind-try", d.path, d.path);
+    else if (root === undefined || !lexists(join(root, d.path))) a.push("--symlink", d.link, d.path);
+  }
+  return a;
+}
+
+function lexists(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function bwrapArgs(o: SandboxArgvOptions): string[] {
   const a = [
     "--unshare-all",
@@ -73,13 +98,9 @@ export function bwrapArgs(o: SandboxArgvOptions): string[] {
     "--die-with-parent",
     // The workspace is the root filesystem, writable like a container's; system dirs on top.
     "--bind", o.dir, "/",
-    "--ro-bind", "/usr", "/usr",
+    ...systemDirArgs(o.dir),
+    "--tmpfs", "/etc",
   ];
-  for (const d of systemTopDirs()) {
-    if (d.link !== null) a.push("--symlink", d.link, d.path);
-    else a.push("--ro-bind-try", d.path, d.path);
-  }
-  a.push("--tmpfs", "/etc");
   for (const f of ETC_GENERATED) a.push("--ro-bind", `${o.etcDir}/${f}`, `/etc/${f}`);
   for (const f of ETC_ALLOW) if (existsSync(`/etc/${f}`)) a.push("--ro-bind-try", `/etc/${f}`, `/etc/${f}`);
   a.push(
