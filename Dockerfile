@@ -67,7 +67,8 @@ ENTRYPOINT ["/usr/bin/tini", "--"]
 FROM runtime AS terminal-worker
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openssh-client bubblewrap bash less \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --no-create-home --shell /usr/sbin/nologin molecule-sandbox
 COPY --from=awscli /usr/local/aws-cli /usr/local/aws-cli
 RUN ln -s /usr/local/aws-cli/v2/current/bin/aws /usr/local/bin/aws \
  && ln -s /usr/local/aws-cli/v2/current/bin/aws_completer /usr/local/bin/aws_completer \

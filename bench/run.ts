@@ -17,7 +17,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -64,8 +64,13 @@ const dbUrl = new URL(process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1
 if (!process.env.BENCH_DATABASE_URL) dbUrl.pathname = "/molecule_bench";
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? dbUrl.toString();
 const workDir = mkdtempSync(join(os.tmpdir(), `molecule-${ns}-`));
+// Traversable (not listable) so the sandbox uids reach the sandboxes under it.
+chmodSync(workDir, 0o711);
 const logDir = join(workDir, "logs");
 mkdirSync(logDir, { recursive: true });
+
+/** The 1000 shells share one workspace: its per-workspace sandbox limits are raised to hold them (3 processes, ~4 MiB each). */
+const THOUSAND_SHELLS_LIMITS = { MOLECULE_SANDBOX_PIDS: "8192", MOLECULE_SANDBOX_MEMORY: "32g" };
 
 function openFilesLimit(): number {
   const m = /Max open files\s+(\d+|unlimited)/.exec(readFileSync("/proc/self/limits", "utf8"));
@@ -233,7 +238,7 @@ try {
       // One worker holds every session: its capacity and the claim deadline are raised for the run.
       const prefix = `${ns}-k`;
       system = await startSystem({
-        env: baseEnv(prefix, { MOLECULE_WORKER_CAPACITY: String(n + 100), MOLECULE_CLAIM_TIMEOUT_MS: "60000" }),
+        env: baseEnv(prefix, { MOLECULE_WORKER_CAPACITY: String(n + 100), MOLECULE_CLAIM_TIMEOUT_MS: "60000", ...THOUSAND_SHELLS_LIMITS }),
         kind,
         workers: 1,
         redisPid: rInfo.pid,

@@ -31,4 +31,11 @@ if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null;
     || echo "warning: apt-get install ${want[*]} failed (see /tmp/molecule-apt.log)" >&2
 fi
 
+# The owner of the sandbox uid range (MOLECULE_SANDBOX_UID_BASE…): as root, workspace
+# shells run as unprivileged host uids, never as root.
+if [ "$(id -u)" = 0 ] && ! getent passwd molecule-sandbox >/dev/null && command -v useradd >/dev/null; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin molecule-sandbox \
+    || echo "warning: could not create the system user molecule-sandbox" >&2
+fi
+
 pnpm install --frozen-lockfile --reporter=silent

@@ -1,0 +1,96 @@
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { createLocalProvider } from "./local.ts";
+import { CGROUP_JOIN_SCRIPT, sandboxArgv, type SandboxArgvOptions } from "./sandbox-argv.ts";
+import { parseSize } from "./sandbox-limits.ts";
+import { claimUid, releaseUid } from "./sandbox-uid.ts";
+import { ProviderError } from "./types.ts";
+
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), "molecule-local-"));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const base: SandboxArgvOptions = {
+  dir: "/srv/sbx/ws",
+  hostname: "ws-1",
+  shell: "/bin/bash",
+  env: { MOLECULE_WS_ID: "x" },
+  uid: 200_001,
+  cgroupProcs: ["/sys/fs/cgroup/pids/molecule/x/cgroup.procs"],
+  nproc: 64,
+  fileSizeBytes: 1024,
+  etcDir: "/srv/sbx/.etc",
+  network: "none",
+};
+
+describe("the sandbox exec chain", () => {
+  it("joins the cgroup, sets limits and drops to the workspace uid before bwrap, which sees none of the host's / or /dev", () => {
+    const argv = sandboxArgv({ ...base, wrap: (bw) => ["pasta-stub", "--", ...bw] });
+    const at = (s: string) => argv.indexOf(s);
+    expect(argv.slice(0, 4)).toEqual(["/bin/sh", "-c", CGROUP_JOIN_SCRIPT, "sh"]);
+    expect(at("/bin/sh")).toBeLessThan(at("prlimit"));
+    expect(at("prlimit")).toBeLessThan(at("setpriv"));
+    expect(at("setpriv")).toBeLessThan(at("pasta-stub"));
+    expect(at("pasta-stub")).toBeLessThan(at("bwrap"));
+    expect(argv).toContain("--nproc=64:64");
+    expect(argv).toContain("--reuid=200001");
+    expect(argv).toContain("--bounding-set=-all");
+    const bw = argv.slice(at("bwrap"));
+    expect(bw.join(" ")).not.toMatch(/--ro-bind \/ \/|--dev-bind|--share-net/);
+    expect(bw.join(" ")).toContain("--bind /srv/sbx/ws /");
+    expect(bw).toContain("--unshare-all");
+    for (const secret of ["/etc/shadow", "/etc/gshadow", "/etc/sudoers"]) expect(bw).not.toContain(secret);
+    expect(bw.slice(-2)).toEqual(["/bin/bash", "--login"]);
+  });
+
+  it("as a normal user: no uid change, no nproc (it would count all of that user's processes), no cgroup step", () => {
+    const argv = sandboxArgv({ ...base, uid: null, nproc: null, cgroupProcs: [] });
+    expect(argv).not.toContain("setpriv");
+    expect(argv).not.toContain("/bin/sh");
+    expect(argv.slice(0, 3)).toEqual(["prlimit", "--fsize=1024:1024", "--"]);
+  });
+
+  it("refuses egress until a wrapper is wired", () => {
+    expect(() => createLocalProvider({ root: tmp(), bwrap: "auto", shell: "/bin/bash", network: "egress" })).toThrow(ProviderError);
+    expect(() => createLocalProvider({ root: tmp(), bwrap: "auto", shell: "/bin/bash", network: "egress" })).toThrow(/egress not available/);
+  });
+});
+
+describe("per-workspace uids", () => {
+  it("gives each workspace its own uid, the same one on a retried claim, and frees it on release", async () => {
+    const root = tmp();
+    const range = { base: 300_000, count: 4 };
+    const [a, b] = [randomUUID(), randomUUID()];
+    const ua = await claimUid(root, a, range);
+    const ub = await claimUid(root, b, range);
+    expect(ua).not.toBe(ub);
+    expect(await claimUid(root, a, range)).toBe(ua);
+    for (const u of [ua, ub]) expect(u >= 300_000 && u < 300_004).toBe(true);
+    await releaseUid(root, a, null, range);
+    const c = randomUUID();
+    await claimUid(root, c, range);
+    await claimUid(root, randomUUID(), range);
+    await claimUid(root, randomUUID(), range);
+    await expect(claimUid(root, randomUUID(), range)).rejects.toThrow(/no free sandbox uid/);
+    // Release of someone else's slot is a no-op.
+    await releaseUid(root, a, ub, range);
+    await expect(claimUid(root, randomUUID(), range)).rejects.toThrow(/no free sandbox uid/);
+  });
+
+  it("parses sizes", () => {
+    expect(parseSize("2g")).toBe(2 * 1024 ** 3);
+    expect(parseSize("512M")).toBe(512 * 1024 ** 2);
+    expect(parseSize("1048576")).toBe(1048576);
+    expect(parseSize("two")).toBeNull();
+    expect(parseSize("0")).toBeNull();
+  });
+});
