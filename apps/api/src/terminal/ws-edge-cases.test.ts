@@ -103,9 +103,9 @@ describe("fairness: one client's input flood does not slow another organisation'
       `fairness: quiet echo max ${Math.max(...quiet).toFixed(1)} ms; flood of 10,000 frames took ${floodMs.toFixed(0)} ms; during it: ${during.length} samples, p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms\n`,
     );
     expect(during.length).toBeGreaterThan(0);
-    // Measured on a 2-core VM: 300-620 ms before input was handled in bounded turns, 6-60 ms after
-    // (up to ~115 ms with other test files running at once); generous, and still far from before.
-    expect(max).toBeLessThan(150);
+    // Measured on a 2-core VM: 300-620 ms before input was handled in bounded turns; 6-80 ms after,
+    // up to ~190 ms while other test files load both cores. Generous, and still below every "before".
+    expect(max).toBeLessThan(250);
     victim.send("\x15");
     expect((await victim.run("echo victim-ok")).trim()).toBe("victim-ok");
     await victim.close();
