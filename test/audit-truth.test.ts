@@ -153,7 +153,7 @@ describe("the audit row is the truth", () => {
     }
   });
 
-  it("input published straight on the session's channel is counted; a session that ends while PostgreSQL is down is closed with its real reason, bytes and end time once it is back", async () => {
+  it("input published straight on the session's channel is counted, in the live row and at the close; a session that ends while PostgreSQL is down is closed with its real reason, bytes and end time once it is back", async () => {
     const c = await openShell(s.wsUrl, ws, { token });
     const session = c.hello!.session;
     const t = typer(c);
@@ -164,6 +164,13 @@ describe("the audit row is the truth", () => {
     await s.redis.publish(sessionKeys(s.ns, session).in, injected);
     await c.waitText("via-43-redis");
     const injectedBytes = injected.length - 1;
+    // The live row shows it too (counts reported every 5 s while the session runs).
+    const live = await waitFor(async () => {
+      const r = await row(session);
+      return r.bytesIn === t.bytes + injectedBytes ? r : null;
+    }, 12_000, 200);
+    expect(live.closedAt).toBeNull();
+    expect(live.bytesOut).toBeGreaterThan(0);
 
     await proxy.down();
     let restoredAt = 0;

@@ -19,7 +19,7 @@ import {
 } from "@molecule/shared";
 import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
-import { claimAudit, endWithoutShell, PtySession, type SpawnPty } from "./session.ts";
+import { claimAudit, endWithoutShell, PtySession, reportProgress, type SpawnPty } from "./session.ts";
 
 export interface RunnerDeps {
   redis: ByteRedis;
@@ -48,6 +48,8 @@ const ALIVE_TTL_MS = 3000;
 const TICK_MS = 500;
 /** Recent output each session keeps in memory to re-seed its log after a Redis restart. */
 const RESEED_BYTES = 256 * 1024;
+/** How often live sessions' byte counts go to their audit rows (one UPDATE for all of them). */
+const PROGRESS_MS = 5000;
 
 /**
  * Claims `terminal` jobs and holds each for the life of its shell, so BullMQ
@@ -182,7 +184,26 @@ export function createTerminalRunner(d: RunnerDeps) {
       if (!err) s.tick(now, n === 1, d.orphanGraceMs);
     });
   }
+  // Live byte counts to the audit rows, when they changed since the last report.
+  const reported = new Map<string, string>();
+  let lastProgress = 0;
+  let reporting = false;
+  function progress(now: number): void {
+    if (reporting || now - lastProgress < PROGRESS_MS) return;
+    lastProgress = now;
+    for (const id of reported.keys()) if (!sessions.has(id)) reported.delete(id);
+    const changed = [...sessions.values()].map((s) => s.counts).filter((c) => reported.get(c.sessionId) !== `${c.bytesIn}:${c.bytesOut}`);
+    if (changed.length === 0) return;
+    reporting = true;
+    void reportProgress(d.db, d.workerId, changed)
+      .then(() => {
+        for (const c of changed) reported.set(c.sessionId, `${c.bytesIn}:${c.bytesOut}`);
+      })
+      .catch((err: unknown) => d.log.warn({ err, sessions: changed.length }, "audit progress update failed (the close still carries the counts)"))
+      .finally(() => (reporting = false));
+  }
   const timer = setInterval(() => {
+    progress(Date.now());
     if (ticking) return;
     ticking = true;
     void tick()

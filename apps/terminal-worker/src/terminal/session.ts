@@ -1,6 +1,6 @@
 import { writeSync } from "node:fs";
 import type { IPty } from "node-pty";
-import { and, eq, isNull, or } from "drizzle-orm";
+import { and, eq, isNull, or, sql } from "drizzle-orm";
 import {
   appendChunk,
   decodeIn,
@@ -138,6 +138,24 @@ export async function endWithoutShell(
   await d.outbox.close(auditRecord(sessionId, d.workerId, end, 0, 0, endedAt));
 }
 
+/**
+ * Writes the byte counts of live sessions to their audit rows (rows this worker
+ * holds, still open), so the row tells the truth while the session runs and after
+ * a crash that leaves no close behind (worker_lost keeps the last counts). One
+ * statement for every session.
+ */
+export async function reportProgress(db: Db, workerId: string, counts: { sessionId: string; bytesIn: number; bytesOut: number }[]): Promise<void> {
+  if (counts.length === 0) return;
+  const values = sql.join(
+    counts.map((c) => sql`(${c.sessionId}::uuid, ${c.bytesIn}::bigint, ${c.bytesOut}::bigint)`),
+    sql`, `,
+  );
+  await db.execute(sql`
+    UPDATE terminal_sessions AS t SET bytes_in = v.bytes_in, bytes_out = v.bytes_out
+    FROM (VALUES ${values}) AS v(id, bytes_in, bytes_out)
+    WHERE t.id = v.id AND t.worker_id = ${workerId} AND t.closed_at IS NULL`);
+}
+
 function auditRecord(sessionId: string, workerId: string, end: SessionEnd, bytesIn: number, bytesOut: number, endedAt: number) {
   return {
     sessionId,
@@ -202,6 +220,11 @@ export class PtySession {
 
   get pid(): number | null {
     return this.pty?.pid ?? null;
+  }
+
+  /** Bytes written to the shell and bytes it produced so far (the audit row's counts). */
+  get counts(): { sessionId: string; bytesIn: number; bytesOut: number } {
+    return { sessionId: this.sessionId, bytesIn: this.bytesIn, bytesOut: this.produced };
   }
 
   /** Subscribe, then check the cancel key (a cancel that raced the claim is never lost), then spawn. */
