@@ -73,6 +73,7 @@ export async function startStack(o: StackOptions = {}) {
     log,
   });
   const port = await api.listen(0, "127.0.0.1");
+  const local = createLocalProvider({ root: sandboxRoot, bwrap: "auto", shell: "/bin/bash", ...o.local });
   const worker =
     o.worker === false
       ? null
@@ -98,7 +99,7 @@ export async function startStack(o: StackOptions = {}) {
           sub: wSub,
           writer: workerWriter,
           log,
-          providers: { local: createLocalProvider({ root: sandboxRoot, bwrap: "auto", shell: "/bin/bash", ...o.local }), ...o.providers },
+          providers: { local, ...o.providers },
           spawn: pty.spawn as never,
         });
   await worker?.start();
@@ -119,6 +120,7 @@ export async function startStack(o: StackOptions = {}) {
     async close() {
       await api.close().catch(() => {});
       await worker?.close().catch(() => {});
+      local.sweepCgroups(); // the shells are gone: their workspaces' cgroups too
       for (const c of conns) c.disconnect();
       await Promise.all([apiWriter.close(), workerWriter.close()]);
       await db.close();

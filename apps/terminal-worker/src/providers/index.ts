@@ -2,7 +2,7 @@ import type { ProviderName } from "@molecule/shared";
 import type { Provider } from "./types.ts";
 
 export * from "./types.ts";
-export { createLocalProvider, bwrapAvailable, type LocalProviderOptions } from "./local.ts";
+export { createLocalProvider, bwrapAvailable, type LocalProvider, type LocalProviderOptions } from "./local.ts";
 export { createDockerProvider, type DockerProviderOptions } from "./docker.ts";
 export { awsOptionsFromEnv, type AwsProviderOptions } from "./aws/config.ts";
 export type { AwsProvider } from "./aws/provider.ts";

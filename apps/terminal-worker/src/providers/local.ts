@@ -1,7 +1,8 @@
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { lchown, lstat, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { join, resolve } from "node:path";
 import { isUuid, type Logger } from "@molecule/shared";
 import { sandboxArgv, systemDirArgs } from "./sandbox-argv.ts";
 import { detectCgroups, type Cgroups, type CgroupLimits } from "./sandbox-limits.ts";
@@ -77,7 +78,12 @@ async function chownTree(path: string, uid: number): Promise<void> {
  * host uid of the workspace's own, and a cgroup bounds processes, memory and CPU.
  * Without bubblewrap the shell is a plain child process of the worker.
  */
-export function createLocalProvider(o: LocalProviderOptions): Provider {
+export interface LocalProvider extends Provider {
+  /** Removes this sandbox root's empty cgroups (a test stack going away without destroying its workspaces). */
+  sweepCgroups(): void;
+}
+
+export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
   const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, ...o.limits };
   const uids = o.uids ?? DEFAULT_UID_RANGE;
   const network = o.network ?? "none";
@@ -110,7 +116,7 @@ export function createLocalProvider(o: LocalProviderOptions): Provider {
         throw new ProviderError(code ? `cannot create the sandbox directory under ${o.root}: ${code}` : (err as Error).message, false);
       }
       // cgroups need root here; a worker as a normal user gets none (logged).
-      cgroups = runsAsRoot() ? detectCgroups(limits) : null;
+      cgroups = runsAsRoot() ? detectCgroups(limits, `molecule-${createHash("sha256").update(resolve(o.root)).digest("hex").slice(0, 12)}`) : null;
       if (cgroups) cgroups.sweep((id) => existsSync(join(o.root, id)));
       const missing = cgroups ? cgroups.missing : ["the worker is not root"];
       o.log?.info({ cgroup: cgroups?.version ?? null, controllers: cgroups?.controllers ?? [], limits, network, uid_drop: dropUid }, "local sandbox");
@@ -151,6 +157,9 @@ export function createLocalProvider(o: LocalProviderOptions): Provider {
 
   return {
     name: "local",
+    sweepCgroups() {
+      setup?.cgroups?.sweep(() => false);
+    },
     async create(ws) {
       const dir = dirOf(ws.id);
       const s = ready();

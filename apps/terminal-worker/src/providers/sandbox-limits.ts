@@ -17,7 +17,7 @@ export interface CgroupLimits {
 
 interface Controller {
   name: "pids" | "memory" | "cpu";
-  /** `<mount><own path>/molecule`: the workspaces' parent. */
+  /** `<mount><own path>/<group>`: the workspaces' parent. */
   base: string;
   apply(dir: string, l: CgroupLimits): void;
 }
@@ -31,7 +31,7 @@ export interface Cgroups {
   procsFor(workspaceId: string): string[];
   /** Kills what is left in the workspace's cgroups and removes them. */
   remove(workspaceId: string): Promise<void>;
-  /** Removes cgroups of workspaces `keep` rejects, when empty. */
+  /** Removes cgroups of workspaces `keep` rejects, when empty, and the parent once it is empty. */
   sweep(keep: (workspaceId: string) => boolean): void;
 }
 
@@ -70,7 +70,12 @@ function writable(dir: string): boolean {
   }
 }
 
-export function detectCgroups(limits: CgroupLimits, fsRoot = "/sys/fs/cgroup"): Cgroups {
+/**
+ * `group` names the parent of this deployment's workspace cgroups (one per sandbox
+ * root: a sweep never touches another root's, whose dirs it cannot see).
+ */
+export function detectCgroups(limits: CgroupLimits, group: string, fsRoot = "/sys/fs/cgroup"): Cgroups {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(group)) throw new Error(`bad cgroup name ${JSON.stringify(group)}`);
   const own = ownPaths();
   const controllers: Controller[] = [];
   const missing: string[] = [];
@@ -92,7 +97,7 @@ export function detectCgroups(limits: CgroupLimits, fsRoot = "/sys/fs/cgroup"): 
     for (const name of ["pids", "memory", "cpu"] as const) {
       const path = own.get(name);
       const mount = join(fsRoot, name);
-      const base = join(mount, path ?? "/", "molecule");
+      const base = join(mount, path ?? "/", group);
       if (path === undefined || !existsSync(join(mount, v1[name].file))) missing.push(`${name}: controller not mounted`);
       else if (!writable(base)) missing.push(`${name}: ${base} not writable`);
       else controllers.push({ name, base, apply: v1[name].apply });
@@ -100,7 +105,7 @@ export function detectCgroups(limits: CgroupLimits, fsRoot = "/sys/fs/cgroup"): 
   } else if (existsSync(join(fsRoot, "cgroup.controllers")) && own.has("")) {
     version = "v2";
     const parent = join(fsRoot, own.get("") ?? "/");
-    const base = join(parent, "molecule");
+    const base = join(parent, group);
     // Children may use a controller only when every ancestor delegates it.
     const enable = () => {
       for (const d of [parent, base]) writeTry(join(d, "cgroup.subtree_control"), "+pids +memory +cpu");
@@ -174,6 +179,11 @@ export function detectCgroups(limits: CgroupLimits, fsRoot = "/sys/fs/cgroup"): 
           } catch {
             // Still has processes: left for destroy or the next start.
           }
+        }
+        try {
+          rmdirSync(c.base);
+        } catch {
+          // Workspaces left: kept (procsFor recreates it when needed).
         }
       }
     },
