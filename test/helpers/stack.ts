@@ -73,7 +73,7 @@ export async function startStack(o: StackOptions = {}) {
     log,
   });
   const port = await api.listen(0, "127.0.0.1");
-  const local = createLocalProvider({ root: sandboxRoot, bwrap: "auto", shell: "/bin/bash", ...o.local });
+  const local = createLocalProvider({ root: sandboxRoot, bwrap: "on", shell: "/bin/bash", ...o.local });
   const worker =
     o.worker === false
       ? null

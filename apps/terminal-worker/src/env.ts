@@ -34,8 +34,8 @@ export const workerEnvSchema = baseEnvSchema.extend({
   // local provider
   /** Default: the repository's .molecule/sandboxes, or as root /var/lib/molecule/sandboxes when sandbox uids cannot reach that. */
   MOLECULE_SANDBOX_ROOT: z.string().optional().transform((v) => v ?? defaultSandboxRoot(repoSandboxRoot)),
-  /** Use bubblewrap when installed (auto), always (on: fail if missing), or never (off). */
-  MOLECULE_SANDBOX_BWRAP: z.enum(["auto", "on", "off"]).default("auto"),
+  /** Every shell under bubblewrap or none (on), bubblewrap when usable (auto), never (off: no tenant boundary). */
+  MOLECULE_SANDBOX_BWRAP: z.enum(["auto", "on", "off"]).default("on"),
   /** none: the shell's network namespace has only its own loopback; egress: outbound through a user-mode stack. */
   MOLECULE_SANDBOX_NETWORK: z.enum(["none", "egress"]).default("none"),
   /** As root, workspace shells run as host uid BASE + a slot of COUNT claimed per workspace. */

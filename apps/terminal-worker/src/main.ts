@@ -29,8 +29,12 @@ const local = createLocalProvider({
   limits: { pids: env.MOLECULE_SANDBOX_PIDS, memoryBytes: env.MOLECULE_SANDBOX_MEMORY, cpuShares: env.MOLECULE_SANDBOX_CPU_SHARES, fileSizeBytes: env.MOLECULE_SANDBOX_FILE_SIZE },
   log: log.child({ provider: "local" }),
 });
-if (env.MOLECULE_SANDBOX_BWRAP !== "off" && !bwrapAvailable()) {
-  log.warn("bubblewrap is not usable: local shells run as plain child processes (whoami is this worker's user)");
+if (env.MOLECULE_SANDBOX_BWRAP === "on" && !bwrapAvailable()) {
+  log.error("bubblewrap is not usable: local workspaces get no shell (install bubblewrap; MOLECULE_SANDBOX_BWRAP=off runs shells unisolated, for a single-user machine only)");
+} else if (env.MOLECULE_SANDBOX_BWRAP !== "off" && !bwrapAvailable()) {
+  log.warn("bubblewrap is not usable: local shells run as plain child processes of this worker, with no tenant boundary");
+} else if (env.MOLECULE_SANDBOX_BWRAP === "off") {
+  log.warn("MOLECULE_SANDBOX_BWRAP=off: local shells run as plain child processes of this worker, with no tenant boundary");
 }
 
 // Containers on this worker's Docker daemon; nothing runs until a docker workspace is provisioned.
