@@ -105,9 +105,12 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
   worker.on("failed", (job, err) => d.log.debug({ job_id: job?.id, err: err.message }, "provision job failed"));
   worker.on("error", (err) => d.log.warn({ err: err.message }, "provision worker error"));
 
-  /** Workspaces stuck provisioning past the timeout become failed with a message (any worker may run it). */
-  async function sweepTimeouts(): Promise<number> {
-    const cutoff = new Date(Date.now() - d.timeoutMs);
+  /**
+   * Workspaces stuck provisioning past the timeout become failed with a message (any worker may run it).
+   * `now` is the time to judge by: tests pass a later one instead of waiting out the timeout.
+   */
+  async function sweepTimeouts(now: number = Date.now()): Promise<number> {
+    const cutoff = new Date(now - d.timeoutMs);
     const stuck = await d.db
       .select({ id: schema.workspaces.id })
       .from(schema.workspaces)

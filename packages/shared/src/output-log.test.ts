@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { uniqueNs, testUrls } from "../../../test/helpers/env.ts";
+import { waitFor } from "../../../test/helpers/http.ts";
 import { createRedis } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { createRedisWriter, type RedisWriter } from "./redis-writer.ts";
@@ -49,7 +50,7 @@ describe("the replay log", () => {
     // The chunk containing offset 8 comes first, whole, with its own offset.
     expect(mid.chunks.map((c) => c.offset)).toEqual([6, 11]);
     expect(await readOutput(r, k.log, 16, 1 << 20)).toMatchObject({ chunks: [], lastEnd: 16 });
-    await new Promise((res) => setTimeout(res, 50));
+    await waitFor(async () => got.length >= 3, 5000, 10);
     expect(got.map((m) => decodeOut(m))).toEqual([
       { kind: "data", offset: 0, chunk: Buffer.from("hello ") },
       { kind: "data", offset: 6, chunk: Buffer.from("wide ") },

@@ -1,6 +1,7 @@
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { uniqueNs, testUrls } from "../../../test/helpers/env.ts";
+import { waitFor } from "../../../test/helpers/http.ts";
 import { createRedis } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { createRedisWriter, encodeCommand, encodeCommands, parseReplies, type RedisWriter } from "./redis-writer.ts";
@@ -19,20 +20,14 @@ afterAll(async () => {
   sub.disconnect();
 });
 
-function writer(o: { queueMs?: number; url?: string } = {}): { w: RedisWriter; name: string } {
+function writer(o: { queueMs?: number; url?: string; now?: () => number } = {}): { w: RedisWriter; name: string } {
   const name = `${uniqueNs()}-writer`;
-  const w = createRedisWriter({ url: o.url ?? testUrls().redisUrl, name, log, queueMs: o.queueMs });
+  const w = createRedisWriter({ url: o.url ?? testUrls().redisUrl, name, log, queueMs: o.queueMs, now: o.now });
   writers.push(w);
   return { w, name };
 }
 
-const until = async (cond: () => boolean | Promise<boolean>, ms = 5000) => {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((res) => setTimeout(res, 10));
-  }
-};
+const until = (cond: () => boolean | Promise<boolean>, ms = 5000) => waitFor(async () => cond(), ms, 10);
 
 async function collect(channel: string): Promise<Buffer[]> {
   const got: Buffer[] = [];
@@ -44,14 +39,15 @@ async function collect(channel: string): Promise<Buffer[]> {
 /** A TCP proxy to the test Redis: refuses connections until `up`; can hold Redis' answers and cut every connection. */
 async function startProxy() {
   const target = new URL(testUrls().redisUrl);
-  const state = { up: false, mute: false };
+  /** `held`: bytes of Redis' answers kept back while muted. */
+  const state = { up: false, mute: false, held: 0 };
   const conns = new Set<net.Socket>();
   const server = net.createServer((c) => {
     if (!state.up) return c.destroy();
     const s = net.connect(Number(target.port || 6379), target.hostname);
     conns.add(c);
     c.pipe(s);
-    s.on("data", (d: Buffer) => state.mute || c.write(d));
+    s.on("data", (d: Buffer) => (state.mute ? (state.held += d.length) : c.write(d)));
     c.on("close", () => (conns.delete(c), s.destroy()));
     c.on("error", () => s.destroy());
     s.on("error", () => c.destroy());
@@ -167,7 +163,8 @@ describe("the fire-and-forget Redis writer", () => {
       // Redis' answer to the barrier is held back, then the connection is cut.
       proxy.state.mute = true;
       const b = w.barrier();
-      await new Promise((res) => setTimeout(res, 50));
+      // Redis has run the barrier and answered: only the held answer is missing.
+      await until(() => proxy.state.held > 0);
       proxy.cut();
       await expect(b).rejects.toThrow(/lost/);
       proxy.state.mute = false;
@@ -185,9 +182,11 @@ describe("the fire-and-forget Redis writer", () => {
     const got = await collect(ch);
     const proxy = await startProxy();
     try {
-      const { w } = writer({ url: proxy.url, queueMs: 150 });
+      let clock = 0;
+      const { w } = writer({ url: proxy.url, queueMs: 150, now: () => clock });
       expect(w.send(["PUBLISH", ch, "stale"])).toBe(true);
-      await new Promise((res) => setTimeout(res, 400));
+      // "stale" has now waited 400 ms on the writer's clock.
+      clock += 400;
       expect(w.ready).toBe(false);
       await expect(w.barrier()).rejects.toThrow(/not connected/);
       proxy.state.up = true;

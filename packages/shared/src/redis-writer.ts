@@ -56,6 +56,8 @@ export interface RedisWriterOptions {
   queueBytes?: number;
   /** ...and for how long (default 3 s). */
   queueMs?: number;
+  /** Milliseconds clock for queue ages (default performance.now); tests pass their own to age the queue. */
+  now?: () => number;
 }
 
 const CRLF = "\r\n";
@@ -165,6 +167,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
   const password = decodeURIComponent(u.password);
   const maxQueue = o.queueBytes ?? 4 * 1024 * 1024;
   const maxAge = o.queueMs ?? 3000;
+  const now = o.now ?? (() => performance.now());
 
   let socket: net.Socket | null = null;
   let ready = false;
@@ -254,7 +257,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     const q = queue;
     queue = [];
     queued = 0;
-    const oldest = performance.now() - maxAge;
+    const oldest = now() - maxAge;
     let dropped = 0;
     for (const c of q) {
       if (c.at < oldest) dropped++;
@@ -272,7 +275,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     }
     const bytes = sizeOf(parts);
     if (queued + bytes > maxQueue) return false;
-    queue.push({ parts, at: performance.now() });
+    queue.push({ parts, at: now() });
     queued += bytes;
     return true;
   }

@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import type { Job } from "bullmq";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDb, createLogger, createRedis, createRedisWriter } from "@molecule/shared";
+import { createDb, createLogger, createRedis, createRedisWriter, type ProvisionJob } from "@molecule/shared";
 import { call, readyWorkspace, waitFor } from "../../../../test/helpers/http.ts";
 import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
 import { uniqueNs } from "../../../../test/helpers/env.ts";
@@ -14,6 +15,21 @@ beforeAll(async () => {
   token = (await s.org("l")).token;
 });
 afterAll(() => s.close());
+
+/** Resolves once `st`'s worker has finished the create job of workspace `id`, whatever it decided. Call before the job can end. */
+function createJobDone(st: Stack, id: string): Promise<void> {
+  const w = st.worker!.provisioning!.worker;
+  return new Promise((resolve) => {
+    const on = (job: Job<ProvisionJob> | undefined) => {
+      if (job?.data.workspaceId !== id || job.data.action !== "create") return;
+      w.off("completed", on);
+      w.off("failed", on);
+      resolve();
+    };
+    w.on("completed", on);
+    w.on("failed", on);
+  });
+}
 
 const statusOf = async (id: string) => (await call(s.url, "GET", `/workspaces/${id}`)).body.status as string;
 
@@ -43,12 +59,13 @@ describe("lifecycle", () => {
     try {
       const t = (await slow.org("slow")).token;
       const id = (await call(slow.url, "POST", "/workspaces", { token: t, body: { name: "d" } })).body.id as string;
+      const created = createJobDone(slow, id);
       await waitFor(async () => existsSync(join(slow.sandboxRoot, id)), 3000, 10);
       const del = await call(slow.url, "DELETE", `/workspaces/${id}`, { token: t });
       expect(del.body.status).toBe("removing");
       await waitFor(async () => (await call(slow.url, "GET", `/workspaces/${id}`)).body.status === "removed", 8000);
       // The create job finishing later must not resurrect it.
-      await new Promise((r) => setTimeout(r, 1200));
+      await created;
       expect((await call(slow.url, "GET", `/workspaces/${id}`)).body.status).toBe("removed");
       expect(existsSync(join(slow.sandboxRoot, id))).toBe(false);
     } finally {
@@ -62,14 +79,15 @@ describe("lifecycle", () => {
     try {
       const t = (await slow.org("to")).token;
       const id = (await call(slow.url, "POST", "/workspaces", { token: t, body: { name: "t" } })).body.id as string;
-      await slow.worker!.provisioning!.sweepTimeouts();
-      await new Promise((r) => setTimeout(r, 1100));
-      expect(await slow.worker!.provisioning!.sweepTimeouts()).toBe(1);
+      const created = createJobDone(slow, id);
+      expect(await slow.worker!.provisioning!.sweepTimeouts()).toBe(0);
+      // Judged 1.1 s later: past the 1 s timeout.
+      expect(await slow.worker!.provisioning!.sweepTimeouts(Date.now() + 1100)).toBe(1);
       const w = await call(slow.url, "GET", `/workspaces/${id}`, { token: t });
       expect(w.body.status).toBe("failed");
       expect(w.body.error).toMatch(/did not finish within 1 s/);
       // The late create does not flip it to ready; a restart recovers it.
-      await new Promise((r) => setTimeout(r, 2500));
+      await created;
       expect((await call(slow.url, "GET", `/workspaces/${id}`)).body.status).toBe("failed");
     } finally {
       await slow.close();
