@@ -14,7 +14,7 @@ if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then
   npm install -g "pnpm@$PNPM_VERSION" >/dev/null
 fi
 
-# System tools: bubblewrap (the local sandbox), haproxy (the cluster's load balancer),
+# System tools: bubblewrap (the local sandbox), passt (its egress mode), socat and iproute2 (the egress tests' own hosts), haproxy (the cluster's load balancer),
 # OpenSSH (the EC2 Instance Connect path's tests), chromium (browser tests),
 # docker-compose (validating docker-compose.yml). Only where we may install them.
 want=()
@@ -24,6 +24,9 @@ command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || want+=(openssh-server)
 command -v ssh >/dev/null || want+=(openssh-client)
 command -v chromium >/dev/null || want+=(chromium)
 command -v docker-compose >/dev/null || want+=(docker-compose)
+command -v pasta >/dev/null || want+=(passt)
+command -v socat >/dev/null || want+=(socat)
+command -v ip >/dev/null || want+=(iproute2)
 if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing system packages: ${want[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -3,6 +3,7 @@ import { createDb, createLogger, createRedis, createRedisWriter, migrateDatabase
 import { awsChildEnv, dockerChildEnv, loadWorkerEnv } from "./env.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { awsOptionsFromEnv, bwrapAvailable, createDockerProvider, createLocalProvider, loadAwsProvider } from "./providers/index.ts";
+import { defaultBlockedCidrs, egressArgv, egressAvailable } from "./providers/sandbox-egress.ts";
 import { createWorker } from "./worker.ts";
 
 const env = loadWorkerEnv();
@@ -25,6 +26,11 @@ const local = createLocalProvider({
   shell: env.MOLECULE_SHELL,
   provisionDelayMs: env.MOLECULE_LOCAL_PROVISION_DELAY_MS,
   network: env.MOLECULE_SANDBOX_NETWORK,
+  // Egress only where pasta can start: without it the provider refuses to start rather than run shells offline.
+  egressWrap:
+    env.MOLECULE_SANDBOX_NETWORK === "egress" && egressAvailable(env.MOLECULE_SANDBOX_UID_BASE)
+      ? (argv: string[]) => egressArgv(argv, { blocked: defaultBlockedCidrs() })
+      : undefined,
   uids: { base: env.MOLECULE_SANDBOX_UID_BASE, count: env.MOLECULE_SANDBOX_UID_COUNT },
   limits: { pids: env.MOLECULE_SANDBOX_PIDS, memoryBytes: env.MOLECULE_SANDBOX_MEMORY, cpuShares: env.MOLECULE_SANDBOX_CPU_SHARES, fileSizeBytes: env.MOLECULE_SANDBOX_FILE_SIZE },
   log: log.child({ provider: "local" }),

@@ -1,5 +1,7 @@
 import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { EGRESS_RESOLV_FILE } from "./sandbox-argv.ts";
+import { EGRESS_RESOLV_CONF } from "./sandbox-egress.ts";
 
 /** Where the sandbox root goes when the repository's `.molecule/sandboxes` is not reachable by the sandbox uids. */
 export const SYSTEM_SANDBOX_ROOT = "/var/lib/molecule/sandboxes";
@@ -59,6 +61,7 @@ export function prepareSandboxRoot(root: string, o: { shell: string; checkTraver
     passwd: `root:x:0:0:root:/root:${o.shell}\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
     group: "root:x:0:\nnogroup:x:65534:\n",
     hosts: "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    [EGRESS_RESOLV_FILE]: EGRESS_RESOLV_CONF,
   };
   for (const [name, text] of Object.entries(files)) {
     const p = join(etc, name);
