@@ -27,8 +27,6 @@ export interface EgressOptions {
   pasta?: string;
   /** ip executable run inside the namespace, default "ip" (found through the PTY's PATH). */
   ip?: string;
-  /** Where pasta sends the sandbox's DNS queries; default: the host's first resolver. */
-  dnsUpstream?: string;
 }
 
 /**
@@ -192,11 +190,6 @@ export function egressArgv(inner: string[], o: EgressOptions): string[] {
   const blocked = [...new Set(o.blocked.map(checkCidr))];
   const v4 = blocked.filter((c) => !c.includes(":"));
   const v6 = blocked.filter((c) => c.includes(":"));
-  const dns: string[] = [];
-  if (o.dnsUpstream !== undefined) {
-    if (!isIPv4(o.dnsUpstream)) throw new Error(`invalid DNS upstream ${JSON.stringify(o.dnsUpstream)}`);
-    dns.push("--dns", o.dnsUpstream);
-  }
   return [
     o.pasta ?? "pasta",
     // Foreground: from a TTY pasta would otherwise daemonize and the PTY would see its shell exit.
@@ -207,7 +200,9 @@ export function egressArgv(inner: string[], o: EgressOptions): string[] {
     // No port forwarding either way: "auto" would bind the tenant's listening ports on
     // the host, and map the namespace's loopback ports onto the host's (Redis, PostgreSQL).
     "-t", "none", "-u", "none", "-T", "none", "-U", "none",
-    "--dns-forward", EGRESS_DNS, ...dns,
+    // Queries to EGRESS_DNS go to the first nameserver of the host's /etc/resolv.conf
+    // (pasta 2023-03 ignores that resolver once --dns is given: do not add it).
+    "--dns-forward", EGRESS_DNS,
     "--",
     "/bin/sh", "-c", NS_SCRIPT, "sh", o.ip ?? "ip",
     String(v4.length), ...v4, String(v6.length), ...v6,
