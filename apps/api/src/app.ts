@@ -18,6 +18,7 @@ import { workspaceRoutes } from "./routes/workspaces.ts";
 import { createTerminalGateway, type GatewayConfig } from "./terminal/gateway.ts";
 import { terminalRoutes } from "./terminal/routes.ts";
 import { createTickets } from "./terminal/tickets.ts";
+import type { Timers } from "./terminal/timers.ts";
 
 export interface ApiConfig extends Omit<GatewayConfig, "ns"> {
   ns: string;
@@ -39,6 +40,8 @@ export interface ApiDeps {
   /** Terminal input and control (CLIENT REPLY OFF). */
   writer: RedisWriter;
   log: Logger;
+  /** The terminal watchdog's and audit sweeper's timers and clock (real ones by default; tests drive them). */
+  timers?: Timers;
 }
 
 const defaultCanvasDir = fileURLToPath(new URL("../../canvas/dist", import.meta.url));
@@ -54,7 +57,7 @@ export function createApi(deps: ApiDeps) {
   const tickets = createTickets(redis, c.ns, c.ticketTtlSec);
   const provisioner = createProvisioner(redis, c.ns, db);
   const metrics = createMetrics(c.nodeId);
-  const gateway = createTerminalGateway({ db, redis, writer: deps.writer, hub, auth, tickets, log, config: c, metrics: metrics.terminal });
+  const gateway = createTerminalGateway({ db, redis, writer: deps.writer, hub, auth, tickets, log, config: c, metrics: metrics.terminal, timers: deps.timers });
   const openapi = buildOpenApi();
 
   const app = express();
@@ -125,6 +128,8 @@ export function createApi(deps: ApiDeps) {
         server.once("error", reject);
         server.listen(port, host, () => {
           const addr = server.address();
+          // Periodic work (watchdog, audit sweeper) runs only on a node that serves.
+          gateway.start();
           resolve(typeof addr === "object" && addr ? addr.port : port);
         });
       });

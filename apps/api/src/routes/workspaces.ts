@@ -1,4 +1,4 @@
-import { Router, type Request } from "express";
+import { Router } from "express";
 import { and, desc, eq, lt, ne, or } from "drizzle-orm";
 import { z } from "zod";
 import {
@@ -16,12 +16,13 @@ import {
   type Db,
   type ProviderName,
 } from "@molecule/shared";
-import type { Authenticator, Principal } from "../auth.ts";
+import type { Authenticator } from "../auth.ts";
 import { bearerToken } from "../auth.ts";
 import { validationError } from "../error-handler.ts";
 import type { RateLimiter } from "../rate-limit.ts";
 import type { Provisioner } from "../provisioner.ts";
 import { toWorkspaceJson } from "../workspace-json.ts";
+import { loadOwned, parseId } from "../workspaces/service.ts";
 
 export const listQuery = z
   .object({
@@ -41,22 +42,6 @@ export interface WorkspaceRoutesDeps {
   createRatePerMin: number;
   /** Ends every terminal session of a workspace (the terminal gateway provides it). */
   endWorkspaceSessions: (workspaceId: string) => Promise<void>;
-}
-
-export function parseId(req: Request): string {
-  const r = uuidParam.safeParse(req.params.id);
-  if (!r.success) throw new BadRequestError("workspace id must be a UUID", [{ field: "id", message: r.error.issues[0]?.message }], "bad_id");
-  return r.data;
-}
-
-/** Loads a workspace of the caller's org; another org's workspace is indistinguishable from a missing one. */
-export async function loadOwned(db: Db, p: Principal, id: string) {
-  const [row] = await db
-    .select()
-    .from(schema.workspaces)
-    .where(and(eq(schema.workspaces.id, id), eq(schema.workspaces.orgId, p.orgId)));
-  if (!row) throw new NotFoundError();
-  return row;
 }
 
 function encodeCursor(createdAt: Date, id: string): string {

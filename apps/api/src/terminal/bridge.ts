@@ -18,6 +18,7 @@ import {
   type SessionKeys,
 } from "@molecule/shared";
 import { closeFor } from "./end-mapping.ts";
+import type { SessionControl } from "./session-control.ts";
 
 export type Mode = "v1" | "raw";
 
@@ -47,11 +48,12 @@ export interface BridgeDeps {
   claimTimeoutMs: number;
   inputBytesPerSec: number;
   inputMsgsPerSec: number;
-  /** The client went away with a close frame: end the shell. */
-  cancel(sessionId: string, reason: "client_closed" | "no_capacity" | "spawn_failed"): Promise<void>;
-  /** The client dropped without a close frame (or this node is draining): the shell lives on for the grace period. */
-  detached(b: TerminalBridge): void;
-  closed(b: TerminalBridge): void;
+  /**
+   * Where this bridge reports up (session-control.ts): cancel when the client went away with a close
+   * frame, detached when it dropped without one (or this node drains: the shell lives on for the
+   * grace period), closed when this connection is done.
+   */
+  control: Pick<SessionControl, "cancel" | "detached" | "closed">;
   metrics?: {
     bytesOut(n: number): void;
     bytesIn(n: number): void;
@@ -233,14 +235,14 @@ export class TerminalBridge {
     this.workerId = workerId;
     this.claimTimer = setTimeout(() => {
       if (this.state !== "waiting") return;
-      void this.d.cancel(this.sessionId, "spawn_failed").catch(() => {});
+      void this.d.control.cancel(this.sessionId, "spawn_failed").catch(() => {});
       this.finish({ reason: "spawn_failed", offset: this.next, message: `the shell did not start within ${START_TIMEOUT_MS / 1000} s` });
     }, START_TIMEOUT_MS);
   }
 
   private claimTimedOut(): void {
     if (this.state !== "waiting") return;
-    void this.d.cancel(this.sessionId, "no_capacity").catch(() => {});
+    void this.d.control.cancel(this.sessionId, "no_capacity").catch(() => {});
     this.finish({ reason: "no_capacity", offset: this.next });
   }
 
@@ -456,7 +458,7 @@ export class TerminalBridge {
     this.d.metrics?.closed?.("restarting");
     this.sendError("restarting", "this API node is restarting; re-attach with session and offset");
     this.closeWith(CLOSE.restarting, "restarting");
-    this.d.detached(this);
+    this.d.control.detached(this);
   }
 
   private closeWith(code: number, reason: string): void {
@@ -476,7 +478,7 @@ export class TerminalBridge {
     this.clearInbox();
     this.unReconnect?.();
     void this.d.hub.unsubscribe(this.o.keys.out, this.onOut);
-    this.d.closed(this);
+    this.d.control.closed(this);
   }
 
   private handleClose(code: number): void {
@@ -485,9 +487,9 @@ export class TerminalBridge {
     this.d.metrics?.closed?.(code === 1006 ? "dropped" : "client_closed");
     if (code === 1006) {
       // No close frame: network loss. The shell lives on for the grace period.
-      this.d.detached(this);
+      this.d.control.detached(this);
     } else {
-      void this.d.cancel(this.sessionId, "client_closed").catch((err) => this.d.log.warn({ err }, "cancel failed"));
+      void this.d.control.cancel(this.sessionId, "client_closed").catch((err) => this.d.log.warn({ err }, "cancel failed"));
     }
     this.cleanup();
   }

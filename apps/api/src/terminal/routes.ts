@@ -2,7 +2,7 @@ import { Router } from "express";
 import { desc, eq } from "drizzle-orm";
 import { AppError, schema, type Db } from "@molecule/shared";
 import type { Authenticator } from "../auth.ts";
-import { loadOwned, parseId } from "../routes/workspaces.ts";
+import { loadOwned, parseId } from "../workspaces/service.ts";
 import { toAuditJson } from "./audit-json.ts";
 import type { Tickets } from "./tickets.ts";
 
