@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, readyWorkspace, waitFor } from "../../../../test/helpers/http.ts";
 import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
+import { loggedText } from "../../../../test/helpers/session-log.ts";
 import { openShell } from "../../../../test/helpers/term-client.ts";
 
 let s: Stack;
@@ -20,9 +21,10 @@ describe("replay window", () => {
     const session = c.hello!.session;
     const offset = c.offset;
     c.send("sleep 0.3; head -c 300000 /dev/zero | tr '\\0' y; echo; echo after-the-flood-$((1))\r");
-    await new Promise((r) => setTimeout(r, 100));
+    // The first 'y' proves the command reached the shell; the rest is produced with no client attached.
+    await c.waitText("y");
     c.drop();
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitFor(async () => (await loggedText(s.redis, s.ns, session)).includes("after-the-flood-1"), 10_000);
     const r = await openShell(s.wsUrl, ws, { token, session, offset });
     const gap = await r.waitMessage("gap");
     expect(gap.from).toBe(offset);
@@ -81,10 +83,13 @@ describe("full-screen programs", () => {
     from = c.text().length;
     c.resize(100, 30);
     // less lays out the new size (29 lines of text + its prompt line) when it repaints; ^L
-    // forces the repaint in case the SIGWINCH came while less was not waiting for a key...
-    await new Promise((r) => setTimeout(r, 200));
-    c.send("\x0c");
-    await c.waitText(/\r?\n29\r?\n/, 5000, from);
+    // forces the repaint in case the SIGWINCH came while less was not waiting for a key; sent
+    // again until the repaint has the new size (the resize and the key travel separately)...
+    await waitFor(async () => {
+      c.send("\x0c");
+      await c.waitText(/\r?\n29\r?\n/, 500, from);
+      return true;
+    }, 5000, 0);
     from = c.text().length;
     // ...and still takes keys: G jumps to the end.
     c.send("G");

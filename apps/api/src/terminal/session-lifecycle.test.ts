@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, readyWorkspace, waitFor } from "../../../../test/helpers/http.ts";
 import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
+import { loggedText } from "../../../../test/helpers/session-log.ts";
 import { openShell, TermClient } from "../../../../test/helpers/term-client.ts";
 import { processAlive } from "../../../../test/helpers/procs.ts";
 import { createLocalProvider } from "../../../terminal-worker/src/providers/index.ts";
@@ -55,7 +56,8 @@ describe("session lifetime", () => {
     c.drop();
     const tree = treeOf(session);
     expect(tree.length).toBeGreaterThan(0);
-    await new Promise((r) => setTimeout(r, 600));
+    // The shell goes on while nobody watches: its output reaches the replay log.
+    await waitFor(async () => (await loggedText(s.redis, s.ns, session)).includes("produced-while-away-42"), 5000);
     const r = await openShell(s.wsUrl, ws, { token, session, offset });
     expect(r.hello).toMatchObject({ session, offset });
     await r.waitText("produced-while-away-42");

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readyWorkspace } from "../../../../test/helpers/http.ts";
+import { readyWorkspace, waitFor } from "../../../../test/helpers/http.ts";
 import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
 import { openShell } from "../../../../test/helpers/term-client.ts";
 
@@ -22,8 +22,8 @@ describe("terminal v1 (user journey step 4)", () => {
     expect((await c.run("echo $MOLECULE_WS_ID")).trim()).toBe(ws);
     expect((await c.run("stty size")).trim()).toBe("30 100");
     c.resize(120, 40);
-    await new Promise((r) => setTimeout(r, 100));
-    expect((await c.run("stty size")).trim()).toBe("40 120");
+    // The resize travels apart from the input: ask until the shell's terminal has it.
+    await waitFor(async () => (await c.run("stty size")).trim() === "40 120", 5000, 0);
     expect((await c.run("echo $TERM")).trim()).toBe("xterm-256color");
     c.send("exit 3\r");
     const exit = await c.waitMessage("exit");
