@@ -7,11 +7,13 @@
  * the test hosts.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { accessSync, constants, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { createServer, type Server } from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cmdlineOf, processAlive } from "./helpers/procs.ts";
 import { defaultBlockedCidrs, EGRESS_DNS, egressArgv } from "../apps/terminal-worker/src/providers/sandbox-egress.ts";
 
 const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -53,6 +55,33 @@ function nsServer(ns: string, addr: string, banner: string, udp: boolean): Promi
     });
     child.on("exit", (c) => reject(new Error(`server in ${ns} exited ${c}`)));
   });
+}
+
+const ptyModule = createRequire(join(import.meta.dirname, "../apps/terminal-worker/package.json")).resolve("node-pty");
+
+/** Waits for `cond`, polling, at most `ms`. */
+async function until(cond: () => boolean, ms: number, why: () => string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(why());
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Live processes of the sandbox uid (pasta, bwrap, the shell). */
+function uidProcesses(): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e) || !processAlive(Number(e))) continue;
+    try {
+      // Status, not the owner of /proc/<pid>: pasta makes itself non-dumpable, which shows that directory as root's.
+      const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${e}/status`, "utf8"))?.[1];
+      if (uid === String(UID)) out.push(`${e} ${cmdlineOf(Number(e)).slice(0, 60)}`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  return out;
 }
 
 const servers: ChildProcess[] = [];
@@ -201,5 +230,29 @@ describe.skipIf(!usable)("egress sandbox (pasta) against test hosts", () => {
     expect(r.code).toBe(70);
     expect(r.out).not.toContain("started");
     expect(r.out).toContain("molecule: sandbox egress setup failed");
+  });
+
+  it("runs an interactive shell in a PTY, and every process of it ends when the worker holding the PTY is killed", async () => {
+    const inner = ["bwrap", "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "bash", "--norc", "-i"];
+    const argv = [...sandboxPrefix(), "setpriv", `--reuid=${UID}`, `--regid=${UID}`, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--", ...egressArgv(inner, { blocked: defaultBlockedCidrs() })];
+    // A stand-in worker: holds the PTY master, as the terminal-worker does, and is SIGKILLed.
+    const code = `
+      const pty = require(${JSON.stringify(ptyModule)});
+      const [file, ...args] = JSON.parse(process.argv[1]);
+      const p = pty.spawn(file, args, { cwd: "/", env: { PATH: ${JSON.stringify(SYSTEM_PATH)}, TERM: "xterm" } });
+      p.onData((d) => process.stdout.write(d));
+      p.write("echo out-$((6*7))\\r");`;
+    const worker = spawn(process.execPath, ["-e", code, JSON.stringify(argv)], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    worker.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    try {
+      await until(() => out.includes("out-42"), 15_000, () => `no echo: ${JSON.stringify(out)}`);
+      expect(uidProcesses().length).toBeGreaterThan(0);
+    } finally {
+      worker.kill("SIGKILL");
+    }
+    const killed = Date.now();
+    await until(() => uidProcesses().length === 0, 10_000, () => `left behind: ${uidProcesses().join(", ")}`);
+    console.info(`sandbox gone ${Date.now() - killed} ms after its worker was killed`);
   });
 });
