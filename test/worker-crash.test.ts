@@ -1,16 +1,31 @@
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TERMINAL_QUEUE, bullPrefix, sessionKeys } from "@molecule/shared";
+import { testUrls } from "./helpers/env.ts";
 import { call, readyWorkspace, waitFor } from "./helpers/http.ts";
+import { nextLog } from "./helpers/proc-log.ts";
 import { processesMatching } from "./helpers/procs.ts";
 import { openShell, TermClient } from "./helpers/term-client.ts";
 import { startTopology, type Topology } from "./helpers/topology.ts";
 
 let t: Topology;
 let ws: string;
+let redis: Redis;
+let terminalQueue: Queue;
 beforeAll(async () => {
-  t = await startTopology({ apis: 1, workers: 1, env: { MOLECULE_CLAIM_TIMEOUT_MS: "3000", MOLECULE_DRAIN_TIMEOUT_MS: "1000" } });
+  // The first test waits for a warning of the API's watchdog: warn lines must reach its stdout.
+  const logLevel = ["trace", "debug", "info"].includes(process.env.TEST_LOG_LEVEL ?? "") ? process.env.TEST_LOG_LEVEL! : "warn";
+  t = await startTopology({ apis: 1, workers: 1, env: { MOLECULE_CLAIM_TIMEOUT_MS: "3000", MOLECULE_DRAIN_TIMEOUT_MS: "1000", LOG_LEVEL: logLevel } });
   ws = await readyWorkspace(t.apis[0]!.url, t.token);
+  redis = new Redis(testUrls().redisUrl);
+  terminalQueue = new Queue(TERMINAL_QUEUE, { connection: redis, prefix: bullPrefix(t.ns) });
 });
-afterAll(() => t?.close());
+afterAll(async () => {
+  await terminalQueue?.close();
+  redis?.disconnect();
+  await t?.close();
+});
 
 const api = () => t.apis[0]!;
 const sessionRow = async (id: string) => (await call(api().url, "GET", `/workspaces/${ws}/terminal/sessions`, { token: t.token })).body.sessions.find((s: { id: string }) => s.id === id);
@@ -20,10 +35,12 @@ describe("terminal-worker failures", () => {
     const w = t.workers[0]!;
     const c = await openShell(api().wsUrl, ws, { token: t.token });
     const pid = (await c.run("echo $$")).trim();
+    // Registered before the freeze: the watchdog's decision, logged once per stall.
+    const judged = nextLog(api().proc, (l) => l.worker_id === w.id && /heartbeat late, but its connections are open/.test(String(l.msg)), 15_000);
     w.proc.child.kill("SIGSTOP");
     try {
-      // Heartbeat TTL 3 s + the API's 1 s threshold: a dead worker would be reported by now.
-      await new Promise((r) => setTimeout(r, 5500));
+      // Heartbeat TTL 3 s + the API's 1 s threshold: this is where a dead worker is given up.
+      await judged;
       expect(c.closeInfo).toBeNull();
       expect(c.messages.filter((m) => m.type === "error")).toEqual([]);
     } finally {
@@ -62,7 +79,8 @@ describe("terminal-worker failures", () => {
     await c.run("true");
     await waitFor(async () => (await sessionRow(c.hello!.session))?.worker_id === w.id);
     c.drop();
-    await new Promise((r) => setTimeout(r, 300));
+    // The API has let go of the session (it clears the viewer key on detach): nobody holds the socket.
+    await waitFor(async () => (await redis.exists(sessionKeys(t.ns, c.hello!.session).viewer)) === 0, 5000, 20);
     w.proc.child.kill("SIGKILL");
     await w.proc.exited;
     // No API node holds the socket now: the periodic sweeper (every 10 s) closes the row.
@@ -92,7 +110,8 @@ describe("terminal-worker failures", () => {
     // No worker runs now: the session's job waits in the queue.
     const c = new TermClient(api().wsUrl, ws, { token: t.token });
     await c.opened;
-    await new Promise((r) => setTimeout(r, 200));
+    // Its job is queued (the audit row is written just before): the client leaves a waiting job behind.
+    await waitFor(async () => (await terminalQueue.getWaitingCount()) > 0, 5000, 20);
     await c.close(1000);
     await t.addWorker();
     // A worker is claiming again: a new session works...
