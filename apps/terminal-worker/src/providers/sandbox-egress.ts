@@ -16,7 +16,7 @@
  * have 0600, and then egress is unavailable).
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
 import { networkInterfaces } from "node:os";
 
@@ -210,20 +210,47 @@ export function egressArgv(inner: string[], o: EgressOptions): string[] {
   ];
 }
 
+/** /dev/net/tun openable by a non-root uid that neither owns the device nor is in its group. */
+function tunUsableBy(uid: number): boolean {
+  try {
+    const st = statSync("/dev/net/tun");
+    return uid === 0 || uid === st.uid || (st.mode & 0o006) === 0o006;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/**
+ * Runs the probe in a session of its own and signals that whole group when it ends:
+ * when pasta fails after forking (e.g. no tun device), its namespace-side process
+ * is left waiting forever, and the probe must not leave it behind.
+ */
+const PROBE_SCRIPT = `trap '' TERM; "$@"; s=$?; kill -TERM 0; exit $s`;
+
 let probed: boolean | undefined;
 /**
  * pasta installed and able to start here (probe once, cached). As root the probe
  * runs as `probeUid` (default nobody) through setpriv, as the sandbox will: pasta
- * needs /dev/net/tun usable by that uid.
+ * needs /dev/net/tun usable by that uid. A worker configured for egress should
+ * refuse to start when this is false, rather than start shells that fail.
  */
 export function egressAvailable(probeUid = 65534, pasta = "pasta"): boolean {
   if (probed === undefined) {
+    const root = process.getuid?.() === 0;
+    if (!tunUsableBy(root ? probeUid : (process.getuid?.() ?? probeUid))) {
+      probed = false;
+      return probed;
+    }
     const argv = egressArgv(["true"], { blocked: ["10.0.0.0/8"], pasta });
-    const full = process.getuid?.() === 0
+    const full = root
       ? ["setpriv", `--reuid=${probeUid}`, `--regid=${probeUid}`, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--", ...argv]
       : argv;
-    const [file = "", ...args] = full;
-    const r = spawnSync(file, args, { stdio: "ignore", timeout: 5000, env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" } });
+    const r = spawnSync("setsid", ["-w", "/bin/sh", "-c", PROBE_SCRIPT, "sh", ...full], {
+      stdio: "ignore",
+      timeout: 5000,
+      env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
+    });
     probed = r.status === 0;
   }
   return probed;
