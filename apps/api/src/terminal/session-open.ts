@@ -10,6 +10,7 @@ import {
   sessionKeys,
   type ByteRedis,
   type Db,
+  type ErrorCode,
   type Logger,
   type RedisWriter,
   type SessionEnd,
@@ -21,6 +22,7 @@ import type { Principal } from "../auth.ts";
 import type { WorkspaceRow } from "../workspaces/service.ts";
 import { TerminalBridge, type BridgeDeps, type Mode } from "./bridge.ts";
 import { clientAddress } from "./client-address.ts";
+import { sendError } from "./frames.ts";
 import type { SessionControl } from "./session-control.ts";
 import { VIEWER_TTL_MS } from "./watchdog.ts";
 
@@ -68,9 +70,8 @@ export function createSessionOpener(d: SessionOpenDeps) {
     return m && { ...m, attached: () => m.opened(performance.now() - t0, kind) };
   }
 
-  function failEarly(sock: WebSocket, mode: Mode, code: keyof typeof CLOSE, message: string): void {
-    if (mode === "v1") sock.send(JSON.stringify({ type: "error", code, message }));
-    else sock.send(`Error: ${message}\r\n`);
+  function failEarly(sock: WebSocket, mode: Mode, code: ErrorCode & keyof typeof CLOSE, message: string): void {
+    sendError(sock, mode, code, message);
     d.metrics?.closed(code);
     sock.close(CLOSE[code], code);
   }

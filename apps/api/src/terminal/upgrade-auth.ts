@@ -19,6 +19,7 @@ import type { Authenticator, Principal } from "../auth.ts";
 import { bearerToken } from "../auth.ts";
 import { validationError } from "../error-handler.ts";
 import { loadOwned, type WorkspaceRow } from "../workspaces/service.ts";
+import { sendError } from "./frames.ts";
 import type { Tickets } from "./tickets.ts";
 
 const PATH_RE = /^\/workspaces\/([^/]+)\/terminal\/?$/;
@@ -117,11 +118,7 @@ export function patchOversizeClose(sock: WebSocket, maxFrameBytes: number): void
   const close = sock.close.bind(sock);
   sock.close = (code?: number, reason?: string | Buffer) => {
     if (code === 1009) {
-      if (sock.protocol === SUBPROTOCOL_V1) {
-        sock.send(JSON.stringify({ type: "error", code: "policy", message: `frame larger than ${maxFrameBytes} bytes` }));
-      } else {
-        sock.send(`Error: frame larger than ${maxFrameBytes} bytes\r\n`);
-      }
+      sendError(sock, sock.protocol === SUBPROTOCOL_V1 ? "v1" : "raw", "policy", `frame larger than ${maxFrameBytes} bytes`);
       return close(CLOSE.policy, "frame too large");
     }
     return close(code, reason);
