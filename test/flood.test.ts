@@ -33,14 +33,21 @@ describe("flood: `yes` with a client that consumes only 1 MB/s", () => {
       consumed = Math.min(c.offset, consumed + 100_000);
       c.ack(consumed);
     }, 100);
-    c.send("yes\r");
-    const t0 = Date.now();
-    while (Date.now() - t0 < 3000) {
-      await new Promise((r) => setTimeout(r, 200));
+    const sample = async () => {
       peak.api = Math.max(peak.api, rssMiB(apiPid));
       peak.worker = Math.max(peak.worker, rssMiB(workerPid));
       peak.redis = Math.max(peak.redis, await redisMem());
-    }
+    };
+    // Samples chained, so none overlaps the next and a failing one fails the test below.
+    let sampling = Promise.resolve();
+    const sampler = setInterval(() => (sampling = sampling.then(sample)), 200);
+    const start = consumed;
+    c.send("yes\r");
+    // Three seconds of the flood at the client's pace: 3 MB consumed.
+    await c.until(() => consumed - start >= 3_000_000, 15_000, "3 MB consumed at 1 MB/s");
+    clearInterval(sampler);
+    await sampling;
+    await sample();
     // The client is slow: the server never has more than the window unacknowledged in flight.
     expect(c.offset - consumed).toBeLessThanOrEqual(512 * 1024 + 100_000);
     const received = c.offset;

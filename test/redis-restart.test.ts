@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readyWorkspace, waitFor } from "./helpers/http.ts";
+import { nextLog } from "./helpers/proc-log.ts";
 import { openShell } from "./helpers/term-client.ts";
 import { startTopology, type Topology } from "./helpers/topology.ts";
 
@@ -38,7 +39,9 @@ beforeAll(async () => {
   port = await freePort();
   redis = startRedis(port);
   await waitFor(() => pingable(port), 5000);
-  t = await startTopology({ apis: 1, workers: 1, env: { REDIS_URL: `redis://127.0.0.1:${port}` } });
+  // The test waits for the worker's warning that Redis is gone: warn lines must reach its stdout.
+  const logLevel = ["trace", "debug", "info"].includes(process.env.TEST_LOG_LEVEL ?? "") ? process.env.TEST_LOG_LEVEL! : "warn";
+  t = await startTopology({ apis: 1, workers: 1, env: { REDIS_URL: `redis://127.0.0.1:${port}`, LOG_LEVEL: logLevel } });
   ws = await readyWorkspace(t.apis[0]!.url, t.token);
 });
 afterAll(async () => {
@@ -53,9 +56,11 @@ describe("Redis restarted mid-session", () => {
     const from = c.text().length;
     c.send("stty -echo; for i in $(seq 1 400); do echo line $i; sleep 0.01; done; echo counter-$((1))-done; stty echo\r");
     await c.waitText(/^line 50\r$/m);
+    // Redis comes back only once the worker's output connection has seen it go.
+    const lost = nextLog(t.workers[0]!.proc, (l) => /redis writer: connection lost/.test(String(l.msg)), 10_000);
     redis.kill("SIGKILL");
     await new Promise((r) => redis.once("exit", r));
-    await new Promise((r) => setTimeout(r, 500));
+    await lost;
     redis = startRedis(port);
     await c.waitText("counter-1-done", 30_000);
     const nums = [...c.text().slice(from).matchAll(/^line (\d+)\r$/gm)].map((m) => Number(m[1]));

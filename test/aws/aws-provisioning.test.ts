@@ -57,7 +57,9 @@ describe("aws provisioning", () => {
       }, 10_000, 20);
       expect(pending.status).toBe("provisioning");
       expect(pending.instance_id).toMatch(/^i-[0-9a-f]{17}$/);
-      await new Promise((r) => setTimeout(r, 500));
+      // The worker has looked at the pending instance a few more times and still waits.
+      const looked = h.cloud.callsOf("DescribeInstances").length;
+      await waitFor(async () => h.cloud.callsOf("DescribeInstances").length >= looked + 3, 10_000, 20);
       expect((await get(id)).status).toBe("provisioning");
     } finally {
       h.cloud.holdBoot = false;

@@ -108,7 +108,8 @@ describe("Terminal into an aws workspace through EC2 Instance Connect", () => {
     // Ctrl-C reaches the remote foreground process through ssh -tt.
     c.send("sleep 30; echo not-$((6*7))-interrupted\r");
     await c.waitText("interrupted\r\n");
-    await new Promise((r) => setTimeout(r, 200));
+    // The remote shell has started the sleep: the Ctrl-C is for it, not for the line being read.
+    await waitFor(async () => h.execPids(inst).some((p) => descendants(p).some((d) => /^sleep 30\b/.test(cmdlineOf(d)))), 5000, 20);
     const from = c.text().length;
     const tInt = Date.now();
     c.send("\x03");
