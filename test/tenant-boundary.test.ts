@@ -64,7 +64,8 @@ function processesOf(uid: number): number {
   return n;
 }
 
-describe.skipIf(!usable)("tenant boundary (local provider)", () => {
+// In CI (root, the tools installed by ensure-deps) nothing is skipped: a missing tool fails the run.
+describe.skipIf(!usable && process.env.CI !== "true")("tenant boundary (local provider)", () => {
   beforeAll(async () => {
     base = mkdtempSync("/var/tmp/molecule-tb-");
     chmodSync(base, 0o755);

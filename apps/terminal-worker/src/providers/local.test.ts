@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { createLocalProvider } from "./local.ts";
-import { CGROUP_JOIN_SCRIPT, sandboxArgv, type SandboxArgvOptions } from "./sandbox-argv.ts";
+import { CGROUP_JOIN_SCRIPT, EGRESS_RESOLV_FILE, sandboxArgv, type SandboxArgvOptions } from "./sandbox-argv.ts";
+import { egressArgv } from "./sandbox-egress.ts";
 import { parseSize } from "./sandbox-limits.ts";
 import { claimUid, releaseUid } from "./sandbox-uid.ts";
 import { ProviderError } from "./types.ts";
@@ -50,6 +51,21 @@ describe("the sandbox exec chain", () => {
     expect(bw).toContain("--unshare-all");
     for (const secret of ["/etc/shadow", "/etc/gshadow", "/etc/sudoers"]) expect(bw).not.toContain(secret);
     expect(bw.slice(-2)).toEqual(["/bin/bash", "--login"]);
+  });
+
+  it("with egress: pasta in front of bwrap, which shares pasta's network namespace and resolves through pasta's forwarder", () => {
+    const argv = sandboxArgv({ ...base, network: "egress", wrap: (bw) => egressArgv(bw, { blocked: ["10.0.0.0/8"] }) });
+    const bw = argv.slice(argv.indexOf("bwrap"));
+    expect(argv.indexOf("setpriv")).toBeLessThan(argv.indexOf("pasta"));
+    expect(argv.indexOf("pasta")).toBeLessThan(argv.indexOf("bwrap"));
+    expect(bw).toContain("--share-net");
+    const resolv = bw.indexOf("/etc/resolv.conf");
+    expect(bw.slice(resolv - 2, resolv + 1)).toEqual(["--ro-bind", `/srv/sbx/.etc/${EGRESS_RESOLV_FILE}`, "/etc/resolv.conf"]);
+    expect(bw.filter((a) => a === "/etc/resolv.conf")).toHaveLength(1);
+    // Without egress the host's resolv.conf, and no network of anyone else's.
+    const none = sandboxArgv(base);
+    expect(none).not.toContain("--share-net");
+    expect(none.join(" ")).toContain("--ro-bind-try /etc/resolv.conf /etc/resolv.conf");
   });
 
   it("as a normal user: no uid change, no nproc (it would count all of that user's processes), no cgroup step", () => {
