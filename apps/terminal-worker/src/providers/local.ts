@@ -87,7 +87,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
   const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, ...o.limits };
   const uids = o.uids ?? DEFAULT_UID_RANGE;
   const network = o.network ?? "none";
-  if (network === "egress" && !o.egressWrap) throw new ProviderError("MOLECULE_SANDBOX_NETWORK=egress: egress not available", false);
+  if (network === "egress" && !o.egressWrap) throw new ProviderError("MOLECULE_SANDBOX_NETWORK=egress: egress not available (needs pasta from Debian's passt and /dev/net/tun usable by the sandbox uids: docs/deployment.md)", false);
 
   const dirOf = (id: string) => {
     if (!isUuid(id)) throw new ProviderError(`invalid workspace id ${JSON.stringify(id)}`, false);
