@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sessionKeys } from "@molecule/shared";
 import { call, readyWorkspace, waitFor } from "../../../../test/helpers/http.ts";
 import { startStack, type Stack } from "../../../../test/helpers/stack.ts";
 import { loggedText } from "../../../../test/helpers/session-log.ts";
@@ -56,8 +57,12 @@ describe("session lifetime", () => {
     c.drop();
     const tree = treeOf(session);
     expect(tree.length).toBeGreaterThan(0);
-    // The shell goes on while nobody watches: its output reaches the replay log.
+    // The shell goes on while nobody watches: its output reaches the replay log...
     await waitFor(async () => (await loggedText(s.redis, s.ns, session)).includes("produced-while-away-42"), 5000);
+    // ...and the worker, having seen the session without a viewer twice, keeps it: within the grace period.
+    await waitFor(async () => (await s.redis.exists(sessionKeys(s.ns, session).viewer)) === 0, 5000, 20);
+    await s.worker!.terminal!.tick();
+    await s.worker!.terminal!.tick();
     const r = await openShell(s.wsUrl, ws, { token, session, offset });
     expect(r.hello).toMatchObject({ session, offset });
     await r.waitText("produced-while-away-42");

@@ -216,6 +216,8 @@ export function createTerminalRunner(d: RunnerDeps) {
     worker,
     sessions,
     outbox,
+    /** One round of the viewer, idle and maximum-length checks, as the timer runs it (tests drive it directly). */
+    tick,
     async start(): Promise<void> {
       await d.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
       // Closes an earlier process with this worker id could not write: retried from now on.
