@@ -18,6 +18,7 @@ import {
 } from "@molecule/shared";
 import { closeFor } from "./end-mapping.ts";
 import { FrameWriter, type Mode } from "./frames.ts";
+import { InputGate } from "./input-gate.ts";
 import { InputThrottle } from "./input-throttle.ts";
 import { ReaderWindow } from "./reader-window.ts";
 import type { SessionControl } from "./session-control.ts";
@@ -100,11 +101,8 @@ export class TerminalBridge {
   private pendingInput: Buffer[] = [];
   private pendingInputBytes = 0;
   private claimTimer: NodeJS.Timeout | null = null;
-  private readonly throttle: InputThrottle;
-  /** Client frames waiting for this connection's next turn or input budget (the socket is paused meanwhile). */
-  private inbox: { data: Buffer; isBinary: boolean }[] = [];
-  private inboxAt = 0;
-  private inboxWake: { immediate: NodeJS.Immediate } | { timeout: NodeJS.Timeout } | null = null;
+  /** Client frames, through this connection's input budget (the socket is paused while frames wait). */
+  private readonly gate: InputGate;
   /** Input handled this turn, published together once the turn's frames are through (flushInput). */
   private inParts: Buffer[] = [];
   private inPartsBytes = 0;
@@ -134,7 +132,7 @@ export class TerminalBridge {
     this.pendingEnd = opts.endedAlready;
     this.cols = opts.cols;
     this.rows = opts.rows;
-    this.throttle = new InputThrottle(deps.inputBytesPerSec, deps.inputMsgsPerSec);
+    this.gate = new InputGate(new InputThrottle(deps.inputBytesPerSec, deps.inputMsgsPerSec), ws, (data, isBinary) => this.handleClient(data, isBinary));
     this.frames = new FrameWriter(ws, opts.mode);
   }
 
@@ -144,7 +142,7 @@ export class TerminalBridge {
 
   /** Subscribes before anything else, so no output published from here on is missed. */
   async start(): Promise<void> {
-    this.ws.on("message", (data, isBinary) => this.onFrame(data as Buffer, isBinary));
+    this.ws.on("message", (data, isBinary) => this.gate.offer(data as Buffer, isBinary));
     this.ws.on("close", (code) => this.handleClose(code));
     this.ws.on("error", (err) => this.deps.log.debug({ err }, "client socket error"));
     this.ws.on("pong", () => this.reader.pong());
@@ -379,7 +377,8 @@ export class TerminalBridge {
     if (this.state === "closed") return;
     this.state = "closed";
     if (this.claimTimer) clearTimeout(this.claimTimer);
-    this.clearInbox();
+    this.gate.shutDown();
+    this.flushInput();
     this.unReconnect?.();
     void this.deps.hub.unsubscribe(this.opts.keys.out, this.onOut);
     this.deps.control.closed(this);
@@ -399,55 +398,6 @@ export class TerminalBridge {
   }
 
   // ---- input: client -> worker ----------------------------------------------------------
-
-  /**
-   * Every client frame, in order: handled now if this connection's turn and input budget allow,
-   * else queued with the socket paused (ws still hands over the frames of the chunk it is parsing,
-   * so the queue holds at most about one socket read) until drainInbox gets to it.
-   */
-  private onFrame(data: Buffer, isBinary: boolean): void {
-    if (this.state === "closed") return;
-    if (this.inboxAt === this.inbox.length && this.throttle.admit(data.length)) {
-      this.handleClient(data, isBinary);
-      return;
-    }
-    if (this.inboxAt === this.inbox.length) this.ws.pause();
-    this.inbox.push({ data, isBinary });
-    this.wakeInbox();
-  }
-
-  private drainInbox(): void {
-    this.inboxWake = null;
-    while (this.inboxAt < this.inbox.length && this.state !== "closed") {
-      const frame = this.inbox[this.inboxAt]!;
-      if (!this.throttle.admit(frame.data.length)) {
-        this.wakeInbox();
-        return;
-      }
-      this.inbox[this.inboxAt++] = undefined as never;
-      this.handleClient(frame.data, frame.isBinary);
-    }
-    this.inbox = [];
-    this.inboxAt = 0;
-    if (this.state !== "closed") this.ws.resume();
-  }
-
-  /** Drains the queue on the next turn, or once an empty input budget has refilled a little (InputThrottle.waitMs). */
-  private wakeInbox(): void {
-    if (this.inboxWake || this.state === "closed") return;
-    const wait = this.throttle.waitMs();
-    this.inboxWake = wait > 0 ? { timeout: setTimeout(() => this.drainInbox(), wait) } : { immediate: setImmediate(() => this.drainInbox()) };
-  }
-
-  private clearInbox(): void {
-    const wake = this.inboxWake;
-    if (wake && "timeout" in wake) clearTimeout(wake.timeout);
-    else if (wake) clearImmediate(wake.immediate);
-    this.inboxWake = null;
-    this.inbox = [];
-    this.inboxAt = 0;
-    this.flushInput();
-  }
 
   private handleClient(data: Buffer, isBinary: boolean): void {
     if (this.state === "closed") return;
