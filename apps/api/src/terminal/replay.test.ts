@@ -20,9 +20,10 @@ describe("replay window", () => {
     await c.run("stty -echo");
     const session = c.hello!.session;
     const offset = c.offset;
+    const from = c.text().length;
     c.send("sleep 0.3; head -c 300000 /dev/zero | tr '\\0' y; echo; echo after-the-flood-$((1))\r");
-    // The first 'y' proves the command reached the shell; the rest is produced with no client attached.
-    await c.waitText("y");
+    // The first 'y's prove the command reached the shell; the rest is produced with no client attached.
+    await c.waitText("yy", 10_000, from);
     c.drop();
     await waitFor(async () => (await loggedText(s.redis, s.ns, session)).includes("after-the-flood-1"), 10_000);
     const r = await openShell(s.wsUrl, ws, { token, session, offset });
