@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { SpawnPty } from "./terminal/session.ts";
+import type { SpawnPty } from "./terminal/types.ts";
 
 export type QueueCounts = Record<string, Record<string, number>>;
 

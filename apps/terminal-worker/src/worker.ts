@@ -5,7 +5,7 @@ import type { WorkerMetrics } from "./metrics.ts";
 import type { ProviderRegistry } from "./providers/index.ts";
 import { createProvisioningWorker } from "./provisioning.ts";
 import { createTerminalRunner } from "./terminal/runner.ts";
-import type { SpawnPty } from "./terminal/session.ts";
+import type { SpawnPty } from "./terminal/types.ts";
 
 export interface WorkerConfig {
   ns: string;

@@ -1,9 +1,8 @@
 import type { Redis } from "ioredis";
-import { and, eq, isNull, sql } from "drizzle-orm";
 import { z } from "zod";
 import { endReason } from "./bus-messages.ts";
 import type { Db } from "./db/client.ts";
-import * as schema from "./db/schema.ts";
+import { closeHeldSession } from "./db/terminal-sessions.ts";
 import type { Logger } from "./logger.ts";
 import { auditOutboxKey } from "./redis-keys.ts";
 
@@ -23,29 +22,6 @@ export const auditClose = z.object({
   closedAt: z.number().int().min(0),
 });
 export type AuditClose = z.infer<typeof auditClose>;
-
-/**
- * Closes the row if it is still open and held by `rec.workerId`: a worker never
- * closes or rewrites another worker's row, and applying a close twice is a no-op.
- * true: closed now; false: nothing to close (closed already, or not that worker's).
- */
-export async function applyAuditClose(db: Db, rec: AuditClose): Promise<boolean> {
-  const t = schema.terminalSessions;
-  const rows = await db
-    .update(t)
-    .set({
-      // The worker's clock, never before the row opened (a clock a little behind the database's).
-      closedAt: sql`greatest(${t.openedAt}, ${new Date(rec.closedAt).toISOString()}::timestamptz)` as unknown as Date,
-      closeReason: rec.reason,
-      exitCode: rec.code,
-      exitSignal: rec.signal,
-      bytesIn: rec.bytesIn,
-      bytesOut: rec.bytesOut,
-    })
-    .where(and(eq(t.id, rec.sessionId), eq(t.workerId, rec.workerId), isNull(t.closedAt)))
-    .returning({ id: t.id });
-  return rows.length > 0;
-}
 
 type OutboxRedis = Pick<Redis, "hset" | "hdel" | "hgetall" | "hmget">;
 
@@ -84,7 +60,7 @@ export async function applyOutboxEntries(db: Db, redis: OutboxRedis, ns: string,
   const entries = await readEntries(redis, ns, sessionIds, log);
   for (const rec of entries) {
     if (!rec) continue;
-    if (await applyAuditClose(db, rec)) closed.add(rec.sessionId);
+    if (await closeHeldSession(db, rec)) closed.add(rec.sessionId);
     log.info({ session_id: rec.sessionId, worker_id: rec.workerId, reason: rec.reason, applied: closed.has(rec.sessionId) }, "audit outbox entry applied by the sweeper");
     await redis.hdel(auditOutboxKey(ns), rec.sessionId);
   }
@@ -159,7 +135,7 @@ export function createAuditOutbox(o: AuditOutboxOptions) {
       if (!e.stored) await store(e);
       try {
         // Closed now, or nothing left to close (another node applied it): done either way.
-        const closedNow = await applyAuditClose(o.db, e.rec);
+        const closedNow = await closeHeldSession(o.db, e.rec);
         pending.delete(id);
         applied++;
         o.log.info({ session_id: id, reason: e.rec.reason, closed_now: closedNow }, "audit outbox: close applied");
@@ -186,7 +162,7 @@ export function createAuditOutbox(o: AuditOutboxOptions) {
     /** Closes the row now or, if PostgreSQL fails, keeps the close and retries it. */
     async close(rec: AuditClose): Promise<"closed" | "not_open" | "queued"> {
       try {
-        return (await applyAuditClose(o.db, rec)) ? "closed" : "not_open";
+        return (await closeHeldSession(o.db, rec)) ? "closed" : "not_open";
       } catch (err) {
         o.log.warn({ err, session_id: rec.sessionId }, "audit close failed: kept in the outbox and retried");
         const e = { rec, stored: false };

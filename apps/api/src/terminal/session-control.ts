@@ -1,9 +1,11 @@
 import type { Queue } from "bullmq";
-import { and, eq, isNull, sql } from "drizzle-orm";
 import {
   applyOutboxEntries,
+  closeUnheldSession,
   encodeControl,
-  schema,
+  execWrites,
+  openSessionIds,
+  recordCancel,
   sessionKeys,
   type ByteRedis,
   type Db,
@@ -12,8 +14,6 @@ import {
   type SessionEnd,
   type TerminalJob,
 } from "@molecule/shared";
-
-const ENDED_TTL_MS = 3600_000;
 
 /**
  * What session control needs of one attached client. The bridge implements it; this module
@@ -41,19 +41,19 @@ export interface SessionControlDeps {
  * The one owner of this node's terminal sessions: the registry of attached clients (by worker),
  * ending a session (cancel), and the audit closes the API is the last word on.
  */
-export function createSessionControl(d: SessionControlDeps) {
+export function createSessionControl(deps: SessionControlDeps) {
   const sessions = new Set<ControlledSession>();
   let draining = false;
 
   async function cancel(sessionId: string, reason: EndReason): Promise<void> {
-    const keys = sessionKeys(d.ns, sessionId);
+    const keys = sessionKeys(deps.ns, sessionId);
     // Key first, then the message: a worker that (re)subscribes or claims later still sees it.
-    await d.redis.set(keys.cancel, reason, "PX", ENDED_TTL_MS);
-    await d.redis.publish(keys.in, encodeControl({ t: "cancel", reason }));
+    await execWrites(recordCancel(deps.redis.pipeline(), keys, reason));
+    await deps.redis.publish(keys.in, encodeControl({ t: "cancel", reason }));
     if (reason === "client_closed" || reason === "no_capacity") {
       // Not claimed yet: take the job back so it does not occupy a worker; close its audit row here.
-      const removed = await d.queue.remove(sessionId).catch((err: unknown) => {
-        d.log.warn({ err, session_id: sessionId }, "removing an unclaimed job failed");
+      const removed = await deps.queue.remove(sessionId).catch((err: unknown) => {
+        deps.log.warn({ err, session_id: sessionId }, "removing an unclaimed job failed");
         return 0;
       });
       if (removed) await closeAudit(sessionId, reason);
@@ -64,12 +64,8 @@ export function createSessionControl(d: SessionControlDeps) {
    * Closes a row the API is the last word on: never claimed (`heldBy` null), or held by a worker
    * that is gone. A row another worker holds is never touched.
    */
-  async function closeAudit(sessionId: string, reason: EndReason, heldBy: string | null = null): Promise<void> {
-    const t = schema.terminalSessions;
-    await d.db
-      .update(t)
-      .set({ closedAt: sql`now()` as unknown as Date, closeReason: reason })
-      .where(and(eq(t.id, sessionId), isNull(t.closedAt), heldBy === null ? isNull(t.workerId) : eq(t.workerId, heldBy)));
+  function closeAudit(sessionId: string, reason: EndReason, heldBy: string | null = null): Promise<void> {
+    return closeUnheldSession(deps.db, sessionId, reason, heldBy);
   }
 
   /**
@@ -77,31 +73,27 @@ export function createSessionControl(d: SessionControlDeps) {
    * ended) is in the outbox with the real reason, bytes and time; worker_lost only without one.
    */
   async function closeLost(sessionId: string, workerId: string): Promise<void> {
-    const applied = await applyOutboxEntries(d.db, d.redis, d.ns, [sessionId], d.log);
+    const applied = await applyOutboxEntries(deps.db, deps.redis, deps.ns, [sessionId], deps.log);
     if (!applied.has(sessionId)) await closeAudit(sessionId, "worker_lost", workerId);
   }
 
   /** Every client of a worker that is gone ends with worker_lost; its sessions are cancelled and closed. */
   async function workerLost(workerId: string): Promise<void> {
     const lost = [...sessions].filter((s) => s.state !== "closed" && s.workerId === workerId);
-    d.log.warn({ worker_id: workerId, sessions: lost.length }, "terminal worker lost");
+    deps.log.warn({ worker_id: workerId, sessions: lost.length }, "terminal worker lost");
     for (const s of lost) {
       s.finish({ reason: "worker_lost", offset: 0 });
-      await cancel(s.sessionId, "worker_lost").catch((err: unknown) => d.log.warn({ err, session_id: s.sessionId }, "cancelling a lost session failed"));
+      await cancel(s.sessionId, "worker_lost").catch((err: unknown) => deps.log.warn({ err, session_id: s.sessionId }, "cancelling a lost session failed"));
       await closeLost(s.sessionId, workerId).catch((err: unknown) =>
-        d.log.warn({ err, session_id: s.sessionId }, "closing a lost session's audit row failed (the sweeper retries)"),
+        deps.log.warn({ err, session_id: s.sessionId }, "closing a lost session's audit row failed (the sweeper retries)"),
       );
     }
   }
 
   /** Ends every session of a workspace (it is being deleted or restarted). */
   async function endWorkspaceSessions(workspaceId: string): Promise<void> {
-    const t = schema.terminalSessions;
-    const rows = await d.db
-      .select({ id: t.id })
-      .from(t)
-      .where(and(eq(t.workspaceId, workspaceId), isNull(t.closedAt)));
-    await Promise.all(rows.map((r) => cancel(r.id, "workspace_deleted")));
+    const ids = await openSessionIds(deps.db, workspaceId);
+    await Promise.all(ids.map((id) => cancel(id, "workspace_deleted")));
   }
 
   return {
@@ -109,21 +101,21 @@ export function createSessionControl(d: SessionControlDeps) {
     closeAudit,
     workerLost,
     endWorkspaceSessions,
-    add(s: ControlledSession): void {
-      sessions.add(s);
-      d.active?.(sessions.size);
+    add(session: ControlledSession): void {
+      sessions.add(session);
+      deps.active?.(sessions.size);
     },
     /** The client dropped (or this node drains): the shell lives on for the grace period. */
-    detached(s: ControlledSession): void {
+    detached(session: ControlledSession): void {
       if (draining) return;
       // Start the orphan grace period now rather than when the viewer key expires.
-      void d.redis.del(sessionKeys(d.ns, s.sessionId).viewer).catch((err: unknown) =>
-        d.log.debug({ err, session_id: s.sessionId }, "clearing the viewer key failed (it expires on its own)"),
+      void deps.redis.del(sessionKeys(deps.ns, session.sessionId).viewer).catch((err: unknown) =>
+        deps.log.debug({ err, session_id: session.sessionId }, "clearing the viewer key failed (it expires on its own)"),
       );
     },
-    closed(s: ControlledSession): void {
-      sessions.delete(s);
-      d.active?.(sessions.size);
+    closed(session: ControlledSession): void {
+      sessions.delete(session);
+      deps.active?.(sessions.size);
     },
     /** Sessions not yet closed. */
     live(): ControlledSession[] {

@@ -3,15 +3,17 @@ import type { Redis } from "ioredis";
 import {
   TERMINAL_QUEUE,
   bullPrefix,
+  claimTerminalSession,
   createAuditOutbox,
   encodeEvent,
+  parseCancel,
+  reportSessionBytes,
   sessionKeys,
   terminalJob,
   workerAliveKey,
   type AuditOutboxOptions,
   type ByteRedis,
   type Db,
-  type EndReason,
   type Hub,
   type Logger,
   type RedisWriter,
@@ -19,7 +21,9 @@ import {
 } from "@molecule/shared";
 import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
-import { claimAudit, endWithoutShell, PtySession, reportProgress, type SpawnPty } from "./session.ts";
+import { endWithoutShell, PtySession } from "./session.ts";
+import { createSpawnTurns } from "./spawn-turns.ts";
+import type { SpawnPty } from "./types.ts";
 
 export interface RunnerDeps {
   redis: ByteRedis;
@@ -65,6 +69,7 @@ export function createTerminalRunner(d: RunnerDeps) {
   const sessionDeps = {
     ...d,
     outbox,
+    spawnTurn: createSpawnTurns(),
     recentBytes: Math.min(d.replayWindowBytes, RESEED_BYTES),
     ...(m ? { spawn: countPtyBytes(d.spawn, m.session) } : {}),
   };
@@ -82,8 +87,8 @@ export function createTerminalRunner(d: RunnerDeps) {
     }
     // The claim (one UPDATE) goes with the cancel check: no round trip added to the open.
     const [cancelled, claim] = await Promise.all([
-      d.redis.get(k.cancel),
-      claimAudit(d.db, data.sessionId, d.workerId).then(
+      d.redis.get(k.cancel).then(parseCancel),
+      claimTerminalSession(d.db, data.sessionId, d.workerId).then(
         (ok) => (ok ? "claimed" : "taken"),
         (err: unknown) => {
           log.error({ err }, "claiming the audit row failed");
@@ -103,7 +108,7 @@ export function createTerminalRunner(d: RunnerDeps) {
       return;
     }
     if (cancelled) {
-      await endWithoutShell(sessionDeps, k, data.sessionId, { reason: cancelled as EndReason, offset: 0 });
+      await endWithoutShell(sessionDeps, k, data.sessionId, { reason: cancelled, offset: 0 });
       m?.session.closed(cancelled);
       return;
     }
@@ -195,7 +200,7 @@ export function createTerminalRunner(d: RunnerDeps) {
     const changed = [...sessions.values()].map((s) => s.counts).filter((c) => reported.get(c.sessionId) !== `${c.bytesIn}:${c.bytesOut}`);
     if (changed.length === 0) return;
     reporting = true;
-    void reportProgress(d.db, d.workerId, changed)
+    void reportSessionBytes(d.db, d.workerId, changed)
       .then(() => {
         for (const c of changed) reported.set(c.sessionId, `${c.bytesIn}:${c.bytesOut}`);
       })

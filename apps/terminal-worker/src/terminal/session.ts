@@ -1,12 +1,17 @@
 import { writeSync } from "node:fs";
 import type { IPty } from "node-pty";
-import { and, eq, isNull, or, sql } from "drizzle-orm";
 import {
   appendChunk,
   decodeIn,
   encodeData,
   encodeEvent,
-  schema,
+  LIVE_LOG_TTL_MS,
+  parseCancel,
+  recordEnded,
+  recordReseeded,
+  recordRunning,
+  recordSessionTarget,
+  recordSize,
   type AuditOutbox,
   type ByteRedis,
   type Db,
@@ -20,8 +25,7 @@ import {
 } from "@molecule/shared";
 import type { ShellCommand } from "../providers/index.ts";
 import { killTree } from "./kill-tree.ts";
-
-export type SpawnPty = (file: string, args: string[], opts: { name: string; cols: number; rows: number; cwd?: string; env: Record<string, string>; encoding: null }) => IPty;
+import type { SpawnPty, SpawnTurn } from "./types.ts";
 
 export interface SessionDeps {
   redis: ByteRedis;
@@ -34,6 +38,8 @@ export interface SessionDeps {
   workerId: string;
   log: Logger;
   spawn: SpawnPty;
+  /** The runner's spawn queue: its sessions fork one per event-loop turn (spawn-turns.ts). */
+  spawnTurn: SpawnTurn;
   replayWindowBytes: number;
   /** Output kept in memory per session to re-seed the replay log after a Redis restart. */
   recentBytes: number;
@@ -41,9 +47,6 @@ export interface SessionDeps {
   maxSessionMs: number;
 }
 
-/** How long an ended session's keys stay, so a late re-attach still gets the tail and the exit. */
-export const ENDED_TTL_MS = 3600_000;
-const LOG_TTL_MS = 6 * 3600_000;
 /** Output chunk size bounds (chunkLimit). */
 const MAX_COALESCE = 128 * 1024;
 const MIN_COALESCE = 16 * 1024;
@@ -86,74 +89,22 @@ function writeKeystrokesDirectly(pty: IPty): void {
 }
 
 /**
- * Spawning a PTY forks this process synchronously, and on a busy machine each
- * fork takes tens of milliseconds (more while other new shells start). A burst
- * of opens resumed in one event-loop turn would spawn them back to back and
- * starve the heartbeat for seconds (the API would report the worker lost), so
- * spawns take turns: one per event-loop iteration, with timers and I/O between.
- */
-let spawnQueue: Promise<void> = Promise.resolve();
-function spawnTurn(): Promise<void> {
-  const turn = spawnQueue.then(() => new Promise<void>((resolve) => setImmediate(resolve)));
-  spawnQueue = turn;
-  return turn;
-}
-
-/**
- * Takes the session's audit row for this worker: only a row still open and not
- * held by another worker (a job crafted for someone else's session claims nothing).
- * Every later update of the row is `WHERE worker_id = <this worker>`.
- */
-export async function claimAudit(db: Db, sessionId: string, workerId: string): Promise<boolean> {
-  const t = schema.terminalSessions;
-  const rows = await db
-    .update(t)
-    .set({ workerId })
-    .where(and(eq(t.id, sessionId), isNull(t.closedAt), or(isNull(t.workerId), eq(t.workerId, workerId))))
-    .returning({ id: t.id });
-  return rows.length > 0;
-}
-
-/**
  * Ends a session that never got a shell: tells any viewer why and closes the
  * audit row (when this worker holds it: `audit: false` when the claim failed, and
  * the sweeper closes the row from the end recorded here).
  */
 export async function endWithoutShell(
-  d: Pick<SessionDeps, "redis" | "outbox" | "workerId">,
-  k: SessionKeys,
+  deps: Pick<SessionDeps, "redis" | "outbox" | "workerId">,
+  keys: SessionKeys,
   sessionId: string,
   end: SessionEnd,
-  o: { audit?: boolean } = {},
+  opts: { audit?: boolean } = {},
 ): Promise<void> {
   const endedAt = Date.now();
-  await d.redis
-    .multi()
-    .hset(k.meta, { state: "ended", end: JSON.stringify(end) })
-    .pexpire(k.meta, ENDED_TTL_MS)
-    .set(k.cancel, end.reason, "PX", ENDED_TTL_MS)
-    .publish(k.out, encodeEvent({ kind: "end", end }))
-    .exec();
-  if (o.audit === false) return;
-  await d.outbox.close(auditRecord(sessionId, d.workerId, end, 0, 0, endedAt));
-}
-
-/**
- * Writes the byte counts of live sessions to their audit rows (rows this worker
- * holds, still open), so the row tells the truth while the session runs and after
- * a crash that leaves no close behind (worker_lost keeps the last counts). One
- * statement for every session.
- */
-export async function reportProgress(db: Db, workerId: string, counts: { sessionId: string; bytesIn: number; bytesOut: number }[]): Promise<void> {
-  if (counts.length === 0) return;
-  const values = sql.join(
-    counts.map((c) => sql`(${c.sessionId}::uuid, ${c.bytesIn}::bigint, ${c.bytesOut}::bigint)`),
-    sql`, `,
-  );
-  await db.execute(sql`
-    UPDATE terminal_sessions AS t SET bytes_in = v.bytes_in, bytes_out = v.bytes_out
-    FROM (VALUES ${values}) AS v(id, bytes_in, bytes_out)
-    WHERE t.id = v.id AND t.worker_id = ${workerId} AND t.closed_at IS NULL`);
+  // No shell, so no output log to keep longer.
+  await recordEnded(deps.redis.multi(), keys, end, { expireLog: false }).exec();
+  if (opts.audit === false) return;
+  await deps.outbox.close(auditRecord(sessionId, deps.workerId, end, 0, 0, endedAt));
 }
 
 function auditRecord(sessionId: string, workerId: string, end: SessionEnd, bytesIn: number, bytesOut: number, endedAt: number) {
@@ -211,11 +162,11 @@ export class PtySession {
     private readonly job: TerminalJob,
     private readonly keys: SessionKeys,
     private readonly cmd: ShellCommand,
-    private readonly d: SessionDeps,
+    private readonly deps: SessionDeps,
   ) {
     this.sessionId = job.sessionId;
     this.window = job.windowBytes;
-    this.log = d.log.child({ session_id: job.sessionId, workspace_id: job.workspaceId });
+    this.log = deps.log.child({ session_id: job.sessionId, workspace_id: job.workspaceId });
   }
 
   get pid(): number | null {
@@ -229,15 +180,15 @@ export class PtySession {
 
   /** Subscribe, then check the cancel key (a cancel that raced the claim is never lost), then spawn. */
   async start(): Promise<void> {
-    await this.d.hub.subscribe(this.keys.in, this.onIn);
-    const cancelled = await this.d.redis.get(this.keys.cancel);
+    await this.deps.hub.subscribe(this.keys.in, this.onIn);
+    const cancelled = parseCancel(await this.deps.redis.get(this.keys.cancel));
     if (cancelled) {
-      await this.end((cancelled as EndReason) ?? "client_closed");
+      await this.end(cancelled);
       return;
     }
-    await spawnTurn();
+    await this.deps.spawnTurn();
     try {
-      this.pty = this.d.spawn(this.cmd.file, this.cmd.args, {
+      this.pty = this.deps.spawn(this.cmd.file, this.cmd.args, {
         name: "xterm-256color",
         cols: this.job.cols,
         rows: this.job.rows,
@@ -254,19 +205,13 @@ export class PtySession {
     writeKeystrokesDirectly(pty);
     pty.onData((data) => this.output(data as unknown as Buffer));
     pty.onExit(({ exitCode, signal }) => this.exited(exitCode, signal ?? null));
-    await this.d.redis
-      .multi()
-      .hset(this.keys.meta, { state: "running", worker: this.d.workerId, pid: pty.pid })
-      .publish(this.keys.out, encodeEvent({ kind: "ready", workerId: this.d.workerId, cols: this.job.cols, rows: this.job.rows, pid: pty.pid }))
+    await recordRunning(this.deps.redis.multi(), this.keys, { workerId: this.deps.workerId, pid: pty.pid })
+      .publish(this.keys.out, encodeEvent({ kind: "ready", workerId: this.deps.workerId, cols: this.job.cols, rows: this.job.rows, pid: pty.pid }))
       .exec();
     const audit = this.cmd.audit;
     // worker_id was set by the claim; what the provider knows (the instance, the OS user) goes with it.
     if (audit?.instanceId || audit?.osUser) {
-      void this.d.db
-        .update(schema.terminalSessions)
-        .set({ instanceId: audit.instanceId ?? undefined, osUser: audit.osUser ?? undefined })
-        .where(and(eq(schema.terminalSessions.id, this.sessionId), eq(schema.terminalSessions.workerId, this.d.workerId)))
-        .catch((err: unknown) => this.log.warn({ err }, "audit update failed"));
+      void recordSessionTarget(this.deps.db, this.sessionId, this.deps.workerId, audit).catch((err: unknown) => this.log.warn({ err }, "audit update failed"));
     }
     this.log.info({ pid: pty.pid, file: this.cmd.file }, "shell started");
   }
@@ -305,7 +250,7 @@ export class PtySession {
 
   /** A quarter of the window (flow control stays fine-grained), at most half the replay window. */
   private chunkLimit(): number {
-    return Math.min(MAX_COALESCE, this.d.replayWindowBytes / 2, Math.max(MIN_COALESCE, this.window / 4));
+    return Math.min(MAX_COALESCE, this.deps.replayWindowBytes / 2, Math.max(MIN_COALESCE, this.window / 4));
   }
 
   private flush(): void {
@@ -313,27 +258,18 @@ export class PtySession {
     if (this.pendingBytes === 0) return;
     // At the end everything goes out, backlog or not (the end waits for a barrier behind it).
     if (this.waitingDrain && !this.ending) {
-      if (!this.paused && this.pty && this.pendingBytes >= this.chunkLimit()) {
-        this.paused = true;
-        this.pty.pause();
-      }
+      this.updateFlow();
       return;
     }
-    if (this.d.writer.backlog > MAX_BACKLOG && !this.ending) {
+    if (this.deps.writer.backlog > MAX_BACKLOG && !this.ending) {
       // Redis is not keeping up: hold the output here and stop reading the PTY until it does.
-      this.waitingDrain = this.d.writer.onDrain(() => {
+      this.waitingDrain = this.deps.writer.onDrain(() => {
         this.waitingDrain?.();
         this.waitingDrain = null;
-        if (this.paused && this.produced - this.acked < this.window) {
-          this.paused = false;
-          this.pty?.resume();
-        }
+        this.updateFlow();
         this.flush();
       });
-      if (!this.paused && this.pty) {
-        this.paused = true;
-        this.pty.pause();
-      }
+      this.updateFlow();
       return;
     }
     this.lastFlushAt = performance.now();
@@ -346,20 +282,38 @@ export class PtySession {
     this.pendingBytes = 0;
     this.recent.push(payload);
     this.recentBytes += payload.length;
-    while (this.recentBytes - this.recent[0]!.length >= this.d.recentBytes) this.recentBytes -= this.recent.shift()!.length;
+    while (this.recentBytes - this.recent[0]!.length >= this.deps.recentBytes) this.recentBytes -= this.recent.shift()!.length;
     // While Redis is away, output waits in `recent` and goes out in order on reconnect (reseed).
-    if (this.d.writer.ready) this.append(payload);
-    if (!this.paused && this.pty && this.produced - this.acked >= this.window) {
+    if (this.deps.writer.ready) this.append(payload);
+    this.updateFlow();
+  }
+
+  /**
+   * The one flow-control rule: the PTY is read only while Redis takes the output
+   * (no writer backlog being waited out) and the client's window has room.
+   */
+  private shouldPause(): boolean {
+    return this.waitingDrain !== null || this.produced - this.acked >= this.window;
+  }
+
+  /** Pauses or resumes the PTY by shouldPause(); every site that changes its inputs calls this. */
+  private updateFlow(): void {
+    if (!this.pty) return;
+    const pause = this.shouldPause();
+    if (pause && !this.paused) {
       this.paused = true;
       this.pty.pause();
+    } else if (!pause && this.paused) {
+      this.paused = false;
+      this.pty.resume();
     }
   }
 
   private append(payload: Buffer): void {
     const offset = Number(payload.readBigUInt64BE(1));
     // Never trim the entry being appended, even when it alone is longer than the replay window.
-    const keepFrom = Math.min(offset, Math.max(0, this.produced - this.d.replayWindowBytes));
-    appendChunk(this.d.writer, this.keys, payload, offset, keepFrom, LOG_TTL_MS);
+    const keepFrom = Math.min(offset, Math.max(0, this.produced - this.deps.replayWindowBytes));
+    appendChunk(this.deps.writer, this.keys, payload, offset, keepFrom, LIVE_LOG_TTL_MS);
   }
 
   /**
@@ -369,9 +323,10 @@ export class PtySession {
    */
   reseed(): void {
     if (this.ending || !this.pty) return;
-    void this.d.redis
-      .hset(this.keys.meta, { ws: this.job.workspaceId, org: this.job.orgId, worker: this.d.workerId, state: "running", pid: this.pty.pid })
-      .catch(() => {});
+    const identity = { workspaceId: this.job.workspaceId, orgId: this.job.orgId, workerId: this.deps.workerId, pid: this.pty.pid };
+    void recordReseeded(this.deps.redis.pipeline(), this.keys, identity)
+      .exec()
+      .catch((err: unknown) => this.log.warn({ err }, "re-seeding the session state failed (the next reconnect tries again)"));
     for (const p of this.recent) this.append(p);
   }
 
@@ -388,22 +343,21 @@ export class PtySession {
       this.pty.write(m.data);
       return;
     }
-    const c = m.control;
-    switch (c.t) {
+    const control = m.control;
+    switch (control.t) {
       case "resize":
-        this.pty?.resize(c.cols, c.rows);
-        void this.d.redis.hset(this.keys.meta, { cols: c.cols, rows: c.rows }).catch(() => {});
+        this.pty?.resize(control.cols, control.rows);
+        void recordSize(this.deps.redis.pipeline(), this.keys, control)
+          .exec()
+          .catch((err: unknown) => this.log.debug({ err }, "recording the size failed (a re-attach starts at the old size)"));
         return;
       case "ack":
-        if (c.offset > this.acked) this.acked = Math.min(c.offset, this.produced);
-        if (c.window !== undefined) this.window = Math.min(this.job.windowBytes, c.window);
-        if (this.paused && !this.waitingDrain && this.produced - this.acked < this.window) {
-          this.paused = false;
-          this.pty?.resume();
-        }
+        if (control.offset > this.acked) this.acked = Math.min(control.offset, this.produced);
+        if (control.window !== undefined) this.window = Math.min(this.job.windowBytes, control.window);
+        this.updateFlow();
         return;
       case "cancel":
-        void this.end(c.reason);
+        void this.end(control.reason);
         return;
     }
   }
@@ -418,10 +372,10 @@ export class PtySession {
       this.orphanSince ??= now;
       if (now - this.orphanSince >= graceMs) void this.end("orphaned");
     }
-    if (now - this.lastInput >= this.d.idleTimeoutMs) {
-      void this.end("idle_timeout", { message: `no input for ${Math.round(this.d.idleTimeoutMs / 1000)} s` });
-    } else if (now - this.startedAt >= this.d.maxSessionMs) {
-      void this.end("session_expired", { message: `maximum session length of ${Math.round(this.d.maxSessionMs / 1000)} s reached` });
+    if (now - this.lastInput >= this.deps.idleTimeoutMs) {
+      void this.end("idle_timeout", { message: `no input for ${Math.round(this.deps.idleTimeoutMs / 1000)} s` });
+    } else if (now - this.startedAt >= this.deps.maxSessionMs) {
+      void this.end("session_expired", { message: `maximum session length of ${Math.round(this.deps.maxSessionMs / 1000)} s reached` });
     }
   }
 
@@ -446,15 +400,15 @@ export class PtySession {
   private async outputInLog(): Promise<void> {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        if (this.d.writer.ready) {
-          await this.d.writer.barrier();
+        if (this.deps.writer.ready) {
+          await this.deps.writer.barrier();
           return;
         }
       } catch {
         // connection lost before Redis answered: wait for it, append again
       }
       const deadline = Date.now() + 5000;
-      while (!this.d.writer.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      while (!this.deps.writer.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const p of this.recent) this.append(p);
     }
     this.log.warn("the last output may not be in the replay log: Redis was unreachable at the end of the session");
@@ -479,6 +433,7 @@ export class PtySession {
     const endedAt = Date.now();
     try {
       if (this.pty && !this.exitInfo) {
+        // Outside the flow rule: the last output is read (and the exit seen) whatever the window says.
         this.pty.resume();
         await killTree(this.pty.pid);
         await this.waitExit(2000);
@@ -488,16 +443,9 @@ export class PtySession {
       const code = reason === "exit" ? (extra.code ?? this.exitInfo?.code ?? null) : null;
       const signal = reason === "exit" ? (extra.signal ?? this.exitInfo?.signal ?? null) : null;
       const end: SessionEnd = { reason, offset: this.produced, code, signal, ...(extra.message ? { message: extra.message } : {}) };
-      await this.d.redis
-        .multi()
-        .hset(this.keys.meta, { state: "ended", end: JSON.stringify(end) })
-        .pexpire(this.keys.meta, ENDED_TTL_MS)
-        .pexpire(this.keys.log, ENDED_TTL_MS)
-        .set(this.keys.cancel, reason, "PX", ENDED_TTL_MS)
-        .publish(this.keys.out, encodeEvent({ kind: "end", end }))
-        .exec();
-      await this.d.hub.unsubscribe(this.keys.in, this.onIn);
-      await this.d.outbox.close(auditRecord(this.sessionId, this.d.workerId, end, this.bytesIn, this.produced, endedAt));
+      await recordEnded(this.deps.redis.multi(), this.keys, end, { expireLog: true }).exec();
+      await this.deps.hub.unsubscribe(this.keys.in, this.onIn);
+      await this.deps.outbox.close(auditRecord(this.sessionId, this.deps.workerId, end, this.bytesIn, this.produced, endedAt));
       await this.cmd.cleanup?.().catch((err) => this.log.warn({ err }, "cleanup failed"));
       this.log.info({ reason, code, signal, bytes_in: this.bytesIn, bytes_out: this.produced }, "session ended");
       this.resolveDone(end);
@@ -506,7 +454,7 @@ export class PtySession {
       this.log.error({ err }, "ending the session failed");
       const end: SessionEnd = { reason, offset: this.produced };
       // Redis failed us, not necessarily PostgreSQL: the row still gets the truth (a second close is a no-op).
-      await this.d.outbox.close(auditRecord(this.sessionId, this.d.workerId, end, this.bytesIn, this.produced, endedAt));
+      await this.deps.outbox.close(auditRecord(this.sessionId, this.deps.workerId, end, this.bytesIn, this.produced, endedAt));
       this.resolveDone(end);
       return end;
     }

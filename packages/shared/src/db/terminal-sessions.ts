@@ -1,0 +1,127 @@
+import { and, eq, isNull, or, sql } from "drizzle-orm";
+import type { EndReason } from "../bus-messages.ts";
+import type { Db } from "./client.ts";
+import { terminalSessions } from "./schema.ts";
+
+/**
+ * The one owner of the terminal_sessions table (the audit trail). A row's life:
+ * inserted by the API at open (worker_id null) → claimed by one worker → live
+ * byte counts from that worker → closed once, by that worker (directly or from
+ * its outbox), or by the API when no live worker holds it. Every write after
+ * the claim is `WHERE worker_id = <holder> AND closed_at IS NULL`: nobody
+ * rewrites another worker's row, and a second close is a no-op.
+ */
+
+export type NewTerminalSession = Pick<
+  typeof terminalSessions.$inferInsert,
+  "id" | "orgId" | "workspaceId" | "tokenId" | "tokenPrefix" | "clientAddr" | "userAgent" | "provider" | "instanceId"
+>;
+
+/** API, at open (before the job exists): who is opening a shell into which workspace, from where. */
+export async function insertTerminalSession(db: Db, row: NewTerminalSession): Promise<void> {
+  await db.insert(terminalSessions).values(row);
+}
+
+/**
+ * Worker, taking the job: only a row still open and not held by another worker
+ * (a job crafted for someone else's session claims nothing). true: this worker holds it.
+ */
+export async function claimTerminalSession(db: Db, sessionId: string, workerId: string): Promise<boolean> {
+  const t = terminalSessions;
+  const rows = await db
+    .update(t)
+    .set({ workerId })
+    .where(and(eq(t.id, sessionId), isNull(t.closedAt), or(isNull(t.workerId), eq(t.workerId, workerId))))
+    .returning({ id: t.id });
+  return rows.length > 0;
+}
+
+/** Worker, once the shell runs: what the provider knows (the instance, the OS user), on the row it holds. */
+export async function recordSessionTarget(db: Db, sessionId: string, workerId: string, target: { instanceId?: string | null; osUser?: string | null }): Promise<void> {
+  const t = terminalSessions;
+  await db
+    .update(t)
+    .set({ instanceId: target.instanceId ?? undefined, osUser: target.osUser ?? undefined })
+    .where(and(eq(t.id, sessionId), eq(t.workerId, workerId)));
+}
+
+export interface SessionByteCounts {
+  sessionId: string;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/**
+ * Worker: the byte counts of its live sessions, so the row tells the truth while
+ * the session runs and after a crash that leaves no close behind (worker_lost
+ * keeps the last counts). One statement for every session.
+ */
+export async function reportSessionBytes(db: Db, workerId: string, counts: SessionByteCounts[]): Promise<void> {
+  if (counts.length === 0) return;
+  const values = sql.join(
+    counts.map((count) => sql`(${count.sessionId}::uuid, ${count.bytesIn}::bigint, ${count.bytesOut}::bigint)`),
+    sql`, `,
+  );
+  await db.execute(sql`
+    UPDATE terminal_sessions AS t SET bytes_in = v.bytes_in, bytes_out = v.bytes_out
+    FROM (VALUES ${values}) AS v(id, bytes_in, bytes_out)
+    WHERE t.id = v.id AND t.worker_id = ${workerId} AND t.closed_at IS NULL`);
+}
+
+/** How a session ended, as its worker saw it (the audit outbox's entry: `auditClose`). */
+export interface WorkerSessionClose {
+  sessionId: string;
+  workerId: string;
+  reason: EndReason;
+  code: number | null;
+  signal: string | null;
+  bytesIn: number;
+  bytesOut: number;
+  /** The end time (ms since the epoch, the worker's clock), not when the row is written. */
+  closedAt: number;
+}
+
+/**
+ * Closes the row if it is still open and held by `close.workerId`.
+ * true: closed now; false: nothing to close (closed already, or not that worker's).
+ */
+export async function closeHeldSession(db: Db, close: WorkerSessionClose): Promise<boolean> {
+  const t = terminalSessions;
+  const rows = await db
+    .update(t)
+    .set({
+      // The worker's clock, never before the row opened (a clock a little behind the database's).
+      closedAt: sql`greatest(${t.openedAt}, ${new Date(close.closedAt).toISOString()}::timestamptz)` as unknown as Date,
+      closeReason: close.reason,
+      exitCode: close.code,
+      exitSignal: close.signal,
+      bytesIn: close.bytesIn,
+      bytesOut: close.bytesOut,
+    })
+    .where(and(eq(t.id, close.sessionId), eq(t.workerId, close.workerId), isNull(t.closedAt)))
+    .returning({ id: t.id });
+  return rows.length > 0;
+}
+
+/**
+ * API: closes a row the API is the last word on, at the database's time: never
+ * claimed (`heldBy` null), or held by a worker that is gone. A row another worker
+ * holds is never touched.
+ */
+export async function closeUnheldSession(db: Db, sessionId: string, reason: EndReason, heldBy: string | null = null): Promise<void> {
+  const t = terminalSessions;
+  await db
+    .update(t)
+    .set({ closedAt: sql`now()` as unknown as Date, closeReason: reason })
+    .where(and(eq(t.id, sessionId), isNull(t.closedAt), heldBy === null ? isNull(t.workerId) : eq(t.workerId, heldBy)));
+}
+
+/** API: the ids of a workspace's sessions still open (to end them when it is deleted or restarted). */
+export async function openSessionIds(db: Db, workspaceId: string): Promise<string[]> {
+  const t = terminalSessions;
+  const rows = await db
+    .select({ id: t.id })
+    .from(t)
+    .where(and(eq(t.workspaceId, workspaceId), isNull(t.closedAt)));
+  return rows.map((r) => r.id);
+}
