@@ -13,7 +13,10 @@ import { buildOpenApi } from "./openapi.ts";
 import { createProvisioner } from "./provisioner.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { requestContext } from "./request-context.ts";
+import { eventRoutes } from "./routes/events.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { referenceRoutes } from "./routes/reference.ts";
+import { terminalSessionRoutes } from "./routes/terminal-sessions.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { createTerminalGateway, type GatewayConfig } from "./terminal/gateway.ts";
 import { terminalRoutes } from "./terminal/routes.ts";
@@ -73,6 +76,7 @@ export function createApi(deps: ApiDeps) {
   app.get("/openapi.json", (_req, res) => {
     res.json(openapi);
   });
+  app.use(referenceRoutes());
   app.get("/metrics", async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
@@ -88,6 +92,8 @@ export function createApi(deps: ApiDeps) {
       endWorkspaceSessions: gateway.endWorkspaceSessions,
     }),
   );
+  app.use(eventRoutes({ db, auth }));
+  app.use(terminalSessionRoutes({ db, auth }));
   app.use(terminalRoutes({ db, auth, tickets }));
   const canvasDir = c.canvasDir ?? defaultCanvasDir;
   if (existsSync(canvasDir)) {

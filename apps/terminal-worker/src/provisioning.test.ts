@@ -53,7 +53,11 @@ describe("provider errors", () => {
     }, 10_000);
     expect(w.error).toMatch(/cannot create the sandbox directory under .*not-a-dir: (ENOTDIR|EEXIST)/);
     const events = await call(s.url, "GET", `/workspaces/${id}/events`, { token: t });
-    expect(events.body.events.map((e: { to: string }) => e.to)).toEqual(["provisioning", "failed"]);
+    const statuses = events.body.events.filter((e: { type: string }) => e.type === "status");
+    expect(statuses.map((e: { to: string }) => e.to)).toEqual(["provisioning", "failed"]);
+    // The failing step is named, with the provider's message.
+    expect(events.body.events.map((e: { step: string }) => e.step)).toEqual(["queued", "started", "creating_sandbox", "failed"]);
+    expect(events.body.events.at(-1).message).toMatch(/cannot create the sandbox directory/);
     // A failed workspace can be restarted (and fails again here, with the same clear message).
     expect((await call(s.url, "POST", `/workspaces/${id}/restart`, { token: t })).status).toBe(202);
     await waitFor(async () => (await call(s.url, "GET", `/workspaces/${id}`)).body.status === "failed", 10_000);

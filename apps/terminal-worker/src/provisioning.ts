@@ -13,6 +13,7 @@ import {
   type Logger,
   type ProvisionJob,
 } from "@molecule/shared";
+import type { ProvisionStep } from "@molecule/shared/provision-steps";
 import type { WorkerMetrics } from "./metrics.ts";
 import { ProviderError, providerFor, type ProviderRegistry, type WorkspaceRow } from "./providers/index.ts";
 
@@ -38,15 +39,38 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
     await setInstanceId(d.db, id, instanceId);
   }
 
+  /**
+   * Provisioning steps as workspace events, written in order. A step that cannot be written is
+   * logged, never fatal: progress notes must not fail a workspace. (queued, ready and failed are
+   * the status events themselves.)
+   */
+  function stepRecorder(workspaceId: string, during: "provisioning" | "restarting", log: Logger) {
+    let chain: Promise<void> = Promise.resolve();
+    return {
+      step(name: ProvisionStep, message: string | null = null): void {
+        chain = chain
+          .then(async () => {
+            await d.db.insert(schema.workspaceEvents).values({ workspaceId, fromStatus: during, toStatus: during, step: name, message });
+          })
+          .catch((err: Error) => log.warn({ err: err.message, step: name }, "could not record a provisioning step"));
+      },
+      flush: (): Promise<void> => chain,
+    };
+  }
+
   async function provision(ws: WorkspaceRow, job: Job<ProvisionJob>, log: Logger): Promise<void> {
     const provider = providerFor(d.providers, ws.provider);
     const during = ws.status as "provisioning" | "restarting";
-    const ctx = { recordInstanceId: (iid: string) => recordInstance(ws.id, iid), requestId: job.id };
+    const steps = stepRecorder(ws.id, during, log);
+    steps.step("started", job.attemptsMade > 0 ? `attempt ${job.attemptsMade + 1}` : null);
+    const ctx = { recordInstanceId: (iid: string) => recordInstance(ws.id, iid), requestId: job.id, step: (name: ProvisionStep) => steps.step(name) };
     const t0 = performance.now();
     const observe = (outcome: "ready" | "failed" | "retry" | "superseded") =>
       d.metrics?.provisioned(ws.provider, job.data.action, outcome, performance.now() - t0);
     try {
       const res = job.data.action === "restart" && provider.restart ? await provider.restart(ws, ctx) : await provider.create(ws, ctx);
+      // Every step is in before "ready": a watcher never sees a step after the end.
+      await steps.flush();
       const ready = await transitionWorkspace(d.db, ws.id, "ready", { from: [during], instanceId: res.instanceId ?? undefined });
       observe(ready ? "ready" : "superseded");
       if (!ready) {
@@ -58,6 +82,7 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
       }
       log.info("workspace ready");
     } catch (err) {
+      await steps.flush();
       const transient = err instanceof ProviderError ? err.transient : true;
       const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       if (transient && !last) {

@@ -1,8 +1,7 @@
 import { Router } from "express";
-import { and, desc, eq, lt, ne, or } from "drizzle-orm";
+import { and, desc, eq, ne } from "drizzle-orm";
 import { z } from "zod";
 import {
-  BadRequestError,
   ConflictError,
   NotFoundError,
   STATUSES,
@@ -12,7 +11,6 @@ import {
   getWorkspace,
   schema,
   transitionWorkspace,
-  uuidParam,
   type Db,
   type ProviderName,
 } from "@molecule/shared";
@@ -23,6 +21,8 @@ import type { RateLimiter } from "../rate-limit.ts";
 import type { Provisioner } from "../provisioner.ts";
 import { toWorkspaceJson } from "../workspace-json.ts";
 import { loadOwned, parseId } from "../workspaces/service.ts";
+import { claimKey, findKey, IdempotencyKeyReusedError, idempotencyKey, pruneKeys, requestHash } from "./idempotency.ts";
+import { cursorTs, decodeKeyset, encodeKeyset, olderThan } from "./pagination.ts";
 
 export const listQuery = z
   .object({
@@ -44,17 +44,8 @@ export interface WorkspaceRoutesDeps {
   endWorkspaceSessions: (workspaceId: string) => Promise<void>;
 }
 
-function encodeCursor(createdAt: Date, id: string): string {
-  return Buffer.from(`${createdAt.toISOString()}|${id}`).toString("base64url");
-}
-function decodeCursor(c: string): { createdAt: Date; id: string } {
-  const [ts, id] = Buffer.from(c, "base64url").toString("utf8").split("|");
-  const createdAt = new Date(ts ?? "");
-  if (!id || !uuidParam.safeParse(id).success || Number.isNaN(createdAt.getTime())) {
-    throw new BadRequestError("invalid cursor", [{ field: "cursor", message: "not a cursor from a previous page" }], "validation_failed");
-  }
-  return { createdAt, id };
-}
+/** Rolls back a create whose Idempotency-Key another request holds. */
+class KeyTaken extends Error {}
 
 export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
   const r = Router();
@@ -64,15 +55,45 @@ export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
     if (!req.is("application/json")) throw new UnsupportedMediaTypeError();
     const body = createWorkspaceBody.safeParse(req.body);
     if (!body.success) throw validationError(body.error, "workspace");
+    const key = idempotencyKey(req.headers["idempotency-key"]);
+    const hash = key === undefined ? "" : requestHash(body.data);
+
+    /** A retry of a create that is already made: the same workspace, as it is now. */
+    const replay = async (prior: { requestHash: string; workspaceId: string; statusCode: number }) => {
+      if (prior.requestHash !== hash) throw new IdempotencyKeyReusedError();
+      const ws = await loadOwned(d.db, p, prior.workspaceId);
+      // The first request may have died between its commit and the enqueue; a job id per workspace makes this safe.
+      if (ws.status === "provisioning") await d.provisioner.enqueue(ws.id, "create");
+      res.status(prior.statusCode).location(`/workspaces/${ws.id}`).setHeader("Idempotent-Replayed", "true").json(toWorkspaceJson(ws));
+    };
+    if (key !== undefined) {
+      const prior = await findKey(d.db, p.orgId, key);
+      if (prior) return replay(prior);
+      await pruneKeys(d.db, p.orgId);
+    }
     await d.rateLimit("workspace_create", p.orgId, d.createRatePerMin, 60);
-    const ws = await d.db.transaction(async (tx) => {
-      const [row] = await tx
-        .insert(schema.workspaces)
-        .values({ orgId: p.orgId, ...body.data, status: "provisioning", provider: d.provider })
-        .returning();
-      await tx.insert(schema.workspaceEvents).values({ workspaceId: row!.id, fromStatus: null, toStatus: "provisioning" });
-      return row!;
-    });
+    const ws = await d.db
+      .transaction(async (tx) => {
+        const [row] = await tx
+          .insert(schema.workspaces)
+          .values({ orgId: p.orgId, ...body.data, status: "provisioning", provider: d.provider })
+          .returning();
+        await tx.insert(schema.workspaceEvents).values({ workspaceId: row!.id, fromStatus: null, toStatus: "provisioning" });
+        if (key !== undefined && !(await claimKey(tx, { orgId: p.orgId, key, requestHash: hash, workspaceId: row!.id, statusCode: 201 }))) {
+          throw new KeyTaken();
+        }
+        return row!;
+      })
+      .catch((err: unknown) => {
+        if (err instanceof KeyTaken) return null;
+        throw err;
+      });
+    if (!ws) {
+      // A concurrent request with this key committed first: answer as its retry.
+      const prior = key === undefined ? null : await findKey(d.db, p.orgId, key);
+      if (!prior) throw new ConflictError("a request with this Idempotency-Key is in progress; retry it");
+      return replay(prior);
+    }
     await d.provisioner.enqueue(ws.id, "create");
     res.status(201).location(`/workspaces/${ws.id}`).json(toWorkspaceJson(ws));
   });
@@ -84,12 +105,9 @@ export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
     const { limit, cursor, status } = q.data;
     const w = schema.workspaces;
     const conds = [eq(w.orgId, p.orgId), status ? eq(w.status, status) : ne(w.status, "removed")];
-    if (cursor) {
-      const c = decodeCursor(cursor);
-      conds.push(or(lt(w.createdAt, c.createdAt), and(eq(w.createdAt, c.createdAt), lt(w.id, c.id)))!);
-    }
+    if (cursor) conds.push(olderThan(w.createdAt, w.id, decodeKeyset(cursor)));
     const rows = await d.db
-      .select()
+      .select({ row: w, ts: cursorTs(w.createdAt) })
       .from(w)
       .where(and(...conds))
       .orderBy(desc(w.createdAt), desc(w.id))
@@ -97,8 +115,8 @@ export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     res.json({
-      workspaces: page.map(toWorkspaceJson),
-      next_cursor: rows.length > limit && last ? encodeCursor(last.createdAt, last.id) : null,
+      workspaces: page.map((x) => toWorkspaceJson(x.row)),
+      next_cursor: rows.length > limit && last ? encodeKeyset(last.ts, last.row.id) : null,
     });
   });
 
@@ -114,20 +132,6 @@ export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
     }
     const p = await d.auth.require(req);
     res.json(toWorkspaceJson(await loadOwned(d.db, p, id)));
-  });
-
-  r.get("/workspaces/:id/events", async (req, res) => {
-    const p = await d.auth.require(req);
-    const id = parseId(req);
-    await loadOwned(d.db, p, id);
-    const rows = await d.db
-      .select()
-      .from(schema.workspaceEvents)
-      .where(eq(schema.workspaceEvents.workspaceId, id))
-      .orderBy(schema.workspaceEvents.id);
-    res.json({
-      events: rows.map((e) => ({ from: e.fromStatus, to: e.toStatus, message: e.message, at: e.at.toISOString() })),
-    });
   });
 
   r.delete("/workspaces/:id", async (req, res) => {

@@ -1,9 +1,7 @@
 import { Router } from "express";
-import { desc, eq } from "drizzle-orm";
-import { AppError, schema, type Db } from "@molecule/shared";
+import { AppError, type Db } from "@molecule/shared";
 import type { Authenticator } from "../auth.ts";
 import { loadOwned, parseId } from "../workspaces/service.ts";
-import { toAuditJson } from "./audit-json.ts";
 import type { Tickets } from "./tickets.ts";
 
 export function terminalRoutes(d: { db: Db; auth: Authenticator; tickets: Tickets }): Router {
@@ -25,18 +23,7 @@ export function terminalRoutes(d: { db: Db; auth: Authenticator; tickets: Ticket
     throw new AppError(426, "upgrade_required", "this is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket");
   });
 
-  r.get("/workspaces/:id/terminal/sessions", async (req, res) => {
-    const p = await d.auth.require(req);
-    const id = parseId(req);
-    await loadOwned(d.db, p, id);
-    const rows = await d.db
-      .select()
-      .from(schema.terminalSessions)
-      .where(eq(schema.terminalSessions.workspaceId, id))
-      .orderBy(desc(schema.terminalSessions.openedAt))
-      .limit(200);
-    res.json({ sessions: rows.map(toAuditJson) });
-  });
+  // GET /workspaces/:id/terminal/sessions (paginated) lives in routes/terminal-sessions.ts.
 
   return r;
 }

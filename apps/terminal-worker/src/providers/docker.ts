@@ -432,13 +432,14 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     ];
   }
 
-  async function ensureImage(image: string): Promise<void> {
+  async function ensureImage(image: string, ctx?: ProvisionContext): Promise<void> {
     try {
       await cli(["image", "inspect", "--format", "{{.Id}}", image]);
       return;
     } catch (err) {
       if (classifyDockerError(err) !== "not_found") throw dockerProviderError(err, { bin, doing: `looking up the image ${image}` });
     }
+    ctx?.step?.("pulling_image");
     o.log?.info({ image }, "pulling the workspace image");
     await cli(["pull", "--quiet", image], pullTimeoutMs).catch((err) => {
       throw pullProviderError(err, image, bin);
@@ -519,7 +520,8 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
       c = null;
     }
     if (!c) {
-      await ensureImage(image);
+      await ensureImage(image, ctx);
+      ctx.step?.("starting_container");
       let out = "";
       try {
         out = await cli(runArgs(ws, name, image));

@@ -160,7 +160,8 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
     sweepCgroups() {
       setup?.cgroups?.sweep(() => false);
     },
-    async create(ws) {
+    async create(ws, ctx) {
+      ctx.step?.("creating_sandbox");
       const dir = dirOf(ws.id);
       const s = ready();
       try {

@@ -1,4 +1,5 @@
 import type { ProviderName, schema } from "@molecule/shared";
+import type { ProvisionStep } from "@molecule/shared/provision-steps";
 
 export type WorkspaceRow = typeof schema.workspaces.$inferSelect;
 
@@ -37,6 +38,11 @@ export interface ProvisionContext {
    * can tag what it launches with it and adopt it after a crash instead of launching twice.
    */
   requestId?: string;
+  /**
+   * Records that provisioning entered a step (a workspace event the user watches). Never
+   * throws and need not be awaited: a lost progress note must not fail the provisioning.
+   */
+  step?(name: ProvisionStep): void;
 }
 
 export interface Provider {

@@ -5,6 +5,7 @@ import {
   index,
   integer,
   pgTable,
+  primaryKey,
   text,
   timestamp,
   uuid,
@@ -68,10 +69,33 @@ export const workspaceEvents = pgTable(
       .references(() => workspaces.id, { onDelete: "cascade" }),
     fromStatus: text("from_status"),
     toStatus: text("to_status").notNull(),
+    /** Set on a provisioning step (queued, creating_sandbox, …; see provision-steps.ts); null on a status transition. */
+    step: text("step"),
     message: text("message"),
     at: timestamp("at", { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [index("workspace_events_ws_idx").on(t.workspaceId, t.id)],
+);
+
+/**
+ * Idempotency-Key of POST /workspaces: a retried create with the same key (per org) returns the
+ * workspace the first one made. `requestHash` is of the validated body; keys count for 24 h.
+ */
+export const idempotencyKeys = pgTable(
+  "idempotency_keys",
+  {
+    orgId: uuid("org_id")
+      .notNull()
+      .references(() => orgs.id, { onDelete: "cascade" }),
+    key: text("key").notNull(),
+    requestHash: text("request_hash").notNull(),
+    workspaceId: uuid("workspace_id")
+      .notNull()
+      .references(() => workspaces.id, { onDelete: "cascade" }),
+    statusCode: integer("status_code").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.key] }), index("idempotency_keys_created_idx").on(t.createdAt)],
 );
 
 /** Terminal audit: who opened a shell into which workspace and instance, when, for how long. */
@@ -111,4 +135,5 @@ export type Org = typeof orgs.$inferSelect;
 export type ApiToken = typeof apiTokens.$inferSelect;
 export type Workspace = typeof workspaces.$inferSelect;
 export type WorkspaceEvent = typeof workspaceEvents.$inferSelect;
+export type IdempotencyKey = typeof idempotencyKeys.$inferSelect;
 export type TerminalSession = typeof terminalSessions.$inferSelect;

@@ -90,6 +90,7 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
       log?.info({ workspace_id: ws.id, instance_id: inst.id, state: inst.state }, "adopting the instance this request launched before");
     } else {
       const userData = buildUserData({ workspaceId: ws.id, orgId: o.orgId, runtime: ws.runtime, tier: ws.tier, image: o.runtimeImage });
+      ctx.step?.("launching_instance");
       inst = await ec2.launch({ workspaceId: ws.id, name: ws.name, tier: ws.tier, requestTag, userData });
       log?.info({ workspace_id: ws.id, instance_id: inst.id, action }, "instance launched");
       if (inst.state === "shutting-down" || inst.state === "terminated") {
@@ -100,6 +101,7 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
     await ctx.recordInstanceId(id);
     let ready: ConsoleState;
     try {
+      ctx.step?.("waiting_for_ssh");
       ready = await waitReady(id, container);
     } catch (err) {
       // A permanent failure leaves nothing running (and billing); a transient one keeps the instance for the retry to adopt.
