@@ -1,20 +1,29 @@
-# syntax=docker/dockerfile:1
 # The images of Molecule's two services, built from the repository root in one build
 # (shared stages are built once):
 #   docker build --target api             -t molecule-api .
 #   docker build --target terminal-worker -t molecule-terminal-worker .
 # Both run the TypeScript sources under tsx, exactly as ./start does. docs/deployment.md.
+# No `# syntax=` line: BuildKit's built-in frontend needs no registry (deploy/local-images).
+# Behind a TLS-inspecting proxy, hand npm/pnpm the CA bundle that trusts it (optional):
+#   DOCKER_BUILDKIT=1 docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt …
 ARG NODE_IMAGE=node:20-bookworm-slim
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 ARG PNPM_VERSION=10.34.9
 
 # ---- build: dependencies exactly as the lockfile says, then the Canvas ------------------
 FROM ${NODE_IMAGE} AS build
 ARG PNPM_VERSION
-ENV CI=true PNPM_HOME=/pnpm PATH=/pnpm:$PATH
+# node-gyp (node-pty) takes the headers of the image's own Node (/usr/local/include/node, in the
+# official images and deploy/local-images' alike) instead of downloading them from nodejs.org.
+ENV CI=true PNPM_HOME=/pnpm PATH=/pnpm:$PATH npm_config_nodedir=/usr/local
 # node-pty compiles when no prebuilt binary fits.
-RUN apt-get update \
+# The CA secret, when given, is trusted by Node (NODE_EXTRA_CA_CERTS) for this RUN only: it is
+# never part of a layer.
+RUN --mount=type=secret,id=ca \
+    apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/* \
+ && if [ -s /run/secrets/ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca; fi \
  && npm install -g "pnpm@${PNPM_VERSION}"
 WORKDIR /app
 # Manifests first: this layer is rebuilt only when dependencies change.
@@ -23,7 +32,9 @@ COPY apps/api/package.json apps/api/
 COPY apps/terminal-worker/package.json apps/terminal-worker/
 COPY apps/canvas/package.json apps/canvas/
 COPY packages/shared/package.json packages/shared/
-RUN --mount=type=cache,id=pnpm-store,target=/pnpm/store pnpm install --frozen-lockfile
+RUN --mount=type=cache,id=pnpm-store,target=/pnpm/store --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca; fi \
+ && pnpm install --frozen-lockfile
 COPY packages/shared packages/shared
 COPY apps/api apps/api
 COPY apps/terminal-worker apps/terminal-worker
@@ -33,17 +44,19 @@ COPY scripts scripts
 COPY docs docs
 RUN pnpm --filter @molecule/canvas build
 
-# ---- AWS CLI v2 from the official installer zip ---------------------------------------
-# Downloaded at build time (https://awscli.amazonaws.com/awscli-exe-linux-<arch>[-<version>].zip).
-# Pin it with --build-arg AWS_CLI_VERSION=2.x.y and, to check the download, AWS_CLI_SHA256.
-FROM debian:bookworm-slim AS awscli
+# ---- AWS CLI v2 (optional) from the official installer zip -------------------------------
+# Off by default, so the image builds without internet. --build-arg AWS_CLI=true downloads it at
+# build time (https://awscli.amazonaws.com/awscli-exe-linux-<arch>[-<version>].zip); pin it with
+# AWS_CLI_VERSION=2.x.y and, to check the download, AWS_CLI_SHA256. Without it the aws provider
+# needs MOLECULE_AWS_CLI pointing at a CLI of the operator's (docs/deployment.md).
+FROM ${DEBIAN_IMAGE} AS awscli
 ARG TARGETARCH
+ARG AWS_CLI=false
 ARG AWS_CLI_VERSION=""
 ARG AWS_CLI_SHA256=""
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl unzip \
- && rm -rf /var/lib/apt/lists/*
-RUN set -eu; \
+RUN set -eu; mkdir -p /usr/local/aws-cli; \
+    if [ "${AWS_CLI}" != true ]; then echo "AWS CLI not installed (AWS_CLI=${AWS_CLI})"; exit 0; fi; \
+    apt-get update; apt-get install -y --no-install-recommends ca-certificates curl unzip; \
     case "${TARGETARCH:-amd64}" in amd64) arch=x86_64 ;; arm64) arch=aarch64 ;; *) echo "no AWS CLI for ${TARGETARCH}" >&2; exit 1 ;; esac; \
     curl -fsSL -o /tmp/awscliv2.zip "https://awscli.amazonaws.com/awscli-exe-linux-${arch}${AWS_CLI_VERSION:+-${AWS_CLI_VERSION}}.zip"; \
     if [ -n "${AWS_CLI_SHA256}" ]; then echo "${AWS_CLI_SHA256}  /tmp/awscliv2.zip" | sha256sum -c -; fi; \
@@ -70,18 +83,23 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin molecule-sandbox
 COPY --from=awscli /usr/local/aws-cli /usr/local/aws-cli
-RUN ln -s /usr/local/aws-cli/v2/current/bin/aws /usr/local/bin/aws \
- && ln -s /usr/local/aws-cli/v2/current/bin/aws_completer /usr/local/bin/aws_completer \
- && aws --version \
+RUN if [ -e /usr/local/aws-cli/v2/current/bin/aws ]; then \
+      ln -s /usr/local/aws-cli/v2/current/bin/aws /usr/local/bin/aws \
+   && ln -s /usr/local/aws-cli/v2/current/bin/aws_completer /usr/local/bin/aws_completer \
+   && aws --version; \
+    fi \
  && mkdir -p /var/lib/molecule/sandboxes \
- && chown node:node /var/lib/molecule/sandboxes
+ && chmod 711 /var/lib/molecule/sandboxes
 ENV AWS_PAGER="" \
     MOLECULE_SANDBOX_ROOT=/var/lib/molecule/sandboxes \
     MOLECULE_METRICS_PORT=9464 \
     MOLECULE_METRICS_HOST=0.0.0.0
-# Owned by root, run as the unprivileged `node` user: the code cannot be changed at run time.
+# Runs as root inside the container (never --privileged: default capabilities, no host
+# namespaces) so that each workspace's shell is dropped to a host uid of its own
+# (MOLECULE_SANDBOX_UID_BASE…) before bubblewrap: as `node`, every workspace would share one uid
+# with the worker itself. docs/deployment.md, "bubblewrap inside a container".
 COPY --from=build /app /app
-USER node
+USER root
 VOLUME ["/var/lib/molecule/sandboxes"]
 EXPOSE 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

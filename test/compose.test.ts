@@ -78,21 +78,31 @@ describe("docker-compose.yml", () => {
     expect(check.status, check.stderr + check.stdout).toBe(0);
   });
 
-  it("builds both images from one Dockerfile whose COPY sources exist, unprivileged, with the worker's tools", () => {
+  it("builds both images from one Dockerfile whose COPY sources exist, with the worker's tools, no registry needed beyond the bases", () => {
     const text = readFileSync(join(ROOT, "Dockerfile"), "utf8");
     expect(text).toMatch(/^ARG NODE_IMAGE=node:20-bookworm-slim$/m);
     expect(text).toMatch(/^ARG PNPM_VERSION=10\.34\.9$/m);
     expect(text).toMatch(/pnpm install --frozen-lockfile/);
     const stages = new Map(text.split(/^(?=FROM )/m).slice(1).map((st) => [/^FROM \S+ AS (\S+)/.exec(st)![1]!, st]));
     expect([...stages.keys()]).toEqual(["build", "awscli", "runtime", "terminal-worker", "api"]);
+    // BuildKit's built-in frontend: a `# syntax=` line would pull a frontend image from a registry.
+    expect(text).not.toMatch(/^# *syntax=/m);
+    expect(text).toMatch(/^ARG DEBIAN_IMAGE=debian:bookworm-slim$/m);
+    // The API runs as node; the worker as root, to drop each shell to a uid of its own.
+    expect(stages.get("api")).toMatch(/^USER node$/m);
+    expect(stages.get("terminal-worker")).toMatch(/^USER root$/m);
     for (const target of ["api", "terminal-worker"]) {
       expect(stages.get(target)).toMatch(/^FROM runtime AS /);
-      expect(stages.get(target)).toMatch(/^USER node$/m);
       expect(stages.get(target)).toMatch(/^CMD \["node", "--import", "tsx", "apps\/(api|terminal-worker)\/src\/main\.ts"\]$/m);
     }
     expect(stages.get("terminal-worker")).toMatch(/openssh-client bubblewrap/);
     expect(stages.get("terminal-worker")).toMatch(/COPY --from=awscli \/usr\/local\/aws-cli/);
     expect(stages.get("awscli")).toMatch(/awscli-exe-linux-\$\{arch\}/);
+    // The AWS CLI download is opt-in: the default build reaches no host but the registries'.
+    expect(stages.get("awscli")).toMatch(/^ARG AWS_CLI=false$/m);
+    expect(stages.get("awscli")).toMatch(/^FROM \$\{DEBIAN_IMAGE\} AS awscli/);
+    // npm/pnpm get the optional CA bundle as a BuildKit secret, never as a layer.
+    expect(stages.get("build")!.match(/--mount=type=secret,id=ca/g)).toHaveLength(2);
     for (const line of text.split("\n")) {
       const m = /^COPY (?!--from)(.+)$/.exec(line.trim());
       if (!m) continue;

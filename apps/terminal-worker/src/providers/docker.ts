@@ -206,7 +206,14 @@ export function pullProviderError(err: unknown, image: string, bin: string): Pro
   const kind = classifyDockerError(err);
   if (kind !== "other" && kind !== "not_found") return dockerProviderError(err, { bin, doing: `pulling the workspace image ${image}` });
   const detail = detailOf(err);
-  if (PULL_TRANSIENT.test(detail)) return new ProviderError(`cannot reach the registry of the workspace image ${image} (${detail}); retrying`, true, "docker_pull");
+  // Retried, but this is also the last attempt's message: an air-gapped host never gets there.
+  if (PULL_TRANSIENT.test(detail)) {
+    return new ProviderError(
+      `the workspace image ${image} is not on the worker's Docker host and its registry cannot be reached (${detail}); load or build the image there (docker image ls ${image}) or set MOLECULE_DOCKER_IMAGE / MOLECULE_DOCKER_IMAGES to one that is, see ${DOC}`,
+      true,
+      "docker_pull",
+    );
+  }
   return new ProviderError(
     `cannot pull the workspace image ${image}: ${detail}. Check MOLECULE_DOCKER_IMAGE / MOLECULE_DOCKER_IMAGES (and docker login on the worker host for a private registry)`,
     false,
