@@ -36,8 +36,12 @@ export class InputGate {
     this.schedule();
   }
 
-  /** The connection is done: what is queued is dropped and no timer is left. */
+  /**
+   * The connection is done: what is queued is dropped and no timer is left. A socket paused for the
+   * queue is resumed: it must still read the client's answer to the close handshake.
+   */
   shutDown(): void {
+    if (!this.shut && this.queueAt < this.queue.length) this.socket.resume();
     this.shut = true;
     const wake = this.wake;
     if (wake && "timeout" in wake) clearTimeout(wake.timeout);
