@@ -1,9 +1,14 @@
 /**
  * The Terminal tab into an aws workspace, end to end: real API, worker, WebSocket,
  * node-pty and OpenSSH (`ssh` client and an sshd per fake instance). Only AWS is
- * fake: its HTTP APIs (fake-cloud.ts) and aws-cli (bin/aws, which opens the tunnel
- * through the fake EIC Endpoint to the instance's sshd).
+ * fake: its HTTP APIs and the EIC Endpoint's openTunnel WebSocket, which checks the
+ * presigned URL (fake-cloud.ts). Native mode (the default) runs with no `aws` on PATH:
+ * our tunnel (eic-proxy.mjs) is ssh's ProxyCommand. aws-terminal-aws-cli.test.ts runs
+ * this same file with MOLECULE_AWS_TUNNEL=aws-cli, through the fake aws-cli (bin/aws).
  */
+import { readdirSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAwsProvider, type AwsProvider } from "../../apps/terminal-worker/src/providers/aws/provider.ts";
 import type { AwsProviderOptions } from "../../apps/terminal-worker/src/providers/aws/config.ts";
@@ -15,7 +20,13 @@ import { cmdlineOf, processAlive } from "../helpers/procs.ts";
 import { startStack, type Stack } from "../helpers/stack.ts";
 import { openShell, TermClient } from "../helpers/term-client.ts";
 import type { FakeInstance } from "./fake-cloud.ts";
-import { FAKE_AWS_BIN, FAKE_AWS_V1_BIN, startAwsHarness, SYSTEM_PATH, type AwsHarness } from "./harness.ts";
+import { findExecutable } from "../../apps/terminal-worker/src/providers/executables.ts";
+import { presignOpenTunnel } from "../../apps/terminal-worker/src/providers/aws/eic-signer.ts";
+import { openTunnel } from "../../apps/terminal-worker/src/providers/aws/eic-wire.mjs";
+import { FAKE_KEY_ID, FAKE_SECRET } from "./fake-cloud.ts";
+import { FAKE_AWS_BIN, FAKE_AWS_V1_BIN, startAwsHarness, SYSTEM_PATH, testTunnelMode, type AwsHarness } from "./harness.ts";
+
+const mode = testTunnelMode();
 
 let h: AwsHarness;
 let s: Stack;
@@ -81,7 +92,7 @@ async function failure() {
   return { c, err, closed };
 }
 
-describe("Terminal into an aws workspace through EC2 Instance Connect", () => {
+describe(`Terminal into an aws workspace through EC2 Instance Connect (${mode} tunnel)`, () => {
   it("runs the shell in the workspace container: whoami, workspace id, resize, Ctrl-C, exit code", async () => {
     const pushesBefore = h.cloud.callsOf("SendSSHPublicKey").length;
     const t0 = Date.now();
@@ -120,7 +131,16 @@ describe("Terminal into an aws workspace through EC2 Instance Connect", () => {
     expect(c.text()).not.toContain("not-42-interrupted");
 
     const tree = treeOf(session);
-    expect(tree.map(cmdlineOf).join("\n")).toMatch(/ec2-instance-connect open-tunnel --instance-id i-/);
+    expect(tree.map(cmdlineOf).join("\n")).toMatch(
+      mode === "native" ? /node \S+\/eic-proxy\.mjs \S+\/tunnel-url 3600 i-/ : /ec2-instance-connect open-tunnel --instance-id i-/,
+    );
+    if (mode === "native") {
+      // The whole journey ran with no aws executable the worker could find.
+      expect(await findExecutable("aws", h.options().childEnv.PATH!)).toBeNull();
+      // The tunnel URL (a bearer credential for 60 s) is gone from disk once the proxy read it.
+      expect(tunnels.at(-1)!.params["X-Amz-Credential"]).toMatch(/\/ec2-instance-connect\/aws4_request$/);
+      expect(readdirSync(join(h.keyDir, h.sessionKeyDirs()[0]!))).not.toContain("tunnel-url");
+    }
     const remote = h.execPids(inst);
     c.send("exit 3\r");
     const exit = await c.waitMessage("exit", 10_000);
@@ -143,7 +163,7 @@ describe("Terminal into an aws workspace through EC2 Instance Connect", () => {
     const tree = treeOf(session);
     const cmds = tree.map(cmdlineOf);
     expect(cmds.some((x) => /^\S*ssh -tt /.test(x))).toBe(true);
-    expect(cmds.some((x) => x.includes("fake-aws-cli.mjs ec2-instance-connect open-tunnel"))).toBe(true);
+    expect(cmds.some((x) => x.includes(mode === "native" ? "eic-proxy.mjs" : "fake-aws-cli.mjs ec2-instance-connect open-tunnel"))).toBe(true);
     const remote = h.execPids(inst).filter((p) => !before.has(p));
     expect(remote).toHaveLength(1);
     expect(processAlive(remote[0]!)).toBe(true);
@@ -175,7 +195,29 @@ describe("Terminal into an aws workspace through EC2 Instance Connect", () => {
 
 describe("Terminal failures reach the user as protocol errors", () => {
   const doc = /docs\/infra\/workspace-terminal\.md/;
-  const cases: { name: string; arrange: () => () => void; code: number; error: string; message: RegExp; tunnel: boolean }[] = [
+  const cases: { name: string; arrange: () => () => void; code: number; error: string; message: RegExp; tunnel: boolean; only?: "native" | "aws-cli" }[] = [
+    {
+      name: "DescribeInstanceConnectEndpoints not allowed by IAM",
+      arrange: () => {
+        h.cloud.deny.add("ec2:DescribeInstanceConnectEndpoints");
+        return () => h.cloud.deny.delete("ec2:DescribeInstanceConnectEndpoints");
+      },
+      code: 4502,
+      error: "eic_wiring_incomplete",
+      message: /may not call ec2:DescribeInstanceConnectEndpoints/,
+      tunnel: false,
+    },
+    {
+      name: "the worker's secret key is wrong: OpenTunnel's signature check refuses the presigned URL",
+      arrange: () => {
+        h.cloud.secrets.set(FAKE_KEY_ID, "the-secret-aws-has");
+        return () => h.cloud.secrets.delete(FAKE_KEY_ID);
+      },
+      code: 4502,
+      error: "eic_wiring_incomplete",
+      message: /OpenTunnel refused (the worker's|aws-cli's) signed request.*InvalidSignatureException/,
+      tunnel: true,
+    },
     {
       name: "SendSSHPublicKey not allowed by IAM",
       arrange: () => {
@@ -242,6 +284,7 @@ describe("Terminal failures reach the user as protocol errors", () => {
       error: "eic_wiring_incomplete",
       message: /aws-cli is not installed on the terminal worker/,
       tunnel: false,
+      only: "aws-cli",
     },
     {
       name: "aws-cli v1 (no open-tunnel) on the worker",
@@ -253,6 +296,7 @@ describe("Terminal failures reach the user as protocol errors", () => {
       error: "eic_wiring_incomplete",
       message: /aws-cli 1\.45\.11 has no "ec2-instance-connect open-tunnel"/,
       tunnel: false,
+      only: "aws-cli",
     },
     {
       name: "ssh not installed on the worker",
@@ -278,7 +322,7 @@ describe("Terminal failures reach the user as protocol errors", () => {
     },
   ];
 
-  for (const k of cases) {
+  for (const k of cases.filter((x) => !x.only || x.only === mode)) {
     it(`${k.name}: ${k.error} (${k.code})`, async () => {
       const restore = k.arrange();
       const tunnelsBefore = h.cloud.callsOf("OpenTunnel").length;
@@ -298,4 +342,60 @@ describe("Terminal failures reach the user as protocol errors", () => {
       }
     });
   }
+});
+
+describe(`The EIC Endpoint's limits (${mode} tunnel)`, () => {
+  it("at 20 concurrent connections on the endpoint the Terminal fails with no_capacity (4503) and opens once one is free", async () => {
+    // 20 other tunnels (terminals into another instance of this VPC, an idle listener here) hold the endpoint's connections.
+    const [eice] = h.cloud.endpoints;
+    const idle = createServer(() => {});
+    await new Promise<void>((r) => idle.listen(0, "127.0.0.1", r));
+    const other = { ...inst, id: "i-0000000000000beef", privateIp: "10.0.9.9", sshPort: (idle.address() as AddressInfo).port, tags: {} } as FakeInstance;
+    h.cloud.instances.set(other.id, other);
+    const held = [];
+    for (let n = 0; n < 20; n++) {
+      const url = await presignOpenTunnel(
+        { dnsName: `127.0.0.1:${h.cloud.eicEndpointPort}`, endpointId: eice!.id, privateIp: other.privateIp, remotePort: 22 },
+        { region: h.cloud.region, credentials: { accessKeyId: FAKE_KEY_ID, secretAccessKey: FAKE_SECRET }, scheme: "ws" },
+      );
+      held.push(await openTunnel(url));
+    }
+    expect(h.cloud.activeTunnels.get(eice!.id)).toBe(20);
+    try {
+      const { c, err, closed } = await failure();
+      expect(err).toMatchObject({ type: "error", code: "no_capacity" });
+      expect(err.message).toMatch(/20 concurrent connections/);
+      expect(closed.code).toBe(4503);
+      expect((await auditOf(c.hello?.session ?? null)).close_reason).toBe("no_capacity");
+      await waitFor(async () => h.sessionKeyDirs().length === 0, 3000, 20);
+    } finally {
+      held.shift()!.close(1000);
+    }
+    await waitFor(async () => h.cloud.activeTunnels.get(eice!.id) === 19, 3000, 20);
+    const c = await openShell(s.wsUrl, ws, { token });
+    await prompt(c);
+    c.send("exit\r");
+    await c.waitMessage("exit", 10_000);
+    for (const t of held) t.close(1000);
+    await waitFor(async () => h.cloud.activeTunnels.get(eice!.id) === 0, 3000, 20);
+    h.cloud.instances.delete(other.id);
+    idle.close();
+  });
+
+  it("at the tunnel's maximum duration (AWS: 1 hour) the session ends with session_expired (4410) saying why", async () => {
+    useProvider({ tunnelMaxSec: 2 });
+    try {
+      const c = await openShell(s.wsUrl, ws, { token });
+      await prompt(c);
+      expect(h.cloud.callsOf("OpenTunnel").at(-1)!.params.maxTunnelDuration).toBe("2");
+      const err = await c.waitMessage("error", 15_000);
+      expect(err).toMatchObject({ type: "error", code: "session_expired" });
+      expect(err.message).toMatch(/maximum duration of 2 s .*1 hour.*open the Terminal again/);
+      expect((await c.closed).code).toBe(4410);
+      expect((await auditOf(c.hello!.session)).close_reason).toBe("session_expired");
+      await waitFor(async () => h.sessionKeyDirs().length === 0, 3000, 20);
+    } finally {
+      useProvider();
+    }
+  });
 });

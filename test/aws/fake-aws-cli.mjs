@@ -3,7 +3,10 @@
 // EC2 (AWS_ENDPOINT_URL_EC2, the local fake) for the instance and an EIC Endpoint in
 // its VPC, opens the tunnel at the endpoint's DNS name, then pipes stdin/stdout
 // through it. Failures print what aws-cli prints and exit with its codes.
+import { createHash, createHmac } from "node:crypto";
 import { request } from "node:http";
+import { SignatureV4 } from "@smithy/signature-v4";
+import WebSocket from "ws";
 
 const argv = process.argv.slice(2);
 const out = (s) => process.stderr.write(s);
@@ -69,6 +72,18 @@ function ec2(params) {
   });
 }
 
+class Sha256 {
+  constructor(secret) {
+    this.h = secret === undefined ? createHash("sha256") : createHmac("sha256", Buffer.from(secret));
+  }
+  update(d) {
+    this.h.update(typeof d === "string" ? Buffer.from(d) : Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+  }
+  async digest() {
+    return new Uint8Array(this.h.digest());
+  }
+}
+
 const tag = (xml, name) => new RegExp(`<${name}>([^<]*)</${name}>`).exec(xml)?.[1];
 
 const inst = await ec2({ Action: "DescribeInstances", "InstanceId.1": instanceId });
@@ -91,33 +106,58 @@ if (!eice) {
   out("\nThere are no available instance connect endpoints.\n");
   process.exit(252);
 }
-const [host, port] = eice.dns.split(":");
-const q = new URLSearchParams({ instanceConnectEndpointId: eice.id, remotePort: "22", privateIpAddress: privateIp ?? "", maxTunnelDuration: maxTunnel });
-const req = request({
-  host,
-  port: Number(port ?? 443),
-  path: `/openTunnel?${q}`,
-  headers: { connection: "Upgrade", upgrade: "websocket", authorization: auth.replace("/ec2/", "/ec2-instance-connect/") },
+// As aws-cli's eicesigner.py: SigV4 query presigning for ec2-instance-connect, 60 s, host only.
+const signer = new SignatureV4({
+  service: "ec2-instance-connect",
+  region,
+  credentials: { accessKeyId: keyId, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY, sessionToken: process.env.AWS_SESSION_TOKEN },
+  sha256: Sha256,
 });
-req.on("response", (res) => {
+const [hostname, port] = eice.dns.split(":");
+const signed = await signer.presign(
+  {
+    method: "GET",
+    protocol: "https:",
+    hostname,
+    path: "/openTunnel",
+    query: { instanceConnectEndpointId: eice.id, remotePort: "22", privateIpAddress: privateIp ?? "", maxTunnelDuration: maxTunnel },
+    headers: { host: eice.dns },
+  },
+  { expiresIn: 60 },
+);
+const qs = new URLSearchParams(signed.query).toString();
+// The fake endpoint speaks plain ws:// on loopback; real endpoints are wss://.
+const ws = new WebSocket(`${port ? "ws" : "wss"}://${eice.dns}/openTunnel?${qs}`, { perMessageDeflate: false });
+ws.on("unexpected-response", (_req, res) => {
   let text = "";
   res.setEncoding("utf8");
   res.on("data", (c) => (text += c));
   res.on("end", () => {
-    out(`${text}\n\nAWS_ERROR_HTTP_WEBSOCKET_UPGRADE_FAILURE: Failed to upgrade HTTP connection to Websocket.\n`);
+    out(`${text}\n\nAWS_ERROR_HTTP_WEBSOCKET_UPGRADE_FAILURE: Failed to upgrade HTTP connection to Websocket. (status ${res.statusCode}, request id ${res.headers["x-amzn-requestid"] ?? "-"})\n`);
     process.exit(255);
   });
 });
-req.on("upgrade", (_res, sock, head) => {
-  if (head.length) process.stdout.write(head);
-  process.stdin.pipe(sock);
-  sock.pipe(process.stdout);
-  process.stdin.on("end", () => sock.end());
-  sock.on("close", () => process.exit(0));
-  sock.on("error", () => process.exit(0));
-});
-req.on("error", (err) => {
+ws.on("error", (err) => {
   out(`\nAWS_ERROR_HTTP_WEBSOCKET_UPGRADE_FAILURE: ${err.message}\n`);
   process.exit(255);
 });
-req.end();
+ws.on("open", () => {
+  process.stdin.on("data", (b) => {
+    for (let at = 0; at < b.length; at += 65_000) ws.send(b.subarray(at, at + 65_000), { binary: true });
+  });
+  process.stdin.on("end", () => ws.close(1000));
+  ws.on("message", (data, isBinary) => {
+    if (!isBinary) {
+      out(`\nWebsocket error: ${data.toString()}\n`);
+      process.exit(255);
+    }
+    process.stdout.write(data);
+  });
+  ws.on("close", (code, reason) => {
+    if (code !== 1000) {
+      out(`\nWebsocket closed with code ${code}: ${reason.toString()}\n`);
+      process.exit(255);
+    }
+    process.exit(0);
+  });
+});

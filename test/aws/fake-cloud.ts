@@ -17,6 +17,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { SignatureV4 } from "@smithy/signature-v4";
+import { type WebSocket, WebSocketServer } from "ws";
+import { NodeSha256 } from "../../apps/terminal-worker/src/providers/aws/eic-signer.ts";
 
 export const SERVER_BIN = fileURLToPath(new URL("./server-bin", import.meta.url));
 export const FAKE_ACCOUNT = "123456789012";
@@ -123,6 +126,18 @@ export class FakeCloud {
   /** Runs after RunInstances created the instance and before AWS answers (e.g. to kill the caller). */
   beforeRunInstancesResponse: ((i: FakeInstance) => Promise<void> | void) | null = null;
   private faults = new Map<string, Fault[]>();
+  /** AWS's limit of concurrent connections per EIC Endpoint. */
+  tunnelLimit = 20;
+  /** Tunnels open now, per endpoint id. */
+  activeTunnels = new Map<string, number>();
+  /** Secret per access key (FAKE_SECRET when absent) and the session token of temporary credentials. */
+  secrets = new Map<string, string>();
+  sessionTokens = new Map<string, string>();
+  /** Frames larger than aws-cli's 65,000 bytes that reached the endpoint. */
+  oversizeFrames = 0;
+  /** The next accepted tunnels answer with a text (error) frame or a close instead of port 22. */
+  tunnelFaults: { text?: string; close?: { code: number; reason: string } }[] = [];
+  private wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
   private servers: Server[] = [];
   private sockets = new Set<Socket>();
   private timers = new Set<NodeJS.Timeout>();
@@ -159,6 +174,8 @@ export class FakeCloud {
     for (const t of this.timers) clearTimeout(t);
     for (const i of this.instances.values()) i.boot?.kill("SIGKILL");
     for (const s of this.sockets) s.destroy();
+    for (const c of this.wss.clients) c.terminate();
+    this.wss.close();
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
   }
 
@@ -298,7 +315,7 @@ export class FakeCloud {
             `<instanceConnectEndpointSet>${list
               .map(
                 (e) =>
-                  `<item><ownerId>${FAKE_ACCOUNT}</ownerId><instanceConnectEndpointId>${e.id}</instanceConnectEndpointId><state>${e.state}</state><dnsName>127.0.0.1:${this.eicPort}</dnsName><subnetId>${e.subnetId}</subnetId><vpcId>${e.vpcId}</vpcId></item>`,
+                  `<item><ownerId>${FAKE_ACCOUNT}</ownerId><instanceConnectEndpointId>${e.id}</instanceConnectEndpointId><state>${e.state}</state><dnsName>127.0.0.1:${this.eicPort}</dnsName><fipsDnsName>127.0.0.1:${this.eicPort}</fipsDnsName><subnetId>${e.subnetId}</subnetId><vpcId>${e.vpcId}</vpcId></item>`,
               )
               .join("")}</instanceConnectEndpointSet>`,
           );
@@ -483,7 +500,12 @@ export class FakeCloud {
     res.end(JSON.stringify({ RequestId: randomUUID(), Success: true }));
   }
 
-  /** The EIC Endpoint: after an authorised upgrade, raw bytes to the instance's port 22. */
+  /**
+   * The EIC Endpoint's openTunnel: checks the presigned URL as AWS does (SigV4 query
+   * signature recomputed with the test secret, service and region in the scope, only
+   * `host` signed, not expired), the IAM model, the endpoint and its connection limit;
+   * then a WebSocket whose binary frames carry the instance's port 22 both ways.
+   */
   private openTunnel(req: IncomingMessage, sock: Socket, head: Buffer): void {
     this.sockets.add(sock);
     sock.on("close", () => this.sockets.delete(sock));
@@ -495,48 +517,126 @@ export class FakeCloud {
     const refuse = (status: number, code: string, message: string) => {
       call.error = code;
       const body = JSON.stringify({ ErrorCode: code, Message: message });
-      sock.end(`HTTP/1.1 ${status} ${status === 403 ? "Forbidden" : "Bad Request"}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-amzn-requestid: ${randomUUID()}\r\n\r\n${body}`);
+      const text = { 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests" }[status] ?? "Error";
+      sock.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-amzn-requestid: ${randomUUID()}\r\n\r\n${body}`);
     };
-    const key = this.keyId(req);
-    if (!key || !this.accessKeys.has(key)) return refuse(403, "UnrecognizedClientException", "The security token included in the request is invalid.");
-    const eice = this.endpoints.find((e) => e.id === params.instanceConnectEndpointId);
-    if (this.deny.has("ec2-instance-connect:OpenTunnel")) {
-      return refuse(
-        403,
-        "AccessDeniedException",
-        `User: arn:aws:iam::${FAKE_ACCOUNT}:user/molecule-worker is not authorized to perform: ec2-instance-connect:OpenTunnel on resource: arn:aws:ec2:${this.region}:${FAKE_ACCOUNT}:instance-connect-endpoint/${params.instanceConnectEndpointId} because no identity-based policy allows the ec2-instance-connect:OpenTunnel action`,
+    void this.verifyPresigned(req, url).then((bad) => {
+      if (bad) return refuse(bad.status, bad.code, bad.message);
+      const injected = this.fault("OpenTunnel");
+      if (injected) return refuse(injected.status, injected.code, injected.message);
+      const eice = this.endpoints.find((e) => e.id === params.instanceConnectEndpointId);
+      if (this.deny.has("ec2-instance-connect:OpenTunnel")) {
+        return refuse(
+          403,
+          "AccessDeniedException",
+          `User: arn:aws:iam::${FAKE_ACCOUNT}:user/molecule-worker is not authorized to perform: ec2-instance-connect:OpenTunnel on resource: arn:aws:ec2:${this.region}:${FAKE_ACCOUNT}:instance-connect-endpoint/${params.instanceConnectEndpointId} because no identity-based policy allows the ec2-instance-connect:OpenTunnel action`,
+        );
+      }
+      if (!eice) return refuse(400, "InvalidParameter", "The specified instance connect endpoint does not exist.");
+      if (params.remotePort !== "22" && params.remotePort !== "3389") {
+        return refuse(400, "InvalidParameter", "The specified RemotePort is not valid. Specify either 22 or 3389 as the RemotePort and retry your request.");
+      }
+      const max = Number(params.maxTunnelDuration ?? 3600);
+      if (!Number.isInteger(max) || max < 1 || max > 3600) return refuse(400, "InvalidParameter", "The maxTunnelDuration must be between 1 and 3600 seconds.");
+      const active = this.activeTunnels.get(eice.id) ?? 0;
+      if (active >= this.tunnelLimit) {
+        return refuse(429, "ConnectionLimitExceededException", `The maximum number of concurrent connections (${this.tunnelLimit}) for the Instance Connect Endpoint ${eice.id} has been reached.`);
+      }
+      this.wss.handleUpgrade(req, sock, head, (ws) => this.tunnel(ws, eice, params, max, call));
+    });
+  }
+
+  /** null when the presigned URL is good, else what AWS answers. */
+  private async verifyPresigned(req: IncomingMessage, url: URL): Promise<{ status: number; code: string; message: string } | null> {
+    const q = url.searchParams;
+    const denied = (code: string, message: string) => ({ status: 403, code, message });
+    if (q.get("X-Amz-Algorithm") !== "AWS4-HMAC-SHA256" || !q.get("X-Amz-Signature") || !q.get("X-Amz-Credential") || !q.get("X-Amz-Date")) {
+      return denied("MissingAuthenticationTokenException", "Missing Authentication Token");
+    }
+    const [key, day, region, service, term] = q.get("X-Amz-Credential")!.split("/");
+    if (!key || !this.accessKeys.has(key)) return denied("UnrecognizedClientException", "The security token included in the request is invalid.");
+    const date = q.get("X-Amz-Date")!;
+    const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(date);
+    if (!m || day !== date.slice(0, 8) || term !== "aws4_request") return denied("IncompleteSignatureException", `Invalid credential scope ${q.get("X-Amz-Credential")}`);
+    if (service !== "ec2-instance-connect" || region !== this.region) {
+      return denied("InvalidSignatureException", `Credential should be scoped to a valid region and service: ${this.region}/ec2-instance-connect, not ${region}/${service}.`);
+    }
+    if (q.get("X-Amz-SignedHeaders") !== "host") return denied("InvalidSignatureException", "The request must sign exactly the host header.");
+    const signedAt = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]));
+    const expires = Number(q.get("X-Amz-Expires") ?? "0");
+    const token = q.get("X-Amz-Security-Token");
+    if (token !== null && this.sessionTokens.get(key) !== token) return denied("UnrecognizedClientException", "The security token included in the request is invalid.");
+    const query: Record<string, string> = {};
+    for (const [k, v] of q) if (!/^X-Amz-(Algorithm|Credential|Date|Expires|SignedHeaders|Signature|Security-Token)$/.test(k)) query[k] = v;
+    const signer = new SignatureV4({
+      service: "ec2-instance-connect",
+      region: this.region,
+      credentials: { accessKeyId: key, secretAccessKey: this.secrets.get(key) ?? FAKE_SECRET, ...(token !== null ? { sessionToken: token } : {}) },
+      sha256: NodeSha256,
+    });
+    const host = String(req.headers.host ?? "");
+    const again = await signer.presign(
+      { method: "GET", protocol: "https:", hostname: host.split(":")[0]!, path: url.pathname, query, headers: { host } },
+      { expiresIn: expires, signingDate: new Date(signedAt) },
+    );
+    if (again.query?.["X-Amz-Signature"] !== q.get("X-Amz-Signature")) {
+      return denied(
+        "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
       );
     }
-    if (!eice) return refuse(400, "InvalidParameter", "The specified instance connect endpoint does not exist.");
-    if (params.remotePort !== "22" && params.remotePort !== "3389") {
-      return refuse(400, "InvalidParameter", "The specified RemotePort is not valid. Specify either 22 or 3389 as the RemotePort and retry your request.");
+    const now = Date.now();
+    if (now > signedAt + expires * 1000) {
+      return denied("InvalidSignatureException", `Signature expired: ${date} is now earlier than ${new Date(now - expires * 1000).toISOString().replace(/[-:]|\.\d+/g, "")} (${new Date(now).toISOString().replace(/[-:]|\.\d+/g, "")} - ${expires} sec.)`);
+    }
+    return null;
+  }
+
+  /** An accepted tunnel: the instance's port 22 in binary frames, closed at its maximum duration. */
+  private tunnel(ws: WebSocket, eice: Eice, params: Record<string, string>, maxSec: number, call: FakeCall): void {
+    this.activeTunnels.set(eice.id, (this.activeTunnels.get(eice.id) ?? 0) + 1);
+    let counted = true;
+    const release = () => {
+      if (!counted) return;
+      counted = false;
+      this.activeTunnels.set(eice.id, (this.activeTunnels.get(eice.id) ?? 1) - 1);
+    };
+    ws.on("close", release);
+    ws.on("error", () => ws.terminate());
+    const special = this.tunnelFaults.shift();
+    if (special?.text) {
+      ws.send(special.text);
+      return;
+    }
+    if (special?.close) {
+      ws.close(special.close.code, special.close.reason);
+      return;
     }
     const inst = [...this.instances.values()].find((i) => i.privateIp === params.privateIpAddress && i.state === "running");
-    const accept = () => sock.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
     if (!inst || !inst.sgAllowsEice || !inst.sshPort) {
-      // The endpoint cannot reach port 22 (security group, nothing listening): the tunnel opens and closes.
+      // The endpoint cannot reach port 22 (security group, nothing listening): the tunnel opens, then drops.
       call.error = "TargetUnreachable";
-      accept();
-      setTimeout(() => sock.destroy(), 50);
+      const t = setTimeout(() => ws.close(1011, `Failed to connect to ${params.privateIpAddress}:${params.remotePort}: connection timed out`), 50);
+      ws.on("close", () => clearTimeout(t));
       return;
     }
     const up = connect(inst.sshPort, "127.0.0.1");
     this.sockets.add(up);
     up.on("close", () => {
       this.sockets.delete(up);
-      sock.destroy();
+      if (ws.readyState === ws.OPEN) ws.close(1000);
     });
-    up.on("error", () => sock.destroy());
-    sock.on("close", () => up.destroy());
-    up.on("connect", () => {
-      accept();
-      if (head.length) up.write(head);
-      sock.pipe(up);
-      up.pipe(sock);
+    up.on("error", () => ws.terminate());
+    ws.on("close", () => up.destroy());
+    ws.on("message", (data, isBinary) => {
+      if (!isBinary) return ws.close(1003, "binary frames only");
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+      if (buf.length > 65_000) this.oversizeFrames++;
+      up.write(buf);
     });
-    const max = Number(params.maxTunnelDuration ?? 3600) * 1000;
-    const t = setTimeout(() => sock.destroy(), max);
-    sock.on("close", () => clearTimeout(t));
+    up.on("data", (b: Buffer) => ws.send(b, { binary: true }));
+    const t = setTimeout(() => ws.close(1000), maxSec * 1000);
+    ws.on("close", () => clearTimeout(t));
   }
 
   /** `instance-id` of whatever a tunnel reached, for tests. */

@@ -20,6 +20,7 @@ export interface AwsHarness {
   sshd: SshdHarness;
   dir: string;
   keyDir: string;
+  tunnel: "native" | "aws-cli";
   /** Provider options for an in-process worker (override per test). */
   options(extra?: Partial<AwsProviderOptions>): AwsProviderOptions;
   /** The same settings as worker environment variables. */
@@ -31,7 +32,13 @@ export interface AwsHarness {
   close(): Promise<void>;
 }
 
-export async function startAwsHarness(o: { sshd?: boolean; bootDelayMs?: number } = {}): Promise<AwsHarness> {
+/** The tunnel mode the AWS tests run in: MOLECULE_TEST_AWS_TUNNEL (aws-terminal-aws-cli.test.ts sets aws-cli), native by default. */
+export function testTunnelMode(): "native" | "aws-cli" {
+  return process.env.MOLECULE_TEST_AWS_TUNNEL === "aws-cli" ? "aws-cli" : "native";
+}
+
+export async function startAwsHarness(o: { sshd?: boolean; bootDelayMs?: number; tunnel?: "native" | "aws-cli" } = {}): Promise<AwsHarness> {
+  const tunnel = o.tunnel ?? testTunnelMode();
   // sshd checks that the AuthorizedKeysCommand and every directory above it are root-owned
   // and not group/world-writable, which rules out /tmp — and a checkout that lives under /tmp.
   // /run is root's and 0755 wherever these tests can run sshd at all.
@@ -60,7 +67,8 @@ export async function startAwsHarness(o: { sshd?: boolean; bootDelayMs?: number 
   const [subnet] = cloud.subnets.keys();
   const [sg] = cloud.securityGroups;
   const childEnv = {
-    PATH: `${FAKE_AWS_BIN}:${SYSTEM_PATH}`,
+    // Native mode runs with no `aws` executable on PATH at all.
+    PATH: tunnel === "aws-cli" ? `${FAKE_AWS_BIN}:${SYSTEM_PATH}` : SYSTEM_PATH,
     HOME: process.env.HOME ?? "/root",
     AWS_ACCESS_KEY_ID: FAKE_KEY_ID,
     AWS_SECRET_ACCESS_KEY: FAKE_SECRET,
@@ -70,6 +78,7 @@ export async function startAwsHarness(o: { sshd?: boolean; bootDelayMs?: number 
     sshd,
     dir,
     keyDir,
+    tunnel,
     options: (extra = {}) => ({
       orgId: ORG_ID,
       region: cloud.region,
@@ -84,6 +93,7 @@ export async function startAwsHarness(o: { sshd?: boolean; bootDelayMs?: number 
       keepaliveCount: 3,
       connectTimeoutSec: 5,
       tunnelMaxSec: 3600,
+      tunnel,
       ec2Endpoint: cloud.ec2Url,
       eicEndpoint: cloud.eicUrl,
       keyDir,
@@ -110,6 +120,7 @@ export async function startAwsHarness(o: { sshd?: boolean; bootDelayMs?: number 
       MOLECULE_AWS_POLL_MS: "100",
       MOLECULE_AWS_READY_TIMEOUT_MS: "15000",
       MOLECULE_AWS_SSH_CONNECT_TIMEOUT_SEC: "5",
+      MOLECULE_AWS_TUNNEL: tunnel,
       AWS_EC2_METADATA_DISABLED: "true",
       ...extra,
     }),

@@ -48,6 +48,8 @@ export const workerEnvSchema = baseEnvSchema.extend({
   MOLECULE_SANDBOX_FILE_SIZE: size("10g"),
   MOLECULE_LOCAL_PROVISION_DELAY_MS: int(0, 0),
   MOLECULE_SHELL: z.string().default("/bin/bash"),
+  /** The worker's own user: USER of unsandboxed local shells. */
+  USER: z.string().optional(),
   MOLECULE_TERMINAL_ENABLED: boolish.default(true),
   MOLECULE_PROVISIONING_ENABLED: boolish.default(true),
   /** Prometheus GET /metrics on this port; 0 = no metrics server (the default). */
@@ -73,6 +75,8 @@ export const workerEnvSchema = baseEnvSchema.extend({
   MOLECULE_AWS_SSH_KEEPALIVE_COUNT: int(4, 1),
   MOLECULE_AWS_SSH_CONNECT_TIMEOUT_SEC: int(20, 1),
   MOLECULE_AWS_TUNNEL_MAX_SEC: z.coerce.number().int().min(1).max(3600).default(3600),
+  /** The EIC tunnel: native (built in, no aws-cli) or aws-cli (`aws ec2-instance-connect open-tunnel`). */
+  MOLECULE_AWS_TUNNEL: z.enum(["native", "aws-cli"]).default("native"),
   /** Endpoint overrides (local fakes in tests). */
   MOLECULE_AWS_EC2_ENDPOINT: z.string().url().optional(),
   MOLECULE_AWS_EIC_ENDPOINT: z.string().url().optional(),

@@ -55,7 +55,7 @@ export interface Provider {
 }
 
 export interface TerminalDiagnosis {
-  reason: "eic_wiring_incomplete" | "not_ready";
+  reason: "eic_wiring_incomplete" | "not_ready" | "no_capacity" | "session_expired";
   message: string;
 }
 

@@ -80,8 +80,10 @@ export interface AwsProviderOptions {
   keepaliveSec: number;
   keepaliveCount: number;
   connectTimeoutSec: number;
-  /** aws-cli open-tunnel --max-tunnel-duration (AWS allows at most 3600 s). */
+  /** The tunnel's maximum duration, maxTunnelDuration (AWS allows at most 3600 s). */
   tunnelMaxSec: number;
+  /** native: our tunnel (no aws-cli); aws-cli: `aws ec2-instance-connect open-tunnel` as ssh's ProxyCommand. */
+  tunnel?: "native" | "aws-cli";
   /** Endpoint overrides (tests point these at local fakes); also handed to aws-cli. */
   ec2Endpoint?: string;
   eicEndpoint?: string;
@@ -132,6 +134,7 @@ export interface AwsEnv {
   MOLECULE_AWS_SSH_KEEPALIVE_COUNT: number;
   MOLECULE_AWS_SSH_CONNECT_TIMEOUT_SEC: number;
   MOLECULE_AWS_TUNNEL_MAX_SEC: number;
+  MOLECULE_AWS_TUNNEL?: "native" | "aws-cli";
   MOLECULE_AWS_EC2_ENDPOINT?: string;
   MOLECULE_AWS_EIC_ENDPOINT?: string;
   MOLECULE_AWS_KEY_DIR: string;
@@ -174,6 +177,7 @@ export function awsOptionsFromEnv(env: AwsEnv, childEnv: Record<string, string>,
     keepaliveCount: env.MOLECULE_AWS_SSH_KEEPALIVE_COUNT,
     connectTimeoutSec: env.MOLECULE_AWS_SSH_CONNECT_TIMEOUT_SEC,
     tunnelMaxSec: env.MOLECULE_AWS_TUNNEL_MAX_SEC,
+    tunnel: env.MOLECULE_AWS_TUNNEL ?? "native",
     ec2Endpoint: env.MOLECULE_AWS_EC2_ENDPOINT,
     eicEndpoint: env.MOLECULE_AWS_EIC_ENDPOINT,
     keyDir: env.MOLECULE_AWS_KEY_DIR,

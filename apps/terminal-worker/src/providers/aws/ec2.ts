@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import {
   CreateTagsCommand,
+  DescribeInstanceConnectEndpointsCommand,
   DescribeInstancesCommand,
   EC2Client,
   GetConsoleOutputCommand,
@@ -28,7 +29,22 @@ export interface InstanceInfo {
   stateReason: string | null;
   tags: Record<string, string>;
   launchTime: Date | null;
+  vpcId: string | null;
+  subnetId: string | null;
+  privateIp: string | null;
 }
+
+/** An EC2 Instance Connect Endpoint as DescribeInstanceConnectEndpoints lists it. */
+export interface EndpointInfo {
+  id: string;
+  state: string;
+  subnetId: string | null;
+  dnsName: string | null;
+  fipsDnsName: string | null;
+}
+
+/** Endpoint states aws-cli accepts for open-tunnel. */
+export const USABLE_ENDPOINT_STATES = ["create-complete", "update-in-progress", "update-failed", "update-complete"];
 
 const ALIVE = ["pending", "running", "stopping", "stopped"];
 
@@ -41,6 +57,9 @@ function info(i: Instance): InstanceInfo {
     stateReason: i.StateReason?.Message ?? null,
     tags,
     launchTime: i.LaunchTime ?? null,
+    vpcId: i.VpcId ?? null,
+    subnetId: i.SubnetId ?? null,
+    privateIp: i.PrivateIpAddress ?? null,
   };
 }
 
@@ -174,6 +193,33 @@ export function createEc2(o: AwsProviderOptions) {
     },
 
     terminate,
+
+    /** The usable EIC Endpoints of a VPC (aws-cli's eicefetcher: filtered by vpc-id and state). */
+    async describeEndpoints(vpcId: string): Promise<EndpointInfo[]> {
+      const out: EndpointInfo[] = [];
+      let token: string | undefined;
+      try {
+        do {
+          const r = await client.send(
+            new DescribeInstanceConnectEndpointsCommand({
+              Filters: [
+                { Name: "vpc-id", Values: [vpcId] },
+                { Name: "state", Values: USABLE_ENDPOINT_STATES },
+              ],
+              NextToken: token,
+            }),
+          );
+          for (const e of r.InstanceConnectEndpoints ?? []) {
+            if (!e.InstanceConnectEndpointId) continue;
+            out.push({ id: e.InstanceConnectEndpointId, state: e.State ?? "", subnetId: e.SubnetId ?? null, dnsName: e.DnsName ?? null, fipsDnsName: e.FipsDnsName ?? null });
+          }
+          token = r.NextToken;
+        } while (token);
+      } catch (err) {
+        throw ec2ProviderError(err, ctx("DescribeInstanceConnectEndpoints"));
+      }
+      return out;
+    },
 
     destroy(): void {
       client.destroy();

@@ -12,6 +12,7 @@ import {
 import type { AwsProviderOptions } from "./config.ts";
 import { createEc2, TAG_HOST_KEY, TAG_REQUEST, TAG_WORKSPACE, type InstanceInfo } from "./ec2.ts";
 import { createKeyPusher, prepareKeyDir, writeSessionKey } from "./eic.ts";
+import { createTunnelPlanner, EIC_PROXY_SCRIPT, SAFE_PATH_RE, type TunnelTarget } from "./eic-tunnel.ts";
 import { INFRA_DOC } from "./errors.ts";
 import { buildSshArgs, diagnoseSshExit, knownHostsLine } from "./ssh-command.ts";
 import { createCliChecker, findExecutable } from "./tools.ts";
@@ -28,14 +29,18 @@ const wiring = (what: string) => new TerminalUnavailableError("eic_wiring_incomp
 /**
  * Workspaces as EC2 instances in the tenant's account (tagged Role=workspace), and
  * their Terminal through an EC2 Instance Connect Endpoint: a per-session key pushed
- * with SendSSHPublicKey, then `ssh -tt` with an aws-cli open-tunnel ProxyCommand
- * running `docker exec -it <container> /bin/bash` on the instance.
+ * with SendSSHPublicKey, then `ssh -tt` running `docker exec -it <container> /bin/bash`
+ * on the instance. The tunnel (ssh's ProxyCommand) is ours by default (native:
+ * discovery and SigV4 presigning in the worker, bytes through eic-proxy.mjs) or
+ * aws-cli's `ec2-instance-connect open-tunnel` (MOLECULE_AWS_TUNNEL=aws-cli).
  */
 export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
   const ec2 = createEc2(o);
   const keys = createKeyPusher(o);
   const path = o.childEnv.PATH ?? DEFAULT_PATH;
   const checkAwsCli = createCliChecker({ ...o.childEnv, PATH: path });
+  const tunnels = createTunnelPlanner(o, ec2);
+  const native = (o.tunnel ?? "native") === "native";
   const log = o.log;
   let keyDirReady: Promise<void> | null = null;
   const ensureKeyDir = () =>
@@ -160,12 +165,21 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
     const instanceId = ctx.instanceId;
     if (!instanceId || !INSTANCE_ID_RE.test(instanceId)) throw new TerminalUnavailableError("not_ready", "the workspace has no instance yet");
     const container = containerName(ctx.workspaceId);
-    const [sshPath, awsPath] = await Promise.all([findExecutable(o.sshBin, path), findExecutable(o.awsCli, path)]);
+    const sshPath = await findExecutable(o.sshBin, path);
     if (!sshPath) throw wiring(`ssh is not installed on the terminal worker (${o.sshBin} not found on its PATH); install openssh-client`);
-    if (!awsPath) throw wiring(`aws-cli is not installed on the terminal worker (${o.awsCli} not found on its PATH); install aws-cli v2`);
-    const cli = await checkAwsCli(awsPath);
-    if (!cli.ok) throw wiring(cli.problem ?? "aws-cli is not usable");
+    if (native) {
+      if (!SAFE_PATH_RE.test(process.execPath) || !SAFE_PATH_RE.test(EIC_PROXY_SCRIPT)) {
+        throw wiring(`node (${process.execPath}) or ${EIC_PROXY_SCRIPT} lies under a path with characters ssh's ProxyCommand cannot carry; install the worker under a plain path`);
+      }
+    } else {
+      const awsPath = await findExecutable(o.awsCli, path);
+      if (!awsPath) throw wiring(`aws-cli is not installed on the terminal worker (${o.awsCli} not found on its PATH); install aws-cli v2, or use the built-in tunnel (MOLECULE_AWS_TUNNEL=native)`);
+      const cli = await checkAwsCli(awsPath);
+      if (!cli.ok) throw wiring(cli.problem ?? "aws-cli is not usable");
+    }
     const [inst] = await Promise.all([runningInstance(instanceId, ctx.workspaceId), ensureKeyDir()]);
+    // Native: the endpoint is found before any key is pushed, so a VPC without one fails fast and clearly.
+    const target: TunnelTarget | null = native ? await tunnels.target(inst) : null;
     const pinned = inst.tags[TAG_HOST_KEY];
     const [type, b64] = (pinned ?? "").split(" ");
     const hostKey = type && b64 && validHostKey(type, b64) ? `${type} ${b64}` : null;
@@ -173,6 +187,8 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
     let args: string[];
     try {
       await keys.push(instanceId, o.osUser, k.publicKey);
+      // Signed last: the URL is good for 60 s and ssh starts right after.
+      const urlFile = target ? await tunnels.writeUrl(target, k.dir) : null;
       args = buildSshArgs({
         sshBin: sshPath,
         awsCli: o.awsCli,
@@ -188,23 +204,30 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
         keepaliveCount: o.keepaliveCount,
         tunnelMaxSec: o.tunnelMaxSec,
         extraOptions: o.sshOptions,
+        native: urlFile ? { node: process.execPath, script: EIC_PROXY_SCRIPT, urlFile } : null,
       });
     } catch (err) {
       await k.remove();
       throw err;
     }
+    // Native: ssh and the proxy get no AWS credentials at all (the URL is already signed).
+    const base = native ? { ...(o.childEnv.HOME ? { HOME: o.childEnv.HOME } : {}) } : o.childEnv;
     const env: Record<string, string> = {
-      ...o.childEnv,
+      ...base,
       PATH: path,
       TERM: "xterm-256color",
       LANG: "C.UTF-8",
-      AWS_REGION: o.region,
-      AWS_DEFAULT_REGION: o.region,
-      // aws-cli v2 honours per-service endpoint overrides (tests point it at the local fake).
-      ...(o.ec2Endpoint ? { AWS_ENDPOINT_URL_EC2: o.ec2Endpoint } : {}),
+      ...(native
+        ? {}
+        : {
+            AWS_REGION: o.region,
+            AWS_DEFAULT_REGION: o.region,
+            // aws-cli v2 honours per-service endpoint overrides (tests point it at the local fake).
+            ...(o.ec2Endpoint ? { AWS_ENDPOINT_URL_EC2: o.ec2Endpoint } : {}),
+          }),
     };
-    log?.debug({ session_id: ctx.sessionId, instance_id: instanceId, pinned: Boolean(hostKey) }, "ssh through EIC");
-    const diag = { instanceId, osUser: o.osUser, connectTimeoutSec: o.connectTimeoutSec };
+    log?.debug({ session_id: ctx.sessionId, instance_id: instanceId, pinned: Boolean(hostKey), tunnel: native ? "native" : "aws-cli", endpoint: target?.endpoint.id }, "ssh through EIC");
+    const diag = { instanceId, osUser: o.osUser, connectTimeoutSec: o.connectTimeoutSec, tunnelMaxSec: o.tunnelMaxSec };
     return {
       file: sshPath,
       args,

@@ -99,8 +99,50 @@ describe("diagnoseSshExit", () => {
   it("leaves real exits alone: the shell's own code, a long session dropping, a host key refusal", () => {
     expect(d("There are no available instance connect endpoints.", 1)).toBeNull();
     expect(d("logout\r\n", 0)).toBeNull();
-    expect(d("Connection closed by UNKNOWN port 65535\r\n", 255, 3_600_000)).toBeNull();
+    expect(d("Connection closed by UNKNOWN port 65535\r\n", 255, 1_800_000)).toBeNull();
+    expect(d("molecule-eic[closed]: the EC2 Instance Connect Endpoint closed the tunnel (1011: reset)\r\n", 255, 1_800_000)).toBeNull();
     expect(d("Host key verification failed.\r\n")).toBeNull();
     expect(d("exit\r\n", 255)).toBeNull();
+  });
+});
+
+describe("diagnoseSshExit: the native tunnel's lines and AWS's limits", () => {
+  const c = { instanceId: "i-0123456789abcdef0", osUser: "ec2-user", connectTimeoutSec: 20, tunnelMaxSec: 3600 };
+  const d = (tail: string, ranMs = 800) => diagnoseSshExit({ code: 255, signal: null, tail: Buffer.from(tail), ranMs }, c);
+  const line = (kind: string, msg: string) => `molecule-eic[${kind}]: ${msg}\r\nkex_exchange_identification: Connection closed by remote host\r\n`;
+
+  it("names which call was refused and why", () => {
+    const denied = d(line("denied", "OpenTunnel refused (403 AccessDeniedException, request id r-1): User: x is not authorized to perform: ec2-instance-connect:OpenTunnel"));
+    expect(denied).toMatchObject({ reason: "eic_wiring_incomplete" });
+    expect(denied!.message).toMatch(/may not call ec2-instance-connect:OpenTunnel \(OpenTunnel refused \(403 AccessDeniedException, request id r-1\)/);
+    expect(d(line("credentials", "OpenTunnel rejected ... (403 InvalidSignatureException): Signature expired"))!.message).toMatch(/signed request.*clock/);
+    expect(d(line("unknown_endpoint", "OpenTunnel: no such EC2 Instance Connect Endpoint (400 InvalidParameter)"))!.message).toMatch(/Endpoint is gone/);
+    expect(d(line("unreachable", "the endpoint closed the tunnel before port 22 of the instance answered (close 1011: timed out)"))!.message).toMatch(/did not come up.*1011: timed out.*22\/tcp/);
+  });
+
+  it("the endpoint's 20 connections: no_capacity, in both modes", () => {
+    expect(d(line("limit", "OpenTunnel refused: the endpoint's concurrent connection limit is reached (429 ConnectionLimitExceededException)"))).toMatchObject({
+      reason: "no_capacity",
+      message: expect.stringMatching(/all of its 20 concurrent connections.*Close another Terminal/),
+    });
+    expect(d('{"ErrorCode":"ConnectionLimitExceededException"}\r\nAWS_ERROR_HTTP_WEBSOCKET_UPGRADE_FAILURE: Failed (status 429)\r\n')?.reason).toBe("no_capacity");
+  });
+
+  it("the tunnel's maximum duration: session_expired, whichever client saw it", () => {
+    expect(d(line("max_duration", "the tunnel reached its maximum duration of 3600 s"), 3_600_100)?.reason).toBe("session_expired");
+    expect(d("Connection closed by UNKNOWN port 65535\r\n", 3_600_000)).toMatchObject({ reason: "session_expired", message: expect.stringMatching(/maximum duration of 3600 s.*1 hour.*open the Terminal again/) });
+    expect(diagnoseSshExit({ code: 255, signal: null, tail: Buffer.from(""), ranMs: 2100 }, { ...c, tunnelMaxSec: 2 })?.reason).toBe("session_expired");
+  });
+});
+
+describe("buildSshArgs: native tunnel", () => {
+  it("runs plain node on eic-proxy.mjs with the URL file, and refuses paths a shell would interpret", () => {
+    const native = { node: "/usr/bin/node", script: "/app/eic-proxy.mjs", urlFile: "/keys/s-x/tunnel-url" };
+    const a = buildSshArgs({ ...base, native });
+    expect(opt(a, "ProxyCommand")).toEqual(["/usr/bin/node /app/eic-proxy.mjs /keys/s-x/tunnel-url 3600 i-0123456789abcdef0"]);
+    for (const bad of ["/keys/s x/u", "/k/$(id)", "rel/path", "/k;id"]) {
+      expect(() => buildSshArgs({ ...base, native: { ...native, urlFile: bad } })).toThrow(/tunnel URL file/);
+    }
+    expect(() => buildSshArgs({ ...base, native: { ...native, node: "/opt/my node/bin/node" } })).toThrow(/node path/);
   });
 });

@@ -2,6 +2,7 @@ import { CONTAINER_NAME_RE, INSTANCE_ID_RE, OS_USER_RE } from "@molecule/shared"
 import type { TerminalDiagnosis } from "../types.ts";
 import { EXECUTABLE_RE, REGION_RE } from "./config.ts";
 import { INFRA_DOC } from "./errors.ts";
+import { SAFE_PATH_RE } from "./eic-tunnel.ts";
 
 export interface SshCommandInput {
   sshBin: string;
@@ -20,6 +21,11 @@ export interface SshCommandInput {
   keepaliveCount: number;
   tunnelMaxSec: number;
   extraOptions: string[];
+  /**
+   * Native mode (MOLECULE_AWS_TUNNEL=native): the ProxyCommand is plain node running
+   * eic-proxy.mjs on the presigned URL in `urlFile`, instead of aws-cli's open-tunnel.
+   */
+  native?: { node: string; script: string; urlFile: string } | null;
 }
 
 function check(re: RegExp, v: string, what: string): string {
@@ -38,10 +44,11 @@ export function buildSshArgs(i: SshCommandInput): string[] {
   const osUser = check(OS_USER_RE, i.osUser, "OS user");
   const container = check(CONTAINER_NAME_RE, i.container, "container name");
   const region = check(REGION_RE, i.region, "region");
-  const aws = check(EXECUTABLE_RE, i.awsCli, "aws-cli path");
   const tunnelMax = Math.min(3600, Math.max(1, Math.floor(i.tunnelMaxSec)));
   // stdio tunnel: no local port to pick or race for, and it dies with ssh.
-  const proxy = `${aws} ec2-instance-connect open-tunnel --instance-id ${instanceId} --region ${region} --max-tunnel-duration ${tunnelMax}`;
+  const proxy = i.native
+    ? `${check(SAFE_PATH_RE, i.native.node, "node path")} ${check(SAFE_PATH_RE, i.native.script, "proxy script path")} ${check(SAFE_PATH_RE, i.native.urlFile, "tunnel URL file")} ${tunnelMax} ${instanceId}`
+    : `${check(EXECUTABLE_RE, i.awsCli, "aws-cli path")} ec2-instance-connect open-tunnel --instance-id ${instanceId} --region ${region} --max-tunnel-duration ${tunnelMax}`;
   const o = (kv: string) => ["-o", kv];
   const hostKeys = i.knownHostsFile
     ? [...o(`UserKnownHostsFile=${i.knownHostsFile}`), ...o("StrictHostKeyChecking=yes"), ...(i.hostKeyType ? o(`HostKeyAlgorithms=${i.hostKeyType}`) : [])]
@@ -102,19 +109,60 @@ const ANSI = /\u001b\[[0-9;?]*[A-Za-z]|\u001b\][^\u0007]*\u0007/g;
  */
 export function diagnoseSshExit(
   exit: { code: number; signal: number | null; tail: Buffer; ranMs: number },
-  c: { instanceId: string; osUser: string; connectTimeoutSec: number },
+  c: { instanceId: string; osUser: string; connectTimeoutSec: number; tunnelMaxSec?: number },
 ): TerminalDiagnosis | null {
   if (exit.code !== 255) return null;
   const text = exit.tail.toString("utf8").replace(ANSI, "").replace(/\r/g, "");
+  const maxSec = Math.min(3600, Math.max(1, Math.floor(c.tunnelMaxSec ?? 3600)));
+  // AWS ends every tunnel at maxTunnelDuration (at most 1 hour); the SSH connection inside cannot move to a new one.
+  if (/molecule-eic\[max_duration\]/.test(text) || exit.ranMs >= maxSec * 1000 - 500) {
+    return {
+      reason: "session_expired",
+      message: `the EC2 Instance Connect tunnel reached its maximum duration of ${maxSec} s (AWS closes every tunnel after at most 1 hour) and the shell ended with it; open the Terminal again for a new shell in the workspace container`,
+    };
+  }
   const wiring = (what: string): TerminalDiagnosis => ({ reason: "eic_wiring_incomplete", message: `EIC wiring incomplete: ${what}; ${doc}` });
+  const limit = (what: string): TerminalDiagnosis => ({
+    reason: "no_capacity",
+    message: `the EC2 Instance Connect Endpoint of ${c.instanceId}'s VPC has all of its 20 concurrent connections in use (AWS's limit per endpoint; ${what}). Close another Terminal into this VPC or try again in a moment; ${doc}#limits`,
+  });
+  // Native mode: eic-proxy.mjs says what went wrong in one tagged line.
+  const tagged = /molecule-eic\[([a-z_]+)\]: ([^\n]*)/.exec(text);
+  if (tagged) {
+    const [, kind, what] = tagged as unknown as [string, string, string];
+    switch (kind) {
+      case "limit":
+        return limit(what.trim());
+      case "denied":
+        return wiring(`the terminal worker's IAM identity may not call ec2-instance-connect:OpenTunnel (${what.trim().slice(0, 300)}). Allow it with the aws:ResourceTag/Role=workspace condition`);
+      case "credentials":
+        return wiring(`OpenTunnel refused the worker's signed request: its AWS credentials are not valid, expired, or the worker's clock is off (${what.trim().slice(0, 300)})`);
+      case "unknown_endpoint":
+        return wiring(`the EC2 Instance Connect Endpoint is gone (${what.trim().slice(0, 300)}); recreate it in the workspace VPC`);
+      case "unreachable":
+        return wiring(`the tunnel to ${c.instanceId} through the EC2 Instance Connect Endpoint did not come up: ${what.trim().slice(0, 300)}. Check that the workspace security group allows 22/tcp from the endpoint's security group and that sshd runs on the instance`);
+    }
+    if (exit.ranMs <= (c.connectTimeoutSec + 15) * 1000) return wiring(`the EC2 Instance Connect tunnel to ${c.instanceId} failed: ${what.trim().slice(0, 300)}`);
+    return null;
+  }
+  if (/ConnectionLimitExceeded|status 429|Too Many Requests/i.test(text)) {
+    return limit(firstLine(text, /[^\n]*(ConnectionLimitExceeded|429|Too Many)[^\n]*/i));
+  }
   if (/no available instance connect endpoints/i.test(text)) {
     return wiring(`there is no EC2 Instance Connect Endpoint in the VPC of ${c.instanceId}. Create one (one per workspace VPC) and allow 22/tcp from it in the workspace security group`);
   }
   if (/OpenTunnel/.test(text) && /(AccessDenied|not authorized|UnauthorizedOperation)/i.test(text)) {
     return wiring(`the terminal worker's IAM identity may not call ec2-instance-connect:OpenTunnel (${firstLine(text, /not authorized[^\n]*/i)}). Allow it with the aws:ResourceTag/Role=workspace condition`);
   }
+  const refusedCall = /when calling the (Describe\w+) operation/.exec(text)?.[1];
+  if (refusedCall && /(UnauthorizedOperation|AccessDenied|not authorized)/i.test(text)) {
+    return wiring(`the terminal worker's IAM identity may not call ec2:${refusedCall} (aws-cli open-tunnel: ${firstLine(text, /[^\n]*(AccessDenied|not authorized)[^\n]*/i)}); the worker needs ec2:DescribeInstances, ec2:DescribeInstanceConnectEndpoints and ec2-instance-connect:OpenTunnel`);
+  }
   if (/(AccessDenied|not authorized to perform)/i.test(text) && /(WEBSOCKET_UPGRADE_FAILURE|open-tunnel|DescribeInstanceConnectEndpoints|DescribeInstances)/i.test(text)) {
     return wiring(`aws-cli was refused while opening the tunnel (${firstLine(text, /[^\n]*(AccessDenied|not authorized)[^\n]*/i)}); the worker needs ec2:DescribeInstances, ec2:DescribeInstanceConnectEndpoints and ec2-instance-connect:OpenTunnel`);
+  }
+  if (/(InvalidSignatureException|signature we calculated does not match|Signature expired)/i.test(text)) {
+    return wiring(`OpenTunnel refused aws-cli's signed request (${firstLine(text, /[^\n]*(InvalidSignatureException|signature we calculated|Signature expired)[^\n]*/i).slice(0, 200)}): the AWS credentials aws-cli found are not valid, or the worker's clock is off`);
   }
   if (/(Unable to locate credentials|InvalidClientTokenId|ExpiredToken|UnrecognizedClient|SignatureDoesNotMatch|AuthFailure)/i.test(text)) {
     return wiring("aws-cli on the terminal worker found no valid AWS credentials for open-tunnel");
