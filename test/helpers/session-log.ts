@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import { readOutput, sessionKeys, withByteScripts } from "@molecule/shared";
+import { readOutput, sessionKeys } from "@molecule/shared";
 
 /**
  * The newest output of a session's replay log (its last `tail` bytes) as text:
@@ -7,11 +7,10 @@ import { readOutput, sessionKeys, withByteScripts } from "@molecule/shared";
  * produced something while no client was watching, instead of sleeping.
  */
 export async function loggedText(redis: Redis, ns: string, sessionId: string, tail = 16 * 1024): Promise<string> {
-  const r = withByteScripts(redis);
   const log = sessionKeys(ns, sessionId).log;
-  const head = await readOutput(r, log, 0, 0, 1);
+  const head = await readOutput(redis, log, 0, 0, 1);
   if (head.lastEnd === null) return "";
   const from = Math.max(head.firstStart ?? 0, head.lastEnd - tail);
-  const x = await readOutput(r, log, from, tail + 64 * 1024);
+  const x = await readOutput(redis, log, from, tail + 64 * 1024);
   return Buffer.concat(x.chunks.map((c) => c.chunk)).toString("utf8");
 }

@@ -4,7 +4,7 @@ import { sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import express from "express";
 import type { Redis } from "ioredis";
-import { createHub, NotFoundError, withByteScripts, type DbHandle, type Logger, type ProviderName, type RedisWriter } from "@molecule/shared";
+import { createHub, NotFoundError, type DbHandle, type Logger, type ProviderName, type RedisWriter } from "@molecule/shared";
 import { createAuthenticator } from "./auth.ts";
 import { errorHandler } from "./error-handler.ts";
 import { bodyGuard, jsonClientErrors, methodNotAllowed } from "./http-guards.ts";
@@ -54,7 +54,7 @@ const docsDir = fileURLToPath(new URL("../../../docs", import.meta.url));
 export function createApi(deps: ApiDeps) {
   const { config: c, log } = deps;
   const db = deps.db.db;
-  const redis = withByteScripts(deps.redis);
+  const redis = deps.redis;
   const hub = createHub(deps.sub, log);
   const auth = createAuthenticator(db);
   const tickets = createTickets(redis, c.ns, c.ticketTtlSec);

@@ -24,6 +24,7 @@ const local = createLocalProvider({
   root: env.MOLECULE_SANDBOX_ROOT,
   bwrap: env.MOLECULE_SANDBOX_BWRAP,
   shell: env.MOLECULE_SHELL,
+  user: env.USER,
   provisionDelayMs: env.MOLECULE_LOCAL_PROVISION_DELAY_MS,
   network: env.MOLECULE_SANDBOX_NETWORK,
   // Egress only where pasta can start: without it the provider refuses to start rather than run shells offline.

@@ -1,6 +1,6 @@
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import { PROVISION_QUEUE, TERMINAL_QUEUE, bullPrefix, createHub, withByteScripts, type DbHandle, type Logger, type RedisWriter } from "@molecule/shared";
+import { PROVISION_QUEUE, TERMINAL_QUEUE, bullPrefix, createHub, type DbHandle, type Logger, type RedisWriter } from "@molecule/shared";
 import type { WorkerMetrics } from "./metrics.ts";
 import type { ProviderRegistry } from "./providers/index.ts";
 import { createProvisioningWorker } from "./provisioning.ts";
@@ -39,7 +39,7 @@ export interface WorkerDeps {
 /** The terminal-worker process: provisioning jobs and terminal sessions. */
 export function createWorker(deps: WorkerDeps) {
   const { config: c, log } = deps;
-  const redis = withByteScripts(deps.redis);
+  const redis = deps.redis;
   const hub = createHub(deps.sub, log);
   const provisioning = c.provisioning
     ? createProvisioningWorker({

@@ -5,14 +5,14 @@ import { createRedis } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { createRedisWriter, type RedisWriter } from "./redis-writer.ts";
 import { decodeIn, decodeOut, encodeControl, encodeData, encodeEvent, encodeInput } from "./bus-codec.ts";
-import { appendChunk, readOutput, withByteScripts, type ByteRedis } from "./output-log.ts";
+import { appendChunk, readOutput, type ByteRedis } from "./output-log.ts";
 import { sessionKeys } from "./redis-keys.ts";
 
 let r: ByteRedis;
 let sub: ReturnType<typeof createRedis>;
 let w: RedisWriter;
 beforeAll(() => {
-  r = withByteScripts(createRedis(testUrls().redisUrl));
+  r = createRedis(testUrls().redisUrl);
   sub = createRedis(testUrls().redisUrl);
   w = createRedisWriter({ url: testUrls().redisUrl, name: "byte-path-test", log: createLogger("test", "silent") });
 });
@@ -36,6 +36,24 @@ async function write(k: ReturnType<typeof sessionKeys>, chunks: string[], window
 const text = (x: Awaited<ReturnType<typeof readOutput>>) => x.chunks.map((c) => c.chunk.toString()).join("");
 
 describe("the replay log", () => {
+  it("reads through any connection without adding anything to it, and again after the server lost its scripts", async () => {
+    const k = sessionKeys(uniqueNs(), "00000000-0000-4000-8000-000000000009");
+    await waitFor(async () => w.ready, 5000, 10);
+    await write(k, ["before ", "flush"]);
+    const plain = createRedis(testUrls().redisUrl);
+    try {
+      expect(text(await readOutput(plain, k.log, 0, 1 << 20))).toBe("before flush");
+      expect(text(await readOutput(plain, k.log, 7, 1 << 20))).toBe("flush");
+      // The caller's connection is as it was: no command defined on it.
+      expect("readOutput" in plain || "readOutputBuffer" in plain).toBe(false);
+      // A restarted server has no scripts (NOSCRIPT): the next read loads it again.
+      await plain.script("FLUSH");
+      expect(text(await readOutput(plain, k.log, 0, 1 << 20))).toBe("before flush");
+    } finally {
+      plain.disconnect();
+    }
+  });
+
   it("appends atomically with the publish, and reads from any offset, even inside a chunk", async () => {
     const k = sessionKeys(uniqueNs(), "00000000-0000-4000-8000-000000000001");
     const got: Buffer[] = [];

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Redis } from "ioredis";
 import { decodeOut } from "./bus-codec.ts";
@@ -31,17 +32,37 @@ export function appendChunk(w: RedisWriter, k: { log: string; out: string }, pay
   ]);
 }
 
-export interface ByteRedis extends Redis {
-  readOutputBuffer(log: string, from: string, maxBytes: number, maxEntries: number): Promise<[number, number, ...Buffer[]]>;
+/**
+ * A connection the output log is read through. Any ioredis connection will do:
+ * readOutput loads its script itself, so nothing is added to the caller's object.
+ */
+export type ByteRedis = Redis;
+
+/**
+ * @deprecated The connection as it is: readOutput needs nothing defined on it any more
+ * (kept while callers elsewhere still wrap their connection; remove with the last one).
+ */
+export function withByteScripts(redis: Redis): ByteRedis {
+  return redis;
 }
 
-/** Registers the output log's Lua scripts on a connection (EVALSHA, loaded on first use). */
-export function withByteScripts(redis: Redis): ByteRedis {
-  const r = redis as ByteRedis;
-  if (!(r as unknown as Record<string, unknown>).readOutput) {
-    r.defineCommand("readOutput", { numberOfKeys: 1, lua: lua("read-output") });
+const READ_OUTPUT_LUA = lua("read-output");
+const READ_OUTPUT_SHA = createHash("sha1").update(READ_OUTPUT_LUA).digest("hex");
+/** Connections that sent the script once (EVAL): EVALSHA from then on, as ioredis's defineCommand does. */
+const scriptSent = new WeakSet<Redis>();
+
+/** The read-output script on `r`: EVAL the first time on a connection, then EVALSHA; EVAL again after NOSCRIPT (a restarted server). */
+async function evalReadOutput(r: Redis, args: (string | number)[]): Promise<unknown[]> {
+  if (!scriptSent.has(r)) {
+    scriptSent.add(r);
+    return (await r.callBuffer("EVAL", [READ_OUTPUT_LUA, 1, ...args])) as unknown[];
   }
-  return r;
+  try {
+    return (await r.callBuffer("EVALSHA", [READ_OUTPUT_SHA, 1, ...args])) as unknown[];
+  } catch (err) {
+    if (!(err instanceof Error) || !err.message.includes("NOSCRIPT")) throw err;
+    return (await r.callBuffer("EVAL", [READ_OUTPUT_LUA, 1, ...args])) as unknown[];
+  }
 }
 
 export interface LogRead {
@@ -53,7 +74,7 @@ export interface LogRead {
 }
 
 export async function readOutput(r: ByteRedis, log: string, from: number, maxBytes: number, maxEntries = 512): Promise<LogRead> {
-  const res = await r.readOutputBuffer(log, String(from), maxBytes, maxEntries);
+  const res = await evalReadOutput(r, [log, String(from), maxBytes, maxEntries]);
   const first = Number(res[0]);
   const last = Number(res[1]);
   const chunks: LogRead["chunks"] = [];

@@ -39,6 +39,8 @@ export interface LocalProviderOptions {
   provisionDelayMs?: number;
   /** Injectable command builder: tests may replace what the PTY runs. */
   commandFactory?: (ctx: TerminalContext, dir: string) => ShellCommand;
+  /** USER of unsandboxed shells (main.ts passes the worker's own, from env.ts); default root. */
+  user?: string;
 }
 
 /** The uid the availability probe drops to: any unprivileged one will do. */
@@ -201,7 +203,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       const s = ready();
       if (!s.sandboxed) {
         const env = { ...BASE_ENV, MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId };
-        return { file: o.shell, args: ["--login"], env: { ...env, HOME: dir, SHELL: o.shell, USER: process.env.USER ?? "root" }, cwd: dir };
+        return { file: o.shell, args: ["--login"], env: { ...env, HOME: dir, SHELL: o.shell, USER: o.user ?? "root" }, cwd: dir };
       }
       const uid = s.dropUid ? await workspaceUid(ctx.workspaceId, dir, st.uid) : null;
       // HOME must exist for --chdir (a workspace from before, or a tenant who removed it).

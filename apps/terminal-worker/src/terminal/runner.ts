@@ -159,7 +159,7 @@ export function createTerminalRunner(d: RunnerDeps) {
   d.redis.on("ready", () => {
     if (connected) return;
     connected = true;
-    void d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch(() => {});
+    beat();
   });
   // ...and once the output writer is connected again, re-seed every session's log (output
   // written while it was away, or lost with a restarted server, goes out in order).
@@ -168,12 +168,14 @@ export function createTerminalRunner(d: RunnerDeps) {
     for (const s of sessions.values()) s.reseed();
   });
 
-  // Heartbeat out ("shell alive" for every session here), on its own timer so a slow
-  // viewer check never delays it.
-  const heartbeat = setInterval(() => {
-    void d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch(() => {});
-  }, TICK_MS);
-  heartbeat.unref();
+  // Heartbeat out ("shell alive" for every session here), on its own timer (started by
+  // start()) so a slow viewer check never delays it.
+  function beat(): void {
+    // A missed beat is the next one's job (the key outlives several); the API judges lateness.
+    void d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch((err: unknown) => d.log.debug({ err }, "heartbeat write failed"));
+  }
+  let heartbeat: NodeJS.Timeout | undefined;
+  let timer: NodeJS.Timeout | undefined;
 
   // Viewer presence in (orphan grace), idle and maximum-length checks.
   let ticking = false;
@@ -207,15 +209,14 @@ export function createTerminalRunner(d: RunnerDeps) {
       .catch((err: unknown) => d.log.warn({ err, sessions: changed.length }, "audit progress update failed (the close still carries the counts)"))
       .finally(() => (reporting = false));
   }
-  const timer = setInterval(() => {
+  function checks(): void {
     progress(Date.now());
     if (ticking) return;
     ticking = true;
     void tick()
       .catch((err) => d.log.debug({ err: err.message }, "heartbeat failed"))
       .finally(() => (ticking = false));
-  }, TICK_MS);
-  timer.unref();
+  }
 
   return {
     worker,
@@ -223,8 +224,13 @@ export function createTerminalRunner(d: RunnerDeps) {
     outbox,
     /** One round of the viewer, idle and maximum-length checks, as the timer runs it (tests drive it directly). */
     tick,
+    /** Says this worker is alive, starts its heartbeat and checks, takes over its outbox, then claims jobs. */
     async start(): Promise<void> {
       await d.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
+      heartbeat ??= setInterval(beat, TICK_MS);
+      heartbeat.unref();
+      timer ??= setInterval(checks, TICK_MS);
+      timer.unref();
       // Closes an earlier process with this worker id could not write: retried from now on.
       await outbox.recover().catch((err: unknown) => d.log.error({ err }, "audit outbox: could not read the entries left in Redis"));
       void worker.run();
