@@ -4,8 +4,8 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { baseEnvSchema, boolish, OS_USER_RE, parseEnv } from "@molecule/shared";
 import * as aws from "./providers/aws/config.ts";
-import * as docker from "./providers/docker.ts";
-import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE } from "./providers/local.ts";
+import * as docker from "./providers/docker-settings.ts";
+import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE } from "./providers/local-settings.ts";
 import { parseSize } from "./providers/sandbox-limits.ts";
 import { defaultSandboxRoot } from "./providers/sandbox-root.ts";
 

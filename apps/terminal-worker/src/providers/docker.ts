@@ -1,6 +1,18 @@
 import { execFile } from "node:child_process";
-import { RUNTIMES, UUID_RE, type Logger } from "@molecule/shared";
+import { UUID_RE, type Logger } from "@molecule/shared";
 import { containerName } from "./container-name.ts";
+import {
+  CPUS_RE,
+  checkImageTemplate,
+  DEFAULT_CPUS,
+  DEFAULT_DOCKER_NETWORK,
+  DEFAULT_MEMORY,
+  DEFAULT_PIDS_LIMIT,
+  IMAGE_REF_RE,
+  MEMORY_RE,
+  NETWORK_RE,
+  type TierLimits,
+} from "./docker-settings.ts";
 import { EXECUTABLE_RE, findExecutable } from "./executables.ts";
 import {
   ProviderError,
@@ -13,29 +25,13 @@ import {
   type WorkspaceRow,
 } from "./types.ts";
 
+// The parsers' tests and the provider's callers import them from here too; they live in docker-settings.ts.
+export { IMAGE_REF_RE, parseRuntimeImages, parseTierLimits, type TierLimits } from "./docker-settings.ts";
+
 const DOC = "docs/deployment.md#the-docker-provider";
 
-// A docker image reference, strictly: [registry[:port]/]path[:tag][@sha256:digest]
-// (the reference grammar of the distribution spec). It can never start with "-".
-const DOMAIN_PART = "[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?";
-const PATH_PART = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
-export const IMAGE_REF_RE = new RegExp(
-  `^(?:${DOMAIN_PART}(?:\\.${DOMAIN_PART})*(?::[0-9]{1,5})?/)?${PATH_PART}(?:/${PATH_PART})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`,
-);
-/** A docker network name (as docker accepts for container names). */
-export const NETWORK_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
-export const CPUS_RE = /^(?:[0-9]{1,3})(?:\.[0-9]{1,2})?$/;
-export const MEMORY_RE = /^[1-9][0-9]{0,6}[kmg]$/;
-
-export const DEFAULT_DOCKER_IMAGE = "debian:bookworm-slim";
-/** The workspaces' own bridge network (created when missing): never the compose network. */
-export const DEFAULT_DOCKER_NETWORK = "molecule-workspaces";
 /** Its Linux bridge, so an operator's DOCKER-USER firewall rules can name it (15 characters at most). */
 export const DEFAULT_DOCKER_BRIDGE = "molecule-ws0";
-/** Limits of every container whose tier sets none: processes, memory (swap included), CPUs. */
-export const DEFAULT_PIDS_LIMIT = 512;
-export const DEFAULT_MEMORY = "2g";
-export const DEFAULT_CPUS = "2";
 /**
  * Capabilities a workspace does not need, off docker's default set. NET_RAW: no raw or packet
  * sockets (no spoofing on the bridge, no hand-made frames to the host's 127.0.0.1); MKNOD: no
@@ -48,13 +44,6 @@ const RESERVED_NETWORKS = new Set(["host", "bridge", "none", "default"]);
 export const LABEL_NETWORK = "molecule.network";
 export const LABEL_WORKSPACE = "molecule.workspace";
 export const LABEL_ORG = "molecule.org";
-
-export interface TierLimits {
-  /** `--cpus` value, e.g. "2" or "0.5". */
-  cpus?: string;
-  /** `--memory` value, e.g. "4g". */
-  memory?: string;
-}
 
 export interface DockerProviderOptions {
   /** The docker CLI: a name looked up on PATH or an absolute path. */
@@ -80,41 +69,6 @@ export interface DockerProviderOptions {
   /** `docker pull` of a missing image. */
   pullTimeoutMs?: number;
   log?: Logger;
-}
-
-/** Parses `runtime=image,runtime=image` (runtimes known, images valid references). */
-export function parseRuntimeImages(spec: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const part of spec.split(",").map((s) => s.trim()).filter(Boolean)) {
-    const m = /^([a-z0-9-]+)\s*=\s*(\S+)$/.exec(part);
-    if (!m) throw new Error(`"${part}" is not runtime=image (e.g. hermes=debian:bookworm-slim)`);
-    if (!(RUNTIMES as readonly string[]).includes(m[1]!)) throw new Error(`unknown runtime "${m[1]}" (one of ${RUNTIMES.join(", ")})`);
-    checkImageTemplate(m[2]!);
-    out[m[1]!] = m[2]!;
-  }
-  return out;
-}
-
-/** Parses `tier=cpus:memory` pairs, e.g. `1=1:1g,2=2:4g` (either side may be empty). */
-export function parseTierLimits(spec: string): Record<number, TierLimits> {
-  const out: Record<number, TierLimits> = {};
-  for (const part of spec.split(",").map((s) => s.trim()).filter(Boolean)) {
-    const m = /^([1-4])\s*=\s*([^:\s]*):([^:\s]*)$/.exec(part);
-    if (!m) throw new Error(`"${part}" is not tier=cpus:memory (e.g. 2=2:4g)`);
-    const [cpus, memory] = [m[2]!, m[3]!.toLowerCase()];
-    if (cpus && (!CPUS_RE.test(cpus) || Number(cpus) <= 0)) throw new Error(`"${cpus}" is not a CPU count (e.g. 2 or 0.5)`);
-    if (memory && !MEMORY_RE.test(memory)) throw new Error(`"${memory}" is not a memory size (e.g. 512m or 4g)`);
-    out[Number(m[1])] = { ...(cpus ? { cpus } : {}), ...(memory ? { memory } : {}) };
-  }
-  return out;
-}
-
-/** Throws unless `template` is an image reference once `{runtime}` is filled in. */
-export function checkImageTemplate(template: string): string {
-  if (!IMAGE_REF_RE.test(template.replaceAll("{runtime}", "runtime"))) {
-    throw new Error(`"${template}" is not a docker image reference (e.g. debian:bookworm-slim or registry.example/team/image:1)`);
-  }
-  return template;
 }
 
 /** A failed docker CLI call: exit code or errno, and what it printed. */

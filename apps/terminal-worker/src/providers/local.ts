@@ -5,23 +5,13 @@ import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { isUuid, type Logger } from "@molecule/shared";
 import { sandboxArgv, systemDirArgs } from "./sandbox-argv.ts";
-import { detectCgroups, type Cgroups, type CgroupLimits } from "./sandbox-limits.ts";
+import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, type SandboxLimits } from "./local-settings.ts";
+import { detectCgroups, type Cgroups } from "./sandbox-limits.ts";
 import { prepareSandboxRoot, runsAsRoot } from "./sandbox-root.ts";
 import { claimUid, releaseUid, type UidRange } from "./sandbox-uid.ts";
 import { ProviderError, TerminalUnavailableError, type Provider, type ShellCommand, type TerminalContext } from "./types.ts";
 
-export interface SandboxLimits extends CgroupLimits {
-  /** RLIMIT_FSIZE: the largest file a sandbox process may write. */
-  fileSizeBytes: number;
-}
-
-export const DEFAULT_SANDBOX_LIMITS: SandboxLimits = {
-  pids: 512,
-  memoryBytes: 2 * 1024 ** 3,
-  cpuShares: 1024,
-  fileSizeBytes: 10 * 1024 ** 3,
-};
-export const DEFAULT_UID_RANGE: UidRange = { base: 200_000, count: 65_536 };
+export { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, type SandboxLimits } from "./local-settings.ts";
 
 export interface LocalProviderOptions {
   root: string;
