@@ -133,10 +133,11 @@ export class FakeCloud {
   /** Secret per access key (FAKE_SECRET when absent) and the session token of temporary credentials. */
   secrets = new Map<string, string>();
   sessionTokens = new Map<string, string>();
-  /** Frames larger than aws-cli's 65,000 bytes that reached the endpoint. */
+  /** Frames larger than aws-cli's 65,000 bytes that reached the endpoint, and the largest one. */
   oversizeFrames = 0;
+  largestFrame = 0;
   /** The next accepted tunnels answer with a text (error) frame or a close instead of port 22. */
-  tunnelFaults: { text?: string; close?: { code: number; reason: string } }[] = [];
+  tunnelFaults: { text?: string; close?: { code: number; reason: string }; greet?: string }[] = [];
   private wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
   private servers: Server[] = [];
   private sockets = new Set<Socket>();
@@ -612,6 +613,8 @@ export class FakeCloud {
       ws.close(special.close.code, special.close.reason);
       return;
     }
+    // Bytes sent with the 101 (as sshd's banner can be): the client must not lose them.
+    if (special?.greet) ws.send(Buffer.from(special.greet), { binary: true });
     const inst = [...this.instances.values()].find((i) => i.privateIp === params.privateIpAddress && i.state === "running");
     if (!inst || !inst.sgAllowsEice || !inst.sshPort) {
       // The endpoint cannot reach port 22 (security group, nothing listening): the tunnel opens, then drops.
@@ -632,6 +635,7 @@ export class FakeCloud {
       if (!isBinary) return ws.close(1003, "binary frames only");
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
       if (buf.length > 65_000) this.oversizeFrames++;
+      this.largestFrame = Math.max(this.largestFrame, buf.length);
       up.write(buf);
     });
     up.on("data", (b: Buffer) => ws.send(b, { binary: true }));

@@ -84,6 +84,9 @@ export function openTunnel(url, o = {}) {
     ws.on("open", () => {
       settled = true;
       ws.removeAllListeners("error");
+      // The instance's first bytes (sshd's banner) may come in the same read as the 101:
+      // held until pipeTunnel listens, or they would be emitted before anyone does.
+      ws.pause();
       resolve(ws);
     });
   });
@@ -142,7 +145,8 @@ export function pipeTunnel(ws, input, output, o = {}) {
       const ranSec = (Date.now() - openedAt) / 1000;
       const target = o.target ? ` ${o.target}` : "";
       if (errorText !== null) return reject(new TunnelError("error_frame", `the EC2 Instance Connect Endpoint reported an error: ${errorText}`));
-      if (o.maxTunnelSec && ranSec >= o.maxTunnelSec - 1) {
+      // Ended at (about) maxTunnelDuration: the endpoint's limit, not a fault.
+      if (o.maxTunnelSec && ranSec >= o.maxTunnelSec - Math.min(1, o.maxTunnelSec / 10)) {
         return reject(
           new TunnelError("max_duration", `the tunnel reached its maximum duration of ${o.maxTunnelSec} s (AWS allows one EC2 Instance Connect tunnel at most 1 hour) and was closed; open the Terminal again`),
         );
@@ -155,5 +159,6 @@ export function pipeTunnel(ws, input, output, o = {}) {
       if (code !== 1000 && code !== 1005) return reject(new TunnelError("closed", `the EC2 Instance Connect Endpoint closed the tunnel (${code}${reason ? `: ${reason}` : ""})`));
       resolve({ bytesIn, bytesOut });
     });
+    ws.resume();
   });
 }
