@@ -47,8 +47,9 @@ RUN pnpm --filter @molecule/canvas build
 # ---- AWS CLI v2 (optional) from the official installer zip -------------------------------
 # Off by default, so the image builds without internet. --build-arg AWS_CLI=true downloads it at
 # build time (https://awscli.amazonaws.com/awscli-exe-linux-<arch>[-<version>].zip); pin it with
-# AWS_CLI_VERSION=2.x.y and, to check the download, AWS_CLI_SHA256. Without it the aws provider
-# needs MOLECULE_AWS_CLI pointing at a CLI of the operator's (docs/deployment.md).
+# AWS_CLI_VERSION=2.x.y and, to check the download, AWS_CLI_SHA256. The aws provider does not need
+# it: its own EC2 Instance Connect tunnel is the default (MOLECULE_AWS_TUNNEL=native). Only
+# MOLECULE_AWS_TUNNEL=aws-cli runs aws-cli, this one or MOLECULE_AWS_CLI (docs/infra/workspace-terminal.md).
 FROM ${DEBIAN_IMAGE} AS awscli
 ARG TARGETARCH
 ARG AWS_CLI=false
