@@ -108,13 +108,13 @@ export function serveMetrics(registry: Registry, port: number, host: string): Pr
  * Wraps the PTY spawner so every shell's output and input bytes are counted: one
  * extra data listener and a counting write, nothing else on the per-chunk path.
  */
-export function countPtyBytes(spawn: SpawnPty, m: Pick<WorkerMetrics["session"], "bytesIn" | "bytesOut">): SpawnPty {
+export function countPtyBytes(spawn: SpawnPty, counters: Pick<WorkerMetrics["session"], "bytesIn" | "bytesOut">): SpawnPty {
   return (file, args, opts) => {
     const pty = spawn(file, args, opts);
-    pty.onData((data) => m.bytesOut((data as unknown as Buffer).length));
+    pty.onData((data) => counters.bytesOut((data as unknown as Buffer).length));
     const write = pty.write.bind(pty);
     pty.write = (data: string | Buffer) => {
-      m.bytesIn(typeof data === "string" ? Buffer.byteLength(data) : data.length);
+      counters.bytesIn(typeof data === "string" ? Buffer.byteLength(data) : data.length);
       write(data);
     };
     return pty;

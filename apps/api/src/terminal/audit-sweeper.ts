@@ -2,8 +2,8 @@ import { and, asc, eq, gt, inArray, isNull, lt, or } from "drizzle-orm";
 import {
   applyOutboxEntries,
   clientList,
+  parseSessionEnd,
   schema,
-  sessionEnd,
   sessionKeys,
   workerAliveKey,
   workerConnectedIn,
@@ -90,9 +90,9 @@ export function createAuditSweeper(d: AuditSweeperDeps) {
           await d.control.closeAudit(r.id, "no_capacity");
           closed++;
         } else if (state === "ended") {
-          // Ended before any worker could claim the row (its claim failed): the recorded end says why.
-          const e = sessionEnd.safeParse(safeParseJson(end));
-          await d.control.closeAudit(r.id, e.success ? e.data.reason : "spawn_failed");
+          // Ended before any worker could claim the row (its claim failed): the recorded end says why
+          // (validated by its owner, session-state.ts; an invalid one reads as spawn_failed).
+          await d.control.closeAudit(r.id, parseSessionEnd(end)?.reason ?? "spawn_failed");
           closed++;
         }
       }
@@ -106,13 +106,3 @@ export function createAuditSweeper(d: AuditSweeperDeps) {
   return { sweep, start: loop.start, stop: loop.stop };
 }
 export type AuditSweeper = ReturnType<typeof createAuditSweeper>;
-
-function safeParseJson(v: string | null): unknown {
-  if (v === null) return undefined;
-  try {
-    return JSON.parse(v);
-  } catch {
-    // Not JSON: the caller's schema check rejects it.
-    return undefined;
-  }
-}

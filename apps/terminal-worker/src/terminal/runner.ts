@@ -61,34 +61,34 @@ const PROGRESS_MS = 5000;
  * stalled one is failed, not re-run: a shell that died with its worker cannot be
  * resumed, and the viewer is told `worker_lost` instead.
  */
-export function createTerminalRunner(d: RunnerDeps) {
+export function createTerminalRunner(deps: RunnerDeps) {
   const sessions = new Map<string, PtySession>();
-  const alive = workerAliveKey(d.ns, d.workerId);
-  const m = d.metrics;
-  const outbox = createAuditOutbox({ db: d.db, redis: d.redis, ns: d.ns, workerId: d.workerId, log: d.log, ...d.auditRetry });
+  const alive = workerAliveKey(deps.ns, deps.workerId);
+  const metrics = deps.metrics;
+  const outbox = createAuditOutbox({ db: deps.db, redis: deps.redis, ns: deps.ns, workerId: deps.workerId, log: deps.log, ...deps.auditRetry });
   const sessionDeps = {
-    ...d,
+    ...deps,
     outbox,
     spawnTurn: createSpawnTurns(),
-    recentBytes: Math.min(d.replayWindowBytes, RESEED_BYTES),
-    ...(m ? { spawn: countPtyBytes(d.spawn, m.session) } : {}),
+    recentBytes: Math.min(deps.replayWindowBytes, RESEED_BYTES),
+    ...(metrics ? { spawn: countPtyBytes(deps.spawn, metrics.session) } : {}),
   };
 
   async function process(job: Job<TerminalJob>): Promise<void> {
     const data = terminalJob.parse(job.data);
-    const k = sessionKeys(d.ns, data.sessionId);
-    const log = d.log.child({ session_id: data.sessionId, workspace_id: data.workspaceId });
-    m?.jobWait(TERMINAL_QUEUE, (job.processedOn ?? Date.now()) - job.timestamp);
+    const keys = sessionKeys(deps.ns, data.sessionId);
+    const log = deps.log.child({ session_id: data.sessionId, workspace_id: data.workspaceId });
+    metrics?.jobWait(TERMINAL_QUEUE, (job.processedOn ?? Date.now()) - job.timestamp);
     if (Date.now() > data.claimDeadline) {
       // The API already told the client no_capacity: never start a shell nobody holds.
       log.warn("claimed after the claim deadline; not starting a shell");
-      m?.session.closed("no_capacity");
+      metrics?.session.closed("no_capacity");
       return;
     }
     // The claim (one UPDATE) goes with the cancel check: no round trip added to the open.
     const [cancelled, claim] = await Promise.all([
-      d.redis.get(k.cancel).then(parseCancel),
-      claimTerminalSession(d.db, data.sessionId, d.workerId).then(
+      deps.redis.get(keys.cancel).then(parseCancel),
+      claimTerminalSession(deps.db, data.sessionId, deps.workerId).then(
         (ok) => (ok ? "claimed" : "taken"),
         (err: unknown) => {
           log.error({ err }, "claiming the audit row failed");
@@ -103,21 +103,21 @@ export function createTerminalRunner(d: RunnerDeps) {
     }
     if (claim === "failed") {
       // No unaudited shells. The row stays unclaimed; the sweeper closes it from the end recorded here.
-      await endWithoutShell(sessionDeps, k, data.sessionId, { reason: "spawn_failed", offset: 0, message: "the session could not be recorded (database unavailable)" }, { audit: false });
-      m?.session.closed("spawn_failed");
+      await endWithoutShell(sessionDeps, keys, data.sessionId, { reason: "spawn_failed", offset: 0, message: "the session could not be recorded (database unavailable)" }, { audit: false });
+      metrics?.session.closed("spawn_failed");
       return;
     }
     if (cancelled) {
-      await endWithoutShell(sessionDeps, k, data.sessionId, { reason: cancelled, offset: 0 });
-      m?.session.closed(cancelled);
+      await endWithoutShell(sessionDeps, keys, data.sessionId, { reason: cancelled, offset: 0 });
+      metrics?.session.closed(cancelled);
       return;
     }
     // Claimed: the viewer's claim deadline stops here, though the shell may take a while yet
     // (a provider pushing a key, spawns taking turns on a busy worker).
-    void d.redis.publish(k.out, encodeEvent({ kind: "claimed", workerId: d.workerId })).catch(() => {});
+    void deps.redis.publish(keys.out, encodeEvent({ kind: "claimed", workerId: deps.workerId })).catch(() => {});
     let cmd;
     try {
-      cmd = await providerFor(d.providers, data.provider).terminalCommand({
+      cmd = await providerFor(deps.providers, data.provider).terminalCommand({
         sessionId: data.sessionId,
         workspaceId: data.workspaceId,
         orgId: data.orgId,
@@ -128,43 +128,43 @@ export function createTerminalRunner(d: RunnerDeps) {
     } catch (err) {
       const reason = err instanceof TerminalUnavailableError ? err.reason : "spawn_failed";
       log.warn({ err: (err as Error).message, reason }, "terminal unavailable");
-      await endWithoutShell(sessionDeps, k, data.sessionId, { reason, offset: 0, message: (err as Error).message });
-      m?.session.closed(reason);
+      await endWithoutShell(sessionDeps, keys, data.sessionId, { reason, offset: 0, message: (err as Error).message });
+      metrics?.session.closed(reason);
       return;
     }
-    const s = new PtySession(data, k, cmd, sessionDeps);
+    const s = new PtySession(data, keys, cmd, sessionDeps);
     sessions.set(data.sessionId, s);
     try {
       await s.start();
-      if (s.pid !== null) m?.session.opened();
+      if (s.pid !== null) metrics?.session.opened();
       const end = await s.done;
-      m?.session.closed(end.reason);
+      metrics?.session.closed(end.reason);
     } finally {
       sessions.delete(data.sessionId);
     }
   }
 
   const worker = new Worker<TerminalJob>(TERMINAL_QUEUE, process, {
-    connection: d.bullConnection,
-    prefix: bullPrefix(d.ns),
-    concurrency: d.capacity,
+    connection: deps.bullConnection,
+    prefix: bullPrefix(deps.ns),
+    concurrency: deps.capacity,
     maxStalledCount: 0,
     autorun: false,
   });
-  worker.on("error", (err) => d.log.warn({ err: err.message }, "terminal worker error"));
+  worker.on("error", (err) => deps.log.warn({ err: err.message }, "terminal worker error"));
 
   // Redis came back (maybe restarted empty): say we are alive at once...
-  let connected = d.redis.status === "ready";
-  d.redis.on("close", () => (connected = false));
-  d.redis.on("ready", () => {
+  let connected = deps.redis.status === "ready";
+  deps.redis.on("close", () => (connected = false));
+  deps.redis.on("ready", () => {
     if (connected) return;
     connected = true;
     beat();
   });
   // ...and once the output writer is connected again, re-seed every session's log (output
   // written while it was away, or lost with a restarted server, goes out in order).
-  const unReady = d.writer.onReady(() => {
-    if (sessions.size) d.log.warn({ sessions: sessions.size }, "redis reconnected: re-seeding session logs");
+  const unReady = deps.writer.onReady(() => {
+    if (sessions.size) deps.log.warn({ sessions: sessions.size }, "redis reconnected: re-seeding session logs");
     for (const s of sessions.values()) s.reseed();
   });
 
@@ -172,7 +172,7 @@ export function createTerminalRunner(d: RunnerDeps) {
   // start()) so a slow viewer check never delays it.
   function beat(): void {
     // A missed beat is the next one's job (the key outlives several); the API judges lateness.
-    void d.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch((err: unknown) => d.log.debug({ err }, "heartbeat write failed"));
+    void deps.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch((err: unknown) => deps.log.debug({ err }, "heartbeat write failed"));
   }
   let heartbeat: NodeJS.Timeout | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -182,13 +182,13 @@ export function createTerminalRunner(d: RunnerDeps) {
   async function tick(): Promise<void> {
     if (sessions.size === 0) return;
     const list = [...sessions.values()];
-    const pipe = d.redis.pipeline();
-    for (const s of list) pipe.exists(sessionKeys(d.ns, s.sessionId).viewer);
+    const pipe = deps.redis.pipeline();
+    for (const s of list) pipe.exists(sessionKeys(deps.ns, s.sessionId).viewer);
     const res = (await pipe.exec()) ?? [];
     const now = Date.now();
     list.forEach((s, i) => {
       const [err, n] = res[i] ?? [new Error("no reply"), 0];
-      if (!err) s.tick(now, n === 1, d.orphanGraceMs);
+      if (!err) s.tick(now, n === 1, deps.orphanGraceMs);
     });
   }
   // Live byte counts to the audit rows, when they changed since the last report.
@@ -202,11 +202,11 @@ export function createTerminalRunner(d: RunnerDeps) {
     const changed = [...sessions.values()].map((s) => s.counts).filter((c) => reported.get(c.sessionId) !== `${c.bytesIn}:${c.bytesOut}`);
     if (changed.length === 0) return;
     reporting = true;
-    void reportSessionBytes(d.db, d.workerId, changed)
+    void reportSessionBytes(deps.db, deps.workerId, changed)
       .then(() => {
         for (const c of changed) reported.set(c.sessionId, `${c.bytesIn}:${c.bytesOut}`);
       })
-      .catch((err: unknown) => d.log.warn({ err, sessions: changed.length }, "audit progress update failed (the close still carries the counts)"))
+      .catch((err: unknown) => deps.log.warn({ err, sessions: changed.length }, "audit progress update failed (the close still carries the counts)"))
       .finally(() => (reporting = false));
   }
   function checks(): void {
@@ -214,7 +214,7 @@ export function createTerminalRunner(d: RunnerDeps) {
     if (ticking) return;
     ticking = true;
     void tick()
-      .catch((err) => d.log.debug({ err: err.message }, "heartbeat failed"))
+      .catch((err) => deps.log.debug({ err: err.message }, "heartbeat failed"))
       .finally(() => (ticking = false));
   }
 
@@ -226,13 +226,13 @@ export function createTerminalRunner(d: RunnerDeps) {
     tick,
     /** Says this worker is alive, starts its heartbeat and checks, takes over its outbox, then claims jobs. */
     async start(): Promise<void> {
-      await d.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
+      await deps.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
       heartbeat ??= setInterval(beat, TICK_MS);
       heartbeat.unref();
       timer ??= setInterval(checks, TICK_MS);
       timer.unref();
       // Closes an earlier process with this worker id could not write: retried from now on.
-      await outbox.recover().catch((err: unknown) => d.log.error({ err }, "audit outbox: could not read the entries left in Redis"));
+      await outbox.recover().catch((err: unknown) => deps.log.error({ err }, "audit outbox: could not read the entries left in Redis"));
       void worker.run();
       await worker.waitUntilReady();
     },
@@ -252,7 +252,7 @@ export function createTerminalRunner(d: RunnerDeps) {
       clearInterval(timer);
       clearInterval(heartbeat);
       unReady();
-      await d.redis.del(alive).catch(() => {});
+      await deps.redis.del(alive).catch(() => {});
     },
   };
 }
