@@ -66,6 +66,14 @@ RUN set -eu; mkdir -p /usr/local/aws-cli; \
     /usr/local/bin/aws --version; \
     rm -rf /tmp/aws /tmp/awscliv2.zip
 
+# ---- the docker CLI (the docker provider), from Debian's docker.io ----------------------
+# Only the client binary (linked against libc alone) goes into the worker image: no daemon.
+FROM ${DEBIAN_IMAGE} AS dockercli
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends docker.io \
+ && rm -rf /var/lib/apt/lists/* \
+ && /usr/bin/docker --version
+
 # ---- runtime base ----------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
 # tini: PID 1 that forwards SIGTERM (the graceful drains) and reaps orphaned processes.
@@ -77,13 +85,15 @@ WORKDIR /app
 ENTRYPOINT ["/usr/bin/tini", "--"]
 
 # ---- terminal-worker: provisioning jobs and the shells ---------------------------------
-# openssh-client and the AWS CLI v2 (the EC2 Instance Connect path), bubblewrap (the local sandbox).
+# openssh-client and the AWS CLI v2 (the EC2 Instance Connect path), bubblewrap (the local sandbox),
+# the docker CLI (the docker provider: the compose deployment's default).
 FROM runtime AS terminal-worker
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openssh-client bubblewrap bash less \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin molecule-sandbox
 COPY --from=awscli /usr/local/aws-cli /usr/local/aws-cli
+COPY --from=dockercli /usr/bin/docker /usr/bin/docker
 RUN if [ -e /usr/local/aws-cli/v2/current/bin/aws ]; then \
       ln -s /usr/local/aws-cli/v2/current/bin/aws /usr/local/bin/aws \
    && ln -s /usr/local/aws-cli/v2/current/bin/aws_completer /usr/local/bin/aws_completer \
@@ -96,9 +106,10 @@ ENV AWS_PAGER="" \
     MOLECULE_METRICS_PORT=9464 \
     MOLECULE_METRICS_HOST=0.0.0.0
 # Runs as root inside the container (never --privileged: default capabilities, no host
-# namespaces) so that each workspace's shell is dropped to a host uid of its own
-# (MOLECULE_SANDBOX_UID_BASE…) before bubblewrap: as `node`, every workspace would share one uid
-# with the worker itself. docs/deployment.md, "bubblewrap inside a container".
+# namespaces): the docker provider uses the Docker socket (root:docker, mode 0660), and the local
+# provider drops each workspace's shell to a host uid of its own (MOLECULE_SANDBOX_UID_BASE…)
+# before bubblewrap; as `node` every workspace would share one uid with the worker itself.
+# docs/deployment.md, "How the compose deployment runs shells".
 COPY --from=build /app /app
 USER root
 VOLUME ["/var/lib/molecule/sandboxes"]

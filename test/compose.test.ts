@@ -84,7 +84,7 @@ describe("docker-compose.yml", () => {
     expect(text).toMatch(/^ARG PNPM_VERSION=10\.34\.9$/m);
     expect(text).toMatch(/pnpm install --frozen-lockfile/);
     const stages = new Map(text.split(/^(?=FROM )/m).slice(1).map((st) => [/^FROM \S+ AS (\S+)/.exec(st)![1]!, st]));
-    expect([...stages.keys()]).toEqual(["build", "awscli", "runtime", "terminal-worker", "api"]);
+    expect([...stages.keys()]).toEqual(["build", "awscli", "dockercli", "runtime", "terminal-worker", "api"]);
     // BuildKit's built-in frontend: a `# syntax=` line would pull a frontend image from a registry.
     expect(text).not.toMatch(/^# *syntax=/m);
     expect(text).toMatch(/^ARG DEBIAN_IMAGE=debian:bookworm-slim$/m);
@@ -97,6 +97,8 @@ describe("docker-compose.yml", () => {
     }
     expect(stages.get("terminal-worker")).toMatch(/openssh-client bubblewrap/);
     expect(stages.get("terminal-worker")).toMatch(/COPY --from=awscli \/usr\/local\/aws-cli/);
+    // The docker provider's CLI: the client binary only, from Debian's docker.io (no daemon).
+    expect(stages.get("terminal-worker")).toMatch(/^COPY --from=dockercli \/usr\/bin\/docker \/usr\/bin\/docker$/m);
     expect(stages.get("awscli")).toMatch(/awscli-exe-linux-\$\{arch\}/);
     // The AWS CLI download is opt-in: the default build reaches no host but the registries'.
     expect(stages.get("awscli")).toMatch(/^ARG AWS_CLI=false$/m);
@@ -112,5 +114,27 @@ describe("docker-compose.yml", () => {
     const c = resolved();
     expect(c.services.api.build).toMatchObject({ context: ROOT.replace(/\/$/, ""), target: "api" });
     expect(c.services["terminal-worker"].build).toMatchObject({ context: ROOT.replace(/\/$/, ""), target: "terminal-worker" });
+    // The bases are public unless deploy/local-images points them at its stand-ins.
+    expect(c.services.api.build.args).toEqual({ NODE_IMAGE: "node:20-bookworm-slim", DEBIAN_IMAGE: "debian:bookworm-slim" });
+    const local = resolved({ NODE_IMAGE: "molecule-local/node:1", POSTGRES_IMAGE: "molecule-local/postgres:1", REDIS_IMAGE: "molecule-local/redis:1", HAPROXY_IMAGE: "molecule-local/haproxy:1" });
+    expect(local.services["terminal-worker"].build.args.NODE_IMAGE).toBe("molecule-local/node:1");
+    expect([local.services.postgres.image, local.services.redis.image, local.services.lb.image]).toEqual(["molecule-local/postgres:1", "molecule-local/redis:1", "molecule-local/haproxy:1"]);
+    expect([c.services.postgres.image, c.services.redis.image, c.services.lb.image]).toEqual(["postgres:16-bookworm", "redis:7-bookworm", "haproxy:2.8-alpine"]);
+  });
+
+  it("runs shells with the docker provider through the host's socket, mounted into the worker alone", () => {
+    const s = resolved().services;
+    expect(s.api.environment.MOLECULE_PROVIDER).toBe("docker");
+    expect(s["terminal-worker"].environment).toMatchObject({ MOLECULE_PROVIDER: "docker", MOLECULE_DOCKER_BIN: "/usr/bin/docker", MOLECULE_DOCKER_NETWORK: "molecule-workspaces" });
+    expect(s["terminal-worker"].volumes).toContain("/var/run/docker.sock:/var/run/docker.sock:rw");
+    for (const name of ["api", "lb", "postgres", "redis"]) expect(JSON.stringify(s[name].volumes ?? []), name).not.toMatch(/docker\.sock/);
+    // Nothing weakened: no privileged mode, no added capability, Docker's default seccomp/AppArmor.
+    expect(s["terminal-worker"].privileged).toBeUndefined();
+    expect(s["terminal-worker"].cap_add).toBeUndefined();
+    expect(s["terminal-worker"].security_opt).toBeUndefined();
+    expect(resolved({ DOCKER_SOCKET: "/run/user/1000/docker.sock", MOLECULE_PROVIDER: "local" }).services["terminal-worker"]).toMatchObject({
+      volumes: expect.arrayContaining(["/run/user/1000/docker.sock:/var/run/docker.sock:rw"]),
+      environment: expect.objectContaining({ MOLECULE_PROVIDER: "local" }),
+    });
   });
 });
