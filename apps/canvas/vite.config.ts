@@ -26,6 +26,8 @@ export default defineConfig({
     proxy: {
       "/workspaces": { target: api, ws: true, changeOrigin: false },
       "/docs": { target: api },
+      "/reference": { target: api },
+      "/openapi.json": { target: api },
     },
   },
 });

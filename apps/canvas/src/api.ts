@@ -1,4 +1,5 @@
 import type { WorkspaceJson } from "@molecule/shared/workspace";
+import type { WorkspaceEvent } from "./ui/progress.ts";
 
 export type Workspace = WorkspaceJson;
 
@@ -98,7 +99,27 @@ export function createApiClient(token: string, base = "") {
     deleteWorkspace: (id: string) => call<Workspace>("DELETE", ws(id)),
     restartWorkspace: (id: string) => call<Workspace>("POST", `${ws(id)}/restart`),
     terminalTicket: (id: string) => call<{ ticket: string; expires_at: string }>("POST", `${ws(id)}/terminal/tickets`).then((r) => r.ticket),
-    terminalSessions: (id: string) => call<{ sessions: AuditSession[] }>("GET", `${ws(id)}/terminal/sessions`).then((r) => r.sessions),
+    /** One page of the terminal audit, newest first; `cursor` from the previous page. */
+    terminalSessions: (id: string, cursor: string | null = null, limit = 100) =>
+      call<{ sessions: AuditSession[]; next_cursor: string | null }>(
+        "GET",
+        `${ws(id)}/terminal/sessions?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+      ),
+    /** The workspace's events, oldest first (every page; a workspace has a few per provisioning run). */
+    async workspaceEvents(id: string, maxPages = 20): Promise<WorkspaceEvent[]> {
+      const out: WorkspaceEvent[] = [];
+      let cursor: string | null = null;
+      for (let i = 0; i < maxPages; i++) {
+        const page: { events: WorkspaceEvent[]; next_cursor: string | null } = await call(
+          "GET",
+          `${ws(id)}/events?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+        );
+        out.push(...page.events);
+        cursor = page.next_cursor;
+        if (!cursor) break;
+      }
+      return out;
+    },
   };
 }
 export type ApiClient = ReturnType<typeof createApiClient>;

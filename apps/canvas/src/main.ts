@@ -67,7 +67,8 @@ function showSignIn(message = ""): void {
 function showApp(token: string): void {
   const api = createApiClient(token);
   const signOut = h("button", { type: "button" }, "Sign out");
-  const header = h("header", { class: "top" }, h("h1", {}, "Molecule Canvas"), h("span", { class: "spacer" }), signOut);
+  const reference = h("a", { class: "reference", href: "/reference", target: "_blank", rel: "noopener" }, "API reference");
+  const header = h("header", { class: "top" }, h("h1", {}, "Molecule Canvas"), h("span", { class: "spacer" }), reference, signOut);
   const empty = h("div", { class: "empty" }, h("p", {}, "Open a workspace's Terminal or Sessions from the list."));
   const work = h("section", { class: "work", "aria-label": "Terminals and sessions" });
   const tabs = createTabs(work, empty);

@@ -48,16 +48,31 @@ export function createAuditTab(api: ApiClient, workspace: { id: string; name: st
   const heading = h("h2", { tabindex: -1 }, `Sessions · ${workspace.name}`);
   const panel = h("div", { class: "audit-panel" }, h("div", { class: "audit-head" }, heading, refresh), status, table);
 
-  async function load(): Promise<void> {
+  // Pages of the audit: "Show more" follows the API's cursor; Refresh starts again from the newest.
+  const more = h("button", { type: "button", class: "show-more" }, "Show more");
+  more.hidden = true;
+  let cursor: string | null = null;
+  let shown = 0;
+  async function load(append = false): Promise<void> {
     setText(status, "Loading…");
+    more.disabled = true;
     try {
-      const sessions = await api.terminalSessions(workspace.id);
-      body.replaceChildren(...sessions.map(row));
-      setText(status, sessions.length ? `${sessions.length} session${sessions.length === 1 ? "" : "s"}` : "No terminal sessions yet");
+      const page = await api.terminalSessions(workspace.id, append ? cursor : null);
+      if (append) body.append(...page.sessions.map(row));
+      else body.replaceChildren(...page.sessions.map(row));
+      shown = (append ? shown : 0) + page.sessions.length;
+      cursor = page.next_cursor;
+      more.hidden = cursor === null;
+      const count = `${shown}${cursor ? "+" : ""} session${shown === 1 && !cursor ? "" : "s"}`;
+      setText(status, shown ? count : "No terminal sessions yet");
     } catch (err) {
       setText(status, `Could not load the sessions: ${(err as Error).message}`);
+    } finally {
+      more.disabled = false;
     }
   }
+  more.addEventListener("click", () => void load(true));
+  panel.append(more);
   refresh.addEventListener("click", () => void load());
 
   return {

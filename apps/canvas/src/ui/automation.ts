@@ -14,6 +14,17 @@ export interface TerminalView {
   text(): string;
   /** The line the cursor is on. */
   cursorLine(): string;
+  /** The cursor's cell on the screen (columns count wide characters as two). */
+  cursor(): { x: number; y: number };
+  /** Which renderer draws the terminal: webgl, or dom when WebGL is unavailable. */
+  readonly renderer: string;
+  readonly fontSize: number;
+  /** The selected text ("" when none). */
+  selection(): string;
+  /** The theme's background colour (it follows the system's light or dark). */
+  readonly background: string;
+  /** Where `text` is on the screen now (first match, in cells), or null when it is not in view. */
+  locate(text: string): { col: number; row: number } | null;
 }
 
 const terminals = new Set<TerminalView>();

@@ -2,6 +2,7 @@ import { FitAddon } from "@xterm/addon-fit";
 import { Terminal } from "@xterm/xterm";
 import { ApiError, type ApiClient } from "../api.ts";
 import { h, setText } from "../dom.ts";
+import { FONT_SIZES, loadTerminalFeatures, primaryModifier } from "../terminal/features.ts";
 import { TerminalConnection, TicketError, type ConnectionState, type SocketLike } from "../terminal/connection.ts";
 import { announce } from "./announce.ts";
 import { registerTerminal } from "./automation.ts";
@@ -21,7 +22,10 @@ function terminalEndpoint(workspaceId: string): string {
   return `${scheme}://${location.host}/workspaces/${encodeURIComponent(workspaceId)}/terminal`;
 }
 
-/** A Terminal tab: xterm.js with the fit addon on a TerminalConnection, and a status bar that says what is going on. */
+/**
+ * A Terminal tab: xterm.js (WebGL or DOM rendering, links, search, Unicode 11 widths, clipboard,
+ * inline images) on a TerminalConnection, and a status bar that says what is going on.
+ */
 export function createTerminalTab(d: TerminalTabDeps): Tab {
   const n = ++counter;
   const title = `${d.workspace.name} · Terminal ${n}`;
@@ -34,6 +38,9 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
   const retryBtn = h("button", { type: "button" }, "Retry now");
   retryBtn.hidden = true;
   const host = h("div", { class: "term-host" });
+  const smaller = h("button", { type: "button", class: "term-font", "aria-label": "Smaller text", title: "Smaller text (Ctrl/Cmd -)" }, "A−");
+  const larger = h("button", { type: "button", class: "term-font", "aria-label": "Larger text", title: "Larger text (Ctrl/Cmd +)" }, "A+");
+  const findBtn = h("button", { type: "button", "aria-label": "Search the terminal", title: "Search (Ctrl/Cmd-F)" }, "Search");
   const bar = h(
     "div",
     { class: "term-bar" },
@@ -43,23 +50,133 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
     retryBtn,
     reconnectBtn,
     h("span", { class: "term-hint" }, "F6 leaves the terminal"),
+    smaller,
+    larger,
+    findBtn,
   );
-  const panel = h("div", { class: "term-panel", "data-workspace": d.workspace.id }, bar, host);
+
+  // ---- search box (Ctrl/Cmd-F): Enter next, Shift-Enter previous, Escape closes -----------
+  const searchInput = h("input", {
+    type: "search",
+    class: "term-search-input",
+    "aria-label": "Search the terminal output",
+    placeholder: "Search",
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  const searchCount = h("span", { class: "term-search-count", "aria-live": "polite" });
+  const prevBtn = h("button", { type: "button", "aria-label": "Previous match", title: "Previous (Shift-Enter)" }, "↑");
+  const nextBtn = h("button", { type: "button", "aria-label": "Next match", title: "Next (Enter)" }, "↓");
+  const closeSearchBtn = h("button", { type: "button", "aria-label": "Close search", title: "Close (Escape)" }, "×");
+  const searchBox = h("div", { class: "term-search", role: "search" }, searchInput, searchCount, prevBtn, nextBtn, closeSearchBtn);
+  searchBox.hidden = true;
+  const panel = h("div", { class: "term-panel", "data-workspace": d.workspace.id }, bar, searchBox, host);
 
   const term = new Terminal({
     cursorBlink: true,
     scrollback: 10_000,
-    fontSize: 14,
+    fontSize: FONT_SIZES.initial,
     // At line height 1 the DOM renderer clips underscores of common monospace fonts.
     lineHeight: 1.2,
     fontFamily: '"DejaVu Sans Mono", "Liberation Mono", Menlo, Consolas, monospace',
-    theme: { background: "#111418", foreground: "#e6e6e6" },
+    // The Unicode 11 widths and the search/image addons use the proposed API.
+    allowProposedApi: true,
   });
   const fit = new FitAddon();
   term.loadAddon(fit);
+  const features = loadTerminalFeatures(term, {
+    onRenderer: (r) => {
+      panel.dataset.renderer = r;
+    },
+    onFontSize: () => refit(),
+  });
+  const decorations = {
+    matchBackground: "#6b5b00",
+    matchOverviewRuler: "#d4b400",
+    activeMatchBackground: "#d4b400",
+    activeMatchBorder: "#ffffff",
+    activeMatchColorOverviewRuler: "#ffea00",
+  };
+  const find = (forward: boolean, incremental = false) => {
+    const q = searchInput.value;
+    if (!q) {
+      features.search.clearDecorations();
+      setText(searchCount, "");
+      return;
+    }
+    const opts = { decorations, incremental };
+    const found = forward ? features.search.findNext(q, opts) : features.search.findPrevious(q, opts);
+    if (!found) setText(searchCount, "No matches");
+  };
+  features.search.onDidChangeResults(({ resultIndex, resultCount }) => {
+    if (!searchInput.value) return;
+    setText(searchCount, resultCount === 0 ? "No matches" : resultIndex < 0 ? `${resultCount}+ matches` : `${resultIndex + 1} of ${resultCount}`);
+  });
+  function openSearch(): void {
+    searchBox.hidden = false;
+    const selected = term.getSelection();
+    if (selected && !selected.includes("\n")) searchInput.value = selected;
+    searchInput.focus();
+    searchInput.select();
+    if (searchInput.value) find(true, true);
+  }
+  function closeSearch(): void {
+    searchBox.hidden = true;
+    features.search.clearDecorations();
+    setText(searchCount, "");
+    term.focus();
+  }
+  searchInput.addEventListener("input", () => find(true, true));
+  searchInput.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      find(!e.shiftKey);
+    } else if (e.key === "Escape") {
+      e.preventDefault();
+      closeSearch();
+    }
+  });
+  prevBtn.addEventListener("click", () => find(false));
+  nextBtn.addEventListener("click", () => find(true));
+  closeSearchBtn.addEventListener("click", closeSearch);
+  findBtn.addEventListener("click", openSearch);
+  // The buttons give the keyboard back to the shell.
+  smaller.addEventListener("click", () => {
+    features.zoom(-1);
+    term.focus();
+  });
+  larger.addEventListener("click", () => {
+    features.zoom(1);
+    term.focus();
+  });
+
   term.attachCustomKeyEventHandler((e) => {
-    if (e.key === "F6" && e.type === "keydown") {
+    if (e.type !== "keydown") return true;
+    if (e.key === "F6") {
       d.leave();
+      return false;
+    }
+    const mod = primaryModifier(e);
+    const key = e.key.toLowerCase();
+    if (mod && key === "f") {
+      e.preventDefault();
+      openSearch();
+      return false;
+    }
+    // Copy with a selection; without one Ctrl-C stays the shell's interrupt. Ctrl-Shift-C copies too, as in Linux terminals.
+    if (mod && key === "c" && (e.shiftKey || term.hasSelection())) {
+      e.preventDefault();
+      void features.copySelection().then(
+        () => term.clearSelection(),
+        (err: Error) => announce(`Could not copy: ${err.message}`),
+      );
+      return false;
+    }
+    // Paste: the browser's own paste event reaches xterm.js (bracketed paste when asked), not ^V.
+    if (mod && key === "v") return false;
+    if (mod && !e.altKey && (key === "=" || key === "+" || key === "-" || key === "0")) {
+      e.preventDefault();
+      features.zoom(key === "-" ? -1 : key === "0" ? 0 : 1);
       return false;
     }
     return true;
@@ -189,6 +306,43 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
       const b = term.buffer.active;
       return b.getLine(b.baseY + b.cursorY)?.translateToString(true) ?? "";
     },
+    cursor() {
+      const b = term.buffer.active;
+      return { x: b.cursorX, y: b.cursorY };
+    },
+    get renderer() {
+      return features.renderer;
+    },
+    get fontSize() {
+      return features.fontSize;
+    },
+    selection() {
+      return term.getSelection();
+    },
+    get background() {
+      return term.options.theme?.background ?? "";
+    },
+    locate(needle) {
+      const b = term.buffer.active;
+      for (let row = 0; row < term.rows; row++) {
+        const line = b.getLine(b.viewportY + row);
+        if (!line) continue;
+        // Columns, not string indices: a wide character takes two cells.
+        let text = "";
+        const cols: number[] = [];
+        for (let x = 0; x < line.length; x++) {
+          const cell = line.getCell(x);
+          if (!cell || cell.getWidth() === 0) continue;
+          const chars = cell.getChars() || " ";
+          // One entry per UTF-16 unit, as indexOf counts them.
+          for (let k = 0; k < chars.length; k++) cols.push(x);
+          text += chars;
+        }
+        const i = text.indexOf(needle);
+        if (i >= 0) return { col: cols[i] ?? i, row };
+      }
+      return null;
+    },
   });
 
   return {
@@ -199,6 +353,7 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
       if (!opened) {
         opened = true;
         term.open(host);
+        features.opened();
         fit.fit();
         conn.resize(term.cols, term.rows);
         ro.observe(host);
@@ -211,6 +366,7 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
     dispose() {
       ro.disconnect();
       unregister();
+      features.dispose();
       conn.dispose();
       term.dispose();
     },

@@ -3,6 +3,7 @@ import { ApiError, type ApiClient, type Workspace } from "../api.ts";
 import { h, setText } from "../dom.ts";
 import { announce } from "./announce.ts";
 import { confirmDialog } from "./confirm.ts";
+import { latestRun, progressText, type RunProgress } from "./progress.ts";
 
 const TRANSITIONAL: readonly WorkspaceStatus[] = ["provisioning", "restarting", "removing"];
 const POLL_FAST_MS = 1000;
@@ -22,6 +23,11 @@ interface Row {
   tr: HTMLTableRowElement;
   status: HTMLElement;
   error: HTMLElement;
+  /** The provisioning step and time so far (or the failing step), from the workspace's events. */
+  progress: HTMLElement;
+  run: RunProgress | null;
+  /** updated_at of the workspace when its events were last read. */
+  eventsFor: string | null;
   terminal: HTMLButtonElement;
   restart: HTMLButtonElement;
   remove: HTMLButtonElement;
@@ -158,7 +164,10 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     const ws = r.ws;
     setText(r.status, ws.status);
     r.status.dataset.status = ws.status;
-    setText(r.error, ws.status === "failed" && ws.error ? ws.error : "");
+    // With the failing step known, the progress line says it all (step and message).
+    const failedRun = ws.status === "failed" && r.run?.step === "failed";
+    setText(r.error, ws.status === "failed" && ws.error && !failedRun ? ws.error : "");
+    renderProgress(r);
     r.terminal.disabled = ws.status !== "ready";
     r.restart.disabled = ws.status !== "ready" && ws.status !== "failed";
     r.remove.disabled = ws.status === "removing" || ws.status === "removed";
@@ -175,6 +184,8 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     }
     const status = h("span", { class: "status" });
     const error = h("span", { class: "ws-error" });
+    const progress = h("span", { class: "ws-progress", "aria-live": "off" });
+    progress.hidden = true;
     const terminal = h("button", { type: "button", onclick: () => d.openTerminal(r.ws) }, "Terminal");
     const sessions = h("button", { type: "button", onclick: () => d.openSessions(r.ws) }, "Sessions");
     const restart = h("button", { type: "button", onclick: () => void act(r.ws, "restart") }, "Restart");
@@ -188,10 +199,10 @@ export function createWorkspacesView(d: WorkspacesDeps) {
       h("th", { scope: "row" }, ws.name),
       h("td", {}, ws.runtime),
       h("td", {}, String(ws.tier)),
-      h("td", {}, status, error),
+      h("td", {}, status, progress, error),
       h("td", { class: "actions" }, terminal, sessions, restart, remove),
     );
-    const r: Row = { tr, status, error, terminal, restart, remove, ws };
+    const r: Row = { tr, status, error, progress, run: null, eventsFor: null, terminal, restart, remove, ws };
     rows.set(ws.id, r);
     render(r);
     // Newest first, as the API lists them.
@@ -225,6 +236,40 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     return a.created_at < b.created_at || (a.created_at === b.created_at && a.id < b.id);
   }
 
+  // ---- provisioning progress ----------------------------------------------------------
+  function renderProgress(r: Row): void {
+    const show = r.run !== null && (TRANSITIONAL.includes(r.ws.status) ? r.ws.status !== "removing" : r.ws.status === "failed" && r.run.step === "failed");
+    r.progress.hidden = !show;
+    if (!show || !r.run) return;
+    setText(r.progress, progressText(r.run, Date.now()));
+    r.progress.dataset.step = r.run.step;
+    r.progress.title = r.run.steps.join(" → ");
+  }
+
+  /** Reads the events of workspaces being provisioned (each poll) and of newly failed ones (once). */
+  async function refreshProgress(): Promise<void> {
+    const wanting = [...rows.values()].filter((r) =>
+      r.ws.status === "provisioning" || r.ws.status === "restarting" ? true : r.ws.status === "failed" && r.eventsFor !== r.ws.updated_at,
+    );
+    await Promise.all(
+      wanting.slice(0, 20).map(async (r) => {
+        const forUpdate = r.ws.updated_at;
+        try {
+          r.run = latestRun(await d.api.workspaceEvents(r.ws.id));
+          r.eventsFor = forUpdate;
+          render(r);
+        } catch (err) {
+          // The list itself still shows the status; the next poll tries again.
+          r.progress.title = `could not read the provisioning steps: ${(err as Error).message}`;
+        }
+      }),
+    );
+  }
+  // The elapsed time moves on between polls.
+  const ticker = setInterval(() => {
+    for (const r of rows.values()) if (r.run && TRANSITIONAL.includes(r.ws.status)) renderProgress(r);
+  }, 1000);
+
   // ---- polling ------------------------------------------------------------------------
   let timer: ReturnType<typeof setTimeout> | null = null;
   let stopped = false;
@@ -240,6 +285,7 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     try {
       const { workspaces, more } = await d.api.listWorkspaces(wanted);
       sync(workspaces, more);
+      await refreshProgress();
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         stopped = true;
@@ -262,6 +308,7 @@ export function createWorkspacesView(d: WorkspacesDeps) {
     },
     stop(): void {
       stopped = true;
+      clearInterval(ticker);
       if (timer) clearTimeout(timer);
     },
   };
