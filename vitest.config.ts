@@ -6,6 +6,12 @@ import { defineConfig } from "vitest/config";
  * test (heartbeats, prompts, fake CLIs starting) never depends on them.
  */
 const saturating = ["test/concurrency.test.ts", "bench/bench.test.ts"];
+/**
+ * The real Docker Engine (images built here, a compose deployment, workspace containers):
+ * minutes of image builds on a cold cache and whole deployments, so after everything else and
+ * one file at a time. They skip without an engine, except under CI=true (test/docker/real-engine.ts).
+ */
+const dockerEngine = ["test/docker/real-docker.test.ts", "test/compose-deploy.test.ts"];
 
 export default defineConfig({
   test: {
@@ -21,7 +27,7 @@ export default defineConfig({
         test: {
           name: "suite",
           include: ["apps/*/src/**/*.test.ts", "packages/*/src/**/*.test.ts", "test/**/*.test.ts", "bench/**/*.test.ts"],
-          exclude: ["**/node_modules/**", ...saturating],
+          exclude: ["**/node_modules/**", ...saturating, ...dockerEngine],
           sequence: { groupOrder: 0 },
         },
       },
@@ -32,6 +38,15 @@ export default defineConfig({
           include: saturating,
           fileParallelism: false,
           sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "docker",
+          include: dockerEngine,
+          fileParallelism: false,
+          sequence: { groupOrder: 2 },
         },
       },
     ],

@@ -16,7 +16,8 @@ fi
 
 # System tools: bubblewrap (the local sandbox), passt (its egress mode), socat and iproute2 (the egress tests' own hosts), haproxy (the cluster's load balancer),
 # OpenSSH (the EC2 Instance Connect path's tests), chromium (browser tests),
-# docker-compose (validating docker-compose.yml). Only where we may install them.
+# docker-compose (validating and running docker-compose.yml), debootstrap (deploy/local-images;
+# the Docker Engine itself is .ci/run's). Only where we may install them.
 want=()
 command -v bwrap >/dev/null || want+=(bubblewrap)
 command -v haproxy >/dev/null || want+=(haproxy)
@@ -24,6 +25,7 @@ command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || want+=(openssh-server)
 command -v ssh >/dev/null || want+=(openssh-client)
 command -v chromium >/dev/null || want+=(chromium)
 command -v docker-compose >/dev/null || want+=(docker-compose)
+command -v debootstrap >/dev/null || want+=(debootstrap)
 command -v pasta >/dev/null || want+=(passt)
 command -v socat >/dev/null || want+=(socat)
 command -v ip >/dev/null || want+=(iproute2)

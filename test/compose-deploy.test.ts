@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureCanvasBuilt, launchChromium, type Browser } from "../apps/canvas/e2e/browser.ts";
 import { ROOT } from "../scripts/processes.ts";
-import { DOCKER_ENV, docker, engineUp, ipOf, LISTENER, localImages, tcpFrom } from "./docker/real-engine.ts";
+import { DOCKER_ENV, docker, engineUp, ipOf, LISTENER, localImages, tcpFrom, TEST_TAG } from "./docker/real-engine.ts";
 import { call, waitFor } from "./helpers/http.ts";
 import { openShell, type TermClient } from "./helpers/term-client.ts";
 
@@ -129,6 +129,7 @@ describe.skipIf(!engineUp)("docker compose deployment (real engine, images built
       REDIS_PORT: String(ports.REDIS_PORT),
       MOLECULE_DOCKER_NETWORK: wsNet,
       MOLECULE_BOOTSTRAP_TOKEN: token,
+      MOLECULE_TAG: TEST_TAG,
       COMPOSE_DOCKER_CLI_BUILD: "1",
       DOCKER_BUILDKIT: "1",
     };

@@ -46,11 +46,14 @@ export interface LocalImages {
   MOLECULE_DOCKER_IMAGE: string;
 }
 
+/** The tag of the app images the tests build: never `local`, an operator's own build. */
+export const TEST_TAG = "mtest";
+
 /** The stand-in base images (built once; later runs find them by their hash tags). */
 export function localImages(o: { app?: boolean } = {}): LocalImages {
   const r = spawnSync(join(ROOT, "deploy/local-images"), ["--print", ...(o.app ? [] : ["--no-app"])], {
     cwd: ROOT,
-    env: { ...DOCKER_ENV, DOCKER },
+    env: { ...DOCKER_ENV, DOCKER, MOLECULE_TAG: TEST_TAG },
     encoding: "utf8",
     timeout: 25 * 60_000,
   });
