@@ -51,7 +51,8 @@ export function referenceRoutes(): Router {
     res.type("html").send(PAGE);
   });
   r.get("/reference/redoc.standalone.js", (_req, res, next) => {
-    res.sendFile(REDOC_JS, { maxAge: "1d", headers: { "Content-Type": "text/javascript; charset=utf-8" } }, (err) => {
+    // dotfiles: the resolved path runs through pnpm's node_modules/.pnpm store.
+    res.sendFile(REDOC_JS, { maxAge: "1d", dotfiles: "allow", headers: { "Content-Type": "text/javascript; charset=utf-8" } }, (err) => {
       if (err) next(err);
     });
   });
