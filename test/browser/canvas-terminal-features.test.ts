@@ -200,6 +200,9 @@ describe("Canvas: the terminal", () => {
     await page.keyboard.press("Enter");
     await page.waitForFunction(() => /\npasted:copy-me-42\n/.test(window.moleculeCanvas!.terminals()[0]!.text()), undefined, { timeout: 5000 });
     await page.screenshot({ path: join(SHOTS, "features-04-copy-paste.png") });
+    // OSC 52 from a program in the shell sets the clipboard.
+    await run(page, `printf '\\033]52;c;%s\\a' "$(printf from-osc-52 | base64)"`);
+    await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe("from-osc-52");
 
     // ---- font size: larger text, fewer columns; the shell is told -------------------------------
     const before = await term(page, (t) => ({ size: t.size, font: t.fontSize }));
@@ -223,6 +226,18 @@ describe("Canvas: the terminal", () => {
     await page.waitForFunction(() => window.moleculeCanvas!.terminals()[0]!.background === "#fbfbfc", undefined, { timeout: 5000 });
     await run(page, "ls -la / | head -5");
     await page.screenshot({ path: join(SHOTS, "features-06-light-theme.png") });
+
+    // ---- the GPU goes away mid-session (context lost): the DOM renderer takes over -------------
+    if (renderer === "webgl") {
+      await page.evaluate(() => {
+        for (const c of document.querySelectorAll<HTMLCanvasElement>(".term-panel:not([hidden]) canvas")) {
+          const gl = c.getContext("webgl2");
+          gl?.getExtension("WEBGL_lose_context")?.loseContext();
+        }
+      });
+      await page.waitForFunction(() => window.moleculeCanvas!.terminals()[0]!.renderer === "dom", undefined, { timeout: 10_000 });
+      expect(await run(page, "echo after-loss-$((5*5))")).toBe("after-loss-25");
+    }
   });
 
   it("without WebGL at all the DOM renderer takes over and the terminal works", { timeout: 60_000 }, async () => {
