@@ -6,9 +6,8 @@
  * our tunnel (eic-proxy.mjs) is ssh's ProxyCommand. aws-terminal-aws-cli.test.ts runs
  * this same file with MOLECULE_AWS_TUNNEL=aws-cli, through the fake aws-cli (bin/aws).
  */
-import { readdirSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAwsProvider, type AwsProvider } from "../../apps/terminal-worker/src/providers/aws/provider.ts";
 import type { AwsProviderOptions } from "../../apps/terminal-worker/src/providers/aws/config.ts";
@@ -132,14 +131,14 @@ describe(`Terminal into an aws workspace through EC2 Instance Connect (${mode} t
 
     const tree = treeOf(session);
     expect(tree.map(cmdlineOf).join("\n")).toMatch(
-      mode === "native" ? /node \S+\/eic-proxy\.mjs \S+\/tunnel-url 3600 i-/ : /ec2-instance-connect open-tunnel --instance-id i-/,
+      mode === "native" ? /socat - UNIX-CONNECT:\S+\/t\.sock/ : /ec2-instance-connect open-tunnel --instance-id i-/,
     );
     if (mode === "native") {
       // The whole journey ran with no aws executable the worker could find.
       expect(await findExecutable("aws", h.options().childEnv.PATH!)).toBeNull();
-      // The tunnel URL (a bearer credential for 60 s) is gone from disk once the proxy read it.
       expect(tunnels.at(-1)!.params["X-Amz-Credential"]).toMatch(/\/ec2-instance-connect\/aws4_request$/);
-      expect(readdirSync(join(h.keyDir, h.sessionKeyDirs()[0]!))).not.toContain("tunnel-url");
+      // The worker holds the tunnel: ssh and its relay see no AWS credentials at all.
+      expect(readFileSync(`/proc/${tree[0]}/environ`, "utf8").split("\0").filter((kv) => kv.startsWith("AWS_"))).toEqual([]);
     }
     const remote = h.execPids(inst);
     c.send("exit 3\r");
@@ -163,7 +162,7 @@ describe(`Terminal into an aws workspace through EC2 Instance Connect (${mode} t
     const tree = treeOf(session);
     const cmds = tree.map(cmdlineOf);
     expect(cmds.some((x) => /^\S*ssh -tt /.test(x))).toBe(true);
-    expect(cmds.some((x) => x.includes(mode === "native" ? "eic-proxy.mjs" : "fake-aws-cli.mjs ec2-instance-connect open-tunnel"))).toBe(true);
+    expect(cmds.some((x) => x.includes(mode === "native" ? "socat - UNIX-CONNECT:" : "fake-aws-cli.mjs ec2-instance-connect open-tunnel"))).toBe(true);
     const remote = h.execPids(inst).filter((p) => !before.has(p));
     expect(remote).toHaveLength(1);
     expect(processAlive(remote[0]!)).toBe(true);
@@ -174,6 +173,20 @@ describe(`Terminal into an aws workspace through EC2 Instance Connect (${mode} t
     await waitFor(async () => !processAlive(remote[0]!), 5000, 20);
     await waitFor(async () => h.sessionKeyDirs().length === 0, 3000, 20);
     expect((await auditOf(session)).close_reason).toBe("client_closed");
+  });
+
+  it.runIf(mode === "native")("without socat the relay is plain node (eic-proxy.mjs), and the shell works the same", async () => {
+    useProvider({ relay: "node" });
+    try {
+      const c = await openShell(s.wsUrl, ws, { token });
+      await prompt(c);
+      expect(treeOf(c.hello!.session).map(cmdlineOf).join("\n")).toMatch(/node \S+\/eic-proxy\.mjs \S+\/t\.sock/);
+      expect((await c.run("echo $((6*7))")).trim()).toBe("42");
+      c.send("exit\r");
+      expect(await c.waitMessage("exit", 10_000)).toMatchObject({ code: 0 });
+    } finally {
+      useProvider();
+    }
   });
 
   it("pins the host key recorded at provisioning: a different key on the instance refuses the connection", async () => {

@@ -2,16 +2,17 @@
  * The native EC2 Instance Connect tunnel against the fake endpoint: the presigned
  * URL is checked as AWS checks it (signature with the test secret, expiry, scope,
  * session token), refusals come back classified with AWS's code and request id, and
- * bytes flow both ways in binary frames of at most 65,000 bytes. Also eic-proxy.mjs
- * as ssh runs it: a process of plain node on stdin/stdout.
+ * bytes flow both ways in binary frames of at most 65,000 bytes. Also the worker's
+ * end (eic-bridge.ts) and eic-proxy.mjs relaying ssh's stdin/stdout to it.
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bridgeTunnel } from "../../apps/terminal-worker/src/providers/aws/eic-bridge.ts";
 import { EIC_PROXY_SCRIPT, pickEndpoint } from "../../apps/terminal-worker/src/providers/aws/eic-tunnel.ts";
 import { presignOpenTunnel, type AwsCredentials } from "../../apps/terminal-worker/src/providers/aws/eic-signer.ts";
 import { MAX_FRAME, openTunnel, pipeTunnel, TunnelError } from "../../apps/terminal-worker/src/providers/aws/eic-wire.mjs";
@@ -181,30 +182,45 @@ describe("the tunnel's bytes", () => {
   });
 });
 
-describe("eic-proxy.mjs, ssh's ProxyCommand", () => {
-  const proxy = (urlFile: string) => spawn(process.execPath, [EIC_PROXY_SCRIPT, urlFile, "3600", "i-0000000000000e740"], { stdio: ["pipe", "pipe", "pipe"] });
-
-  it("reads and deletes the URL file, then pipes stdin and stdout through the tunnel", async () => {
-    const f = join(dir, "tunnel-url");
-    writeFileSync(f, await url(), { mode: 0o600 });
-    const p = proxy(f);
+describe("the worker-held tunnel behind a Unix socket, and eic-proxy.mjs as ssh's relay", () => {
+  it("relays stdin and stdout through the socket to the tunnel; the socket takes one connection", async () => {
+    const ws = await openTunnel(await url());
+    const sock = join(dir, "t.sock");
+    const b = await bridgeTunnel(ws, sock, { maxTunnelSec: 3600, openedAt: Date.now(), target: "i-0000000000000e740", acceptMs: 5000 });
+    const p = spawn(process.execPath, [EIC_PROXY_SCRIPT, sock], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
-    p.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    p.stdout.on("data", (x: Buffer) => (out += x.toString()));
     p.stdin.write("SSH-2.0-test\r\n");
     await waitFor(async () => out === "SSH-2.0-test\r\n", 5000, 10);
-    expect(existsSync(f)).toBe(false);
+    // A second client (anyone else on the host) gets nothing.
+    const second = spawn(process.execPath, [EIC_PROXY_SCRIPT, sock], { stdio: ["pipe", "pipe", "pipe"] });
+    expect(await new Promise((r) => second.on("exit", r))).not.toBeNull();
     p.stdin.end();
     expect(await new Promise((r) => p.on("exit", r))).toBe(0);
+    expect(b.error()).toBeNull();
+    await b.close();
+    expect(existsSync(sock)).toBe(false);
   });
 
-  it("a refusal is one tagged line on stderr and exit 1", async () => {
-    const f = join(dir, "tunnel-url-2");
-    writeFileSync(f, await url({ now: new Date(Date.now() - 120_000) }), { mode: 0o600 });
-    const p = proxy(f);
-    let err = "";
-    p.stderr.on("data", (b: Buffer) => (err += b.toString()));
-    expect(await new Promise((r) => p.on("exit", r))).toBe(1);
-    expect(err).toMatch(/^molecule-eic\[credentials\]: OpenTunnel rejected .*\(403 InvalidSignatureException, request id [0-9a-f-]{36}\): Signature expired/);
+  it("records why the tunnel ended (the endpoint's close reason) for the diagnosis", async () => {
+    cloud.tunnelFaults.push({ close: { code: 1011, reason: "Failed to connect to 10.0.7.7:22: connection timed out" } });
+    const ws = await openTunnel(await url());
+    const sock = join(dir, "t2.sock");
+    const b = await bridgeTunnel(ws, sock, { maxTunnelSec: 3600, openedAt: Date.now(), target: "i-0000000000000e740", acceptMs: 5000 });
+    const p = spawn(process.execPath, [EIC_PROXY_SCRIPT, sock], { stdio: ["pipe", "pipe", "pipe"] });
+    await new Promise((r) => p.on("exit", r));
+    await waitFor(async () => b.error() !== null, 3000, 10);
+    expect(b.error()).toMatchObject({ kind: "unreachable", message: expect.stringMatching(/1011: Failed to connect/) });
+    await b.close();
+  });
+
+  it("nothing connecting in time closes the tunnel and frees the endpoint's slot", async () => {
+    const before = cloud.activeTunnels.get(eice()) ?? 0;
+    const ws = await openTunnel(await url());
+    await waitFor(async () => cloud.activeTunnels.get(eice()) === before + 1, 3000, 10);
+    const b = await bridgeTunnel(ws, join(dir, "t3.sock"), { maxTunnelSec: 3600, openedAt: Date.now(), target: "i-0000000000000e740", acceptMs: 200 });
+    await waitFor(async () => cloud.activeTunnels.get(eice()) === before, 3000, 10);
+    await b.close();
   });
 });
 

@@ -74,7 +74,7 @@ export class ProviderError extends Error {
 /** The terminal cannot open for a reason the user can act on (maps to a protocol close code). */
 export class TerminalUnavailableError extends Error {
   constructor(
-    readonly reason: "eic_wiring_incomplete" | "not_ready",
+    readonly reason: "eic_wiring_incomplete" | "not_ready" | "no_capacity",
     message: string,
   ) {
     super(message);

@@ -84,6 +84,8 @@ export interface AwsProviderOptions {
   tunnelMaxSec: number;
   /** native: our tunnel (no aws-cli); aws-cli: `aws ec2-instance-connect open-tunnel` as ssh's ProxyCommand. */
   tunnel?: "native" | "aws-cli";
+  /** Native mode's ProxyCommand relay: socat when installed (auto), or always plain node (tests, bench). */
+  relay?: "auto" | "node";
   /** Endpoint overrides (tests point these at local fakes); also handed to aws-cli. */
   ec2Endpoint?: string;
   eicEndpoint?: string;

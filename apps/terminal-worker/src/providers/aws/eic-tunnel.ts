@@ -1,13 +1,14 @@
-import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ProviderError, TerminalUnavailableError } from "../types.ts";
 import type { AwsProviderOptions } from "./config.ts";
 import type { Ec2, EndpointInfo, InstanceInfo } from "./ec2.ts";
 import { INFRA_DOC } from "./errors.ts";
+import { bridgeTunnel, type TunnelBridge } from "./eic-bridge.ts";
 import { presignOpenTunnel, type AwsCredentials } from "./eic-signer.ts";
+import { openTunnel } from "./eic-wire.mjs";
 
-/** ssh's ProxyCommand in native mode: plain node and this JavaScript file (no TypeScript loader per open). */
+/** ssh's ProxyCommand relay in native mode when socat is missing: plain node and this JavaScript file (no TypeScript loader per open). */
 export const EIC_PROXY_SCRIPT = fileURLToPath(new URL("./eic-proxy.mjs", import.meta.url));
 /** A path that may stand in ssh's ProxyCommand (a /bin/sh string) as it is. */
 export const SAFE_PATH_RE = /^\/[A-Za-z0-9_.+/-]{1,1000}$/;
@@ -63,8 +64,8 @@ export function createTunnelPlanner(o: AwsProviderOptions, ec2: Ec2) {
     return { endpoint: e, dnsName, privateIp: inst.privateIp };
   }
 
-  /** Presigns the URL now (it is good for 60 s) and writes it 0600 into the session's key directory. */
-  async function writeUrl(t: TunnelTarget, sessionDir: string): Promise<string> {
+  /** Presigns the URL now (it is good for 60 s). */
+  async function presign(t: TunnelTarget): Promise<string> {
     let credentials: AwsCredentials;
     try {
       credentials = await ec2.client.config.credentials();
@@ -77,11 +78,19 @@ export function createTunnelPlanner(o: AwsProviderOptions, ec2: Ec2) {
       { dnsName: t.dnsName, endpointId: t.endpoint.id, privateIp: t.privateIp, remotePort: 22, maxTunnelSec: o.tunnelMaxSec },
       { region: o.region, credentials, scheme },
     );
-    const file = join(sessionDir, "tunnel-url");
-    await writeFile(file, url, { mode: 0o600 });
-    await chmod(file, 0o600);
-    return file;
+    return url;
   }
 
-  return { target, writeUrl };
+  /**
+   * Opens the tunnel in this process and bridges it to a Unix socket in the session's
+   * 0700 directory. A refused handshake throws a TunnelError (the caller explains it).
+   */
+  async function open(t: TunnelTarget, sessionDir: string, instanceId: string): Promise<TunnelBridge> {
+    const url = await presign(t);
+    const openedAt = Date.now();
+    const ws = await openTunnel(url, { timeoutMs: o.connectTimeoutSec * 1000 });
+    return bridgeTunnel(ws, join(sessionDir, "t.sock"), { maxTunnelSec: o.tunnelMaxSec, openedAt, target: instanceId, acceptMs: (o.connectTimeoutSec + 10) * 1000 });
+  }
+
+  return { target, presign, open };
 }

@@ -11,6 +11,7 @@ export const MAX_FRAME = 65_000;
 /** What eic-proxy.mjs prints before each failure: `molecule-eic[<kind>]: <message>` (ssh-command.ts reads it). */
 export const TAG = "molecule-eic";
 const HIGH_WATER = 1 << 20;
+const EARLY = Symbol("early");
 
 export class TunnelError extends Error {
   /**
@@ -84,9 +85,16 @@ export function openTunnel(url, o = {}) {
     ws.on("open", () => {
       settled = true;
       ws.removeAllListeners("error");
-      // The instance's first bytes (sshd's banner) may come in the same read as the 101:
-      // held until pipeTunnel listens, or they would be emitted before anyone does.
-      ws.pause();
+      // The instance's first bytes (sshd's banner) may come in the same read as the 101, and
+      // the endpoint may close at once: both are kept until pipeTunnel listens.
+      const early = { messages: [], close: null };
+      const onMessage = (data, isBinary) => early.messages.push([data, isBinary]);
+      const onClose = (code, reason) => (early.close = [code, reason]);
+      ws.on("message", onMessage);
+      ws.on("close", onClose);
+      // An error now is followed by the close recorded above; unhandled it would throw.
+      ws.on("error", () => {});
+      ws[EARLY] = { early, onMessage, onClose };
       resolve(ws);
     });
   });
@@ -123,7 +131,7 @@ export function pipeTunnel(ws, input, output, o = {}) {
     input.on("data", onData);
     // ssh closed its side: end the tunnel cleanly.
     input.on("end", () => ws.close(1000));
-    ws.on("message", (data, isBinary) => {
+    const onMessage = (data, isBinary) => {
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
       if (!isBinary) {
         errorText = buf.toString("utf8").slice(0, 500);
@@ -135,11 +143,11 @@ export function pipeTunnel(ws, input, output, o = {}) {
         ws.pause();
         output.once("drain", () => ws.resume());
       }
-    });
+    };
     ws.on("error", () => {
       // The close event follows with code 1006 and says the rest.
     });
-    ws.on("close", (code, reasonBuf) => {
+    const onClose = (code, reasonBuf) => {
       input.off("data", onData);
       const reason = reasonBuf.toString("utf8");
       const ranSec = (Date.now() - openedAt) / 1000;
@@ -158,7 +166,19 @@ export function pipeTunnel(ws, input, output, o = {}) {
       }
       if (code !== 1000 && code !== 1005) return reject(new TunnelError("closed", `the EC2 Instance Connect Endpoint closed the tunnel (${code}${reason ? `: ${reason}` : ""})`));
       resolve({ bytesIn, bytesOut });
-    });
-    ws.resume();
+    };
+    // Take over from openTunnel's early listeners: what came before is replayed in order.
+    const pre = ws[EARLY];
+    if (pre) {
+      ws.off("message", pre.onMessage);
+      ws.off("close", pre.onClose);
+      delete ws[EARLY];
+      for (const [data, isBinary] of pre.early.messages) onMessage(data, isBinary);
+    }
+    if (pre?.early.close) onClose(...pre.early.close);
+    else {
+      ws.on("message", onMessage);
+      ws.on("close", onClose);
+    }
   });
 }

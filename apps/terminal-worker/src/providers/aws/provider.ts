@@ -12,7 +12,9 @@ import {
 import type { AwsProviderOptions } from "./config.ts";
 import { createEc2, TAG_HOST_KEY, TAG_REQUEST, TAG_WORKSPACE, type InstanceInfo } from "./ec2.ts";
 import { createKeyPusher, prepareKeyDir, writeSessionKey } from "./eic.ts";
+import type { TunnelBridge } from "./eic-bridge.ts";
 import { createTunnelPlanner, EIC_PROXY_SCRIPT, SAFE_PATH_RE, type TunnelTarget } from "./eic-tunnel.ts";
+import { TAG, TunnelError } from "./eic-wire.mjs";
 import { INFRA_DOC } from "./errors.ts";
 import { buildSshArgs, diagnoseSshExit, knownHostsLine } from "./ssh-command.ts";
 import { createCliChecker, findExecutable } from "./tools.ts";
@@ -167,10 +169,13 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
     const container = containerName(ctx.workspaceId);
     const sshPath = await findExecutable(o.sshBin, path);
     if (!sshPath) throw wiring(`ssh is not installed on the terminal worker (${o.sshBin} not found on its PATH); install openssh-client`);
+    let relay: NonNullable<Parameters<typeof buildSshArgs>[0]["native"]> | null = null;
     if (native) {
-      if (!SAFE_PATH_RE.test(process.execPath) || !SAFE_PATH_RE.test(EIC_PROXY_SCRIPT)) {
-        throw wiring(`node (${process.execPath}) or ${EIC_PROXY_SCRIPT} lies under a path with characters ssh's ProxyCommand cannot carry; install the worker under a plain path`);
-      }
+      // The relay from ssh to the worker's socket: socat (a few MB) when installed, else plain node.
+      const socat = o.relay === "node" ? null : await findExecutable("socat", path);
+      if (socat && SAFE_PATH_RE.test(socat)) relay = { relay: "socat", bin: socat, socket: "" };
+      else if (SAFE_PATH_RE.test(process.execPath) && SAFE_PATH_RE.test(EIC_PROXY_SCRIPT)) relay = { relay: "node", bin: process.execPath, script: EIC_PROXY_SCRIPT, socket: "" };
+      else throw wiring(`node (${process.execPath}) or ${EIC_PROXY_SCRIPT} lies under a path with characters ssh's ProxyCommand cannot carry, and socat is not installed; install socat or the worker under a plain path`);
     } else {
       const awsPath = await findExecutable(o.awsCli, path);
       if (!awsPath) throw wiring(`aws-cli is not installed on the terminal worker (${o.awsCli} not found on its PATH); install aws-cli v2, or use the built-in tunnel (MOLECULE_AWS_TUNNEL=native)`);
@@ -185,10 +190,20 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
     const hostKey = type && b64 && validHostKey(type, b64) ? `${type} ${b64}` : null;
     const k = await writeSessionKey(o.keyDir, ctx.sessionId, hostKey ? knownHostsLine(instanceId, hostKey) : null);
     let args: string[];
+    let bridge: TunnelBridge | null = null;
+    const diag = { instanceId, osUser: o.osUser, connectTimeoutSec: o.connectTimeoutSec, tunnelMaxSec: o.tunnelMaxSec };
     try {
       await keys.push(instanceId, o.osUser, k.publicKey);
-      // Signed last: the URL is good for 60 s and ssh starts right after.
-      const urlFile = target ? await tunnels.writeUrl(target, k.dir) : null;
+      if (target) {
+        // Opened here, before ssh: a refused handshake is a protocol error with AWS's own reason.
+        bridge = await tunnels.open(target, k.dir, instanceId).catch((err: unknown) => {
+          if (!(err instanceof TunnelError)) throw err;
+          const d = diagnoseSshExit({ code: 255, signal: null, tail: Buffer.from(`${TAG}[${err.kind}]: ${err.message}\n`), ranMs: 0 }, diag);
+          if (d && d.reason !== "session_expired") throw new TerminalUnavailableError(d.reason, d.message);
+          throw new Error(err.message);
+        });
+        relay = { ...relay!, socket: bridge.socketPath };
+      }
       args = buildSshArgs({
         sshBin: sshPath,
         awsCli: o.awsCli,
@@ -204,13 +219,14 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
         keepaliveCount: o.keepaliveCount,
         tunnelMaxSec: o.tunnelMaxSec,
         extraOptions: o.sshOptions,
-        native: urlFile ? { node: process.execPath, script: EIC_PROXY_SCRIPT, urlFile } : null,
+        native: bridge ? relay : null,
       });
     } catch (err) {
+      await bridge?.close();
       await k.remove();
       throw err;
     }
-    // Native: ssh and the proxy get no AWS credentials at all (the URL is already signed).
+    // Native: ssh and the relay get no AWS credentials at all (the worker holds the tunnel).
     const base = native ? { ...(o.childEnv.HOME ? { HOME: o.childEnv.HOME } : {}) } : o.childEnv;
     const env: Record<string, string> = {
       ...base,
@@ -227,15 +243,23 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
           }),
     };
     log?.debug({ session_id: ctx.sessionId, instance_id: instanceId, pinned: Boolean(hostKey), tunnel: native ? "native" : "aws-cli", endpoint: target?.endpoint.id }, "ssh through EIC");
-    const diag = { instanceId, osUser: o.osUser, connectTimeoutSec: o.connectTimeoutSec, tunnelMaxSec: o.tunnelMaxSec };
+    const b = bridge;
     return {
       file: sshPath,
       args,
       env,
       cwd: o.keyDir,
       audit: { instanceId, osUser: o.osUser },
-      cleanup: k.remove,
-      diagnoseExit: (exit) => diagnoseSshExit(exit, diag),
+      cleanup: async () => {
+        await b?.close();
+        await k.remove();
+      },
+      diagnoseExit: (exit) => {
+        // What ended the worker-held tunnel is known here: told to the diagnosis as the proxy would say it.
+        const e = b?.error();
+        const tail = e ? Buffer.concat([exit.tail, Buffer.from(`\n${TAG}[${e.kind}]: ${e.message}\n`)]) : exit.tail;
+        return diagnoseSshExit({ ...exit, tail }, diag);
+      },
     };
   }
 

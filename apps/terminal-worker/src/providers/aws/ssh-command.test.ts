@@ -136,13 +136,14 @@ describe("diagnoseSshExit: the native tunnel's lines and AWS's limits", () => {
 });
 
 describe("buildSshArgs: native tunnel", () => {
-  it("runs plain node on eic-proxy.mjs with the URL file, and refuses paths a shell would interpret", () => {
-    const native = { node: "/usr/bin/node", script: "/app/eic-proxy.mjs", urlFile: "/keys/s-x/tunnel-url" };
-    const a = buildSshArgs({ ...base, native });
-    expect(opt(a, "ProxyCommand")).toEqual(["/usr/bin/node /app/eic-proxy.mjs /keys/s-x/tunnel-url 3600 i-0123456789abcdef0"]);
-    for (const bad of ["/keys/s x/u", "/k/$(id)", "rel/path", "/k;id"]) {
-      expect(() => buildSshArgs({ ...base, native: { ...native, urlFile: bad } })).toThrow(/tunnel URL file/);
+  it("relays to the worker's tunnel socket with socat or plain node, and refuses paths a shell would interpret", () => {
+    const socat = { relay: "socat" as const, bin: "/usr/bin/socat", socket: "/keys/s-x/t.sock" };
+    expect(opt(buildSshArgs({ ...base, native: socat }), "ProxyCommand")).toEqual(["/usr/bin/socat - UNIX-CONNECT:/keys/s-x/t.sock"]);
+    const node = { relay: "node" as const, bin: "/usr/bin/node", script: "/app/eic-proxy.mjs", socket: "/keys/s-x/t.sock" };
+    expect(opt(buildSshArgs({ ...base, native: node }), "ProxyCommand")).toEqual(["/usr/bin/node /app/eic-proxy.mjs /keys/s-x/t.sock"]);
+    for (const bad of ["/keys/s x/t.sock", "/k/$(id)", "rel/path", "/k;id", "/k/a,fork", "/k/a:b"]) {
+      expect(() => buildSshArgs({ ...base, native: { ...socat, socket: bad } })).toThrow(/tunnel socket/);
     }
-    expect(() => buildSshArgs({ ...base, native: { ...native, node: "/opt/my node/bin/node" } })).toThrow(/node path/);
+    expect(() => buildSshArgs({ ...base, native: { ...node, bin: "/opt/my node/bin/node" } })).toThrow(/node path/);
   });
 });

@@ -22,10 +22,11 @@ export interface SshCommandInput {
   tunnelMaxSec: number;
   extraOptions: string[];
   /**
-   * Native mode (MOLECULE_AWS_TUNNEL=native): the ProxyCommand is plain node running
-   * eic-proxy.mjs on the presigned URL in `urlFile`, instead of aws-cli's open-tunnel.
+   * Native mode (MOLECULE_AWS_TUNNEL=native): the worker holds the tunnel behind the
+   * Unix socket `socket`; the ProxyCommand only relays to it (socat, or plain node
+   * running eic-proxy.mjs), instead of aws-cli's open-tunnel.
    */
-  native?: { node: string; script: string; urlFile: string } | null;
+  native?: { relay: "socat"; bin: string; socket: string } | { relay: "node"; bin: string; script: string; socket: string } | null;
 }
 
 function check(re: RegExp, v: string, what: string): string {
@@ -47,7 +48,9 @@ export function buildSshArgs(i: SshCommandInput): string[] {
   const tunnelMax = Math.min(3600, Math.max(1, Math.floor(i.tunnelMaxSec)));
   // stdio tunnel: no local port to pick or race for, and it dies with ssh.
   const proxy = i.native
-    ? `${check(SAFE_PATH_RE, i.native.node, "node path")} ${check(SAFE_PATH_RE, i.native.script, "proxy script path")} ${check(SAFE_PATH_RE, i.native.urlFile, "tunnel URL file")} ${tunnelMax} ${instanceId}`
+    ? i.native.relay === "socat"
+      ? `${check(SAFE_PATH_RE, i.native.bin, "socat path")} - UNIX-CONNECT:${check(SAFE_PATH_RE, i.native.socket, "tunnel socket")}`
+      : `${check(SAFE_PATH_RE, i.native.bin, "node path")} ${check(SAFE_PATH_RE, i.native.script, "relay script path")} ${check(SAFE_PATH_RE, i.native.socket, "tunnel socket")}`
     : `${check(EXECUTABLE_RE, i.awsCli, "aws-cli path")} ec2-instance-connect open-tunnel --instance-id ${instanceId} --region ${region} --max-tunnel-duration ${tunnelMax}`;
   const o = (kv: string) => ["-o", kv];
   const hostKeys = i.knownHostsFile
