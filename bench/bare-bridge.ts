@@ -18,12 +18,15 @@ import { fileURLToPath } from "node:url";
 import * as pty from "node-pty";
 import { WebSocketServer, type WebSocket } from "ws";
 import { createLocalProvider } from "../apps/terminal-worker/src/providers/index.ts";
+import { parseSize } from "../apps/terminal-worker/src/providers/sandbox-limits.ts";
 import { killTree } from "../apps/terminal-worker/src/terminal/kill-tree.ts";
 import { SUBPROTOCOL_V1 } from "./client.ts";
 
 export interface BareBridgeOptions {
   windowBytes?: number;
   bwrap?: "auto" | "on" | "off";
+  /** The workspace's sandbox limits (the bench raises them: every session shares one workspace). */
+  limits?: { pids?: number; memoryBytes?: number };
   shell?: string;
 }
 
@@ -37,7 +40,7 @@ export interface BareBridge {
 export async function startBareBridge(o: BareBridgeOptions = {}, port = 0): Promise<BareBridge> {
   const windowBytes = o.windowBytes ?? 512 * 1024;
   const root = mkdtempSync(join(tmpdir(), "molecule-bare-"));
-  const provider = createLocalProvider({ root, bwrap: o.bwrap ?? "auto", shell: o.shell ?? "/bin/bash" });
+  const provider = createLocalProvider({ root, bwrap: o.bwrap ?? "auto", shell: o.shell ?? "/bin/bash", ...(o.limits ? { limits: o.limits } : {}) });
   const workspaceId = randomUUID();
   await provider.create({ id: workspaceId } as never, { recordInstanceId: async () => {} });
 
@@ -158,6 +161,10 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     {
       windowBytes: process.env.BENCH_WINDOW_BYTES ? Number(process.env.BENCH_WINDOW_BYTES) : undefined,
       bwrap: (process.env.MOLECULE_SANDBOX_BWRAP as BareBridgeOptions["bwrap"]) ?? "auto",
+      limits: {
+        ...(process.env.MOLECULE_SANDBOX_PIDS ? { pids: Number(process.env.MOLECULE_SANDBOX_PIDS) } : {}),
+        ...(process.env.MOLECULE_SANDBOX_MEMORY ? { memoryBytes: parseSize(process.env.MOLECULE_SANDBOX_MEMORY) ?? undefined } : {}),
+      },
       shell: process.env.MOLECULE_SHELL,
     },
     Number(process.env.BENCH_PORT ?? 0),

@@ -69,8 +69,12 @@ chmodSync(workDir, 0o711);
 const logDir = join(workDir, "logs");
 mkdirSync(logDir, { recursive: true });
 
-/** The 1000 shells share one workspace: its per-workspace sandbox limits are raised to hold them (3 processes, ~4 MiB each). */
-const THOUSAND_SHELLS_LIMITS = { MOLECULE_SANDBOX_PIDS: "8192", MOLECULE_SANDBOX_MEMORY: "32g" };
+/**
+ * Every scenario's shells share one workspace (200 at once, 1000 in the last part): its per-workspace
+ * sandbox limits are raised to hold them (3 processes, ~4 MiB each), for the bare bridge and the
+ * system alike. The limits still apply (cgroups, rlimits): only their values differ.
+ */
+const BENCH_SANDBOX_LIMITS = { MOLECULE_SANDBOX_PIDS: "8192", MOLECULE_SANDBOX_MEMORY: "32g" };
 
 function openFilesLimit(): number {
   const m = /Max open files\s+(\d+|unlimited)/.exec(readFileSync("/proc/self/limits", "utf8"));
@@ -86,6 +90,7 @@ const rInfo = await redisInfo(redis);
 
 function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
+    ...BENCH_SANDBOX_LIMITS,
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     DATABASE_URL: databaseUrl,
@@ -238,7 +243,7 @@ try {
       // One worker holds every session: its capacity and the claim deadline are raised for the run.
       const prefix = `${ns}-k`;
       system = await startSystem({
-        env: baseEnv(prefix, { MOLECULE_WORKER_CAPACITY: String(n + 100), MOLECULE_CLAIM_TIMEOUT_MS: "60000", ...THOUSAND_SHELLS_LIMITS }),
+        env: baseEnv(prefix, { MOLECULE_WORKER_CAPACITY: String(n + 100), MOLECULE_CLAIM_TIMEOUT_MS: "60000" }),
         kind,
         workers: 1,
         redisPid: rInfo.pid,

@@ -7,7 +7,12 @@ import { startTopology, type Topology } from "./helpers/topology.ts";
 let t: Topology;
 let ws: string;
 beforeAll(async () => {
-  t = await startTopology({ apis: 1, workers: 1, env: { MOLECULE_WORKER_CAPACITY: "250", MOLECULE_CLAIM_TIMEOUT_MS: "60000" } });
+  // 200 shells in one workspace: its process and memory limits are raised to hold them (3 processes, ~4 MiB each).
+  t = await startTopology({
+    apis: 1,
+    workers: 1,
+    env: { MOLECULE_WORKER_CAPACITY: "250", MOLECULE_CLAIM_TIMEOUT_MS: "60000", MOLECULE_SANDBOX_PIDS: "2048", MOLECULE_SANDBOX_MEMORY: "8g" },
+  });
   ws = await readyWorkspace(t.apis[0]!.url, t.token);
 });
 afterAll(() => t?.close());

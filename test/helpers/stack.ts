@@ -125,7 +125,7 @@ export async function startStack(o: StackOptions = {}) {
       await Promise.all([apiWriter.close(), workerWriter.close()]);
       await db.close();
       if (o.ownDatabase) await dropDatabase(databaseUrl).catch(() => {});
-      rmSync(sandboxRoot, { recursive: true, force: true });
+      rmSync(sandboxRoot, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
 }

@@ -52,7 +52,8 @@ export async function startTopology(o: { apis?: number; workers?: number; env?: 
   } catch (err) {
     // One process failed to start: stop the others before reporting it.
     await Promise.all(procs.map((p) => stopProc(p, "SIGKILL")));
-    rmSync(sandboxRoot, { recursive: true, force: true });
+    // Retried: a sandbox shell killed with its worker may still be writing (its history) as we remove it.
+    rmSync(sandboxRoot, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     throw err;
   }
   const db = createDb(testUrls().databaseUrl, { max: 2 });
@@ -70,7 +71,8 @@ export async function startTopology(o: { apis?: number; workers?: number; env?: 
     async close() {
       await Promise.all(procs.map((p) => stopProc(p, "SIGKILL")));
       await db.close();
-      rmSync(sandboxRoot, { recursive: true, force: true });
+      // Retried: a sandbox shell killed with its worker may still be writing (its history) as we remove it.
+      rmSync(sandboxRoot, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
 }
