@@ -17,6 +17,7 @@ const DELAY_MS = 2500;
 let s: Stack;
 let browser: Browser;
 let token: string;
+const cspViolations: string[] = [];
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
   ensureCanvasBuilt();
@@ -47,6 +48,10 @@ async function signedIn(opts: { colorScheme?: "light" | "dark"; noWebgl?: boolea
   await ctx.addInitScript((t) => sessionStorage.setItem("molecule.orgToken", t), token);
   const page = await ctx.newPage();
   page.on("pageerror", (err) => process.stderr.write(`[page error] ${err.message}\n`));
+  // The addons must live within the Canvas's CSP (no eval, no WebAssembly, nothing from elsewhere).
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+  });
   await page.goto(s.url);
   await page.getByRole("heading", { name: "Workspaces" }).waitFor();
   return page;
@@ -248,5 +253,9 @@ describe("Canvas: the terminal", () => {
     expect(await run(p2, "echo fallback-$((3*3))")).toBe("fallback-9");
     await p2.screenshot({ path: join(SHOTS, "features-07-dom-fallback.png") });
     await p2.context().close();
+  });
+
+  it("nothing above broke the Canvas's CSP (no eval, no WebAssembly, nothing from elsewhere)", () => {
+    expect(cspViolations).toEqual([]);
   });
 });
