@@ -85,11 +85,12 @@ WORKDIR /app
 ENTRYPOINT ["/usr/bin/tini", "--"]
 
 # ---- terminal-worker: provisioning jobs and the shells ---------------------------------
-# openssh-client and the AWS CLI v2 (the EC2 Instance Connect path), bubblewrap (the local sandbox),
+# openssh-client and socat (the EC2 Instance Connect path: ssh and the relay to the worker's tunnel;
+# aws-cli v2 only with AWS_CLI=true), bubblewrap (the local sandbox),
 # the docker CLI (the docker provider: the compose deployment's default).
 FROM runtime AS terminal-worker
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openssh-client bubblewrap bash less \
+ && apt-get install -y --no-install-recommends openssh-client socat bubblewrap bash less \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin molecule-sandbox
 COPY --from=awscli /usr/local/aws-cli /usr/local/aws-cli
