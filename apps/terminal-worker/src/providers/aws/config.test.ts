@@ -21,6 +21,12 @@ describe("aws settings", () => {
     expect(o).toMatchObject({ orgId: "org-42", region: "eu-west-1", osUser: "ec2-user", instanceTypes: { 1: "t3.small", 2: "t3.medium" }, tunnelMaxSec: 3600 });
   });
 
+  it("the tunnel is native unless MOLECULE_AWS_TUNNEL=aws-cli; anything else stops the worker", () => {
+    expect(awsOptionsFromEnv(loadWorkerEnv(full), {})?.tunnel).toBe("native");
+    expect(awsOptionsFromEnv(loadWorkerEnv({ ...full, MOLECULE_AWS_TUNNEL: "aws-cli" }), {})?.tunnel).toBe("aws-cli");
+    expect(() => loadWorkerEnv({ ...full, MOLECULE_AWS_TUNNEL: "ssm" })).toThrow(/MOLECULE_AWS_TUNNEL/);
+  });
+
   it("a half-configured backend names what is missing", () => {
     const { MOLECULE_AWS_SUBNET_ID: _s, MOLECULE_AWS_REGION: _r, ...partial } = full;
     expect(() => awsOptionsFromEnv(loadWorkerEnv(partial), {})).toThrow(/MOLECULE_AWS_REGION.*MOLECULE_AWS_SUBNET_ID/);
