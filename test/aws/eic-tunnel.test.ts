@@ -13,9 +13,11 @@ import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bridgeTunnel } from "../../apps/terminal-worker/src/providers/aws/eic-bridge.ts";
-import { EIC_PROXY_SCRIPT, pickEndpoint } from "../../apps/terminal-worker/src/providers/aws/eic-tunnel.ts";
+import type { AwsProviderOptions } from "../../apps/terminal-worker/src/providers/aws/config.ts";
+import { createEc2 } from "../../apps/terminal-worker/src/providers/aws/ec2.ts";
+import { createTunnelPlanner, EIC_PROXY_SCRIPT, pickEndpoint } from "../../apps/terminal-worker/src/providers/aws/eic-tunnel.ts";
 import { presignOpenTunnel, type AwsCredentials } from "../../apps/terminal-worker/src/providers/aws/eic-signer.ts";
-import { MAX_FRAME, openTunnel, pipeTunnel, TunnelError } from "../../apps/terminal-worker/src/providers/aws/eic-wire.mjs";
+import { handshakeError, MAX_FRAME, openTunnel, pipeTunnel, TunnelError } from "../../apps/terminal-worker/src/providers/aws/eic-wire.mjs";
 import { waitFor } from "../helpers/http.ts";
 import { FAKE_KEY_ID, FAKE_SECRET, FakeCloud, type FakeInstance } from "./fake-cloud.ts";
 
@@ -221,6 +223,46 @@ describe("the worker-held tunnel behind a Unix socket, and eic-proxy.mjs as ssh'
     const b = await bridgeTunnel(ws, join(dir, "t3.sock"), { maxTunnelSec: 3600, openedAt: Date.now(), target: "i-0000000000000e740", acceptMs: 200 });
     await waitFor(async () => cloud.activeTunnels.get(eice()) === before, 3000, 10);
     await b.close();
+  });
+});
+
+describe("endpoint discovery with the SDK against the fake EC2", () => {
+  const options = (childEnv: Record<string, string> = {}) =>
+    ({ region: cloud.region, ec2Endpoint: cloud.ec2Url, sdkMaxAttempts: 1, childEnv, tunnelMaxSec: 3600, connectTimeoutSec: 5 }) as unknown as AwsProviderOptions;
+  const inst = { id: "i-0000000000000e740", state: "running", stateReason: null, tags: {}, launchTime: null, vpcId: "vpc-0fa1ce0000000000a", subnetId: "subnet-0fa1ce0000000000b", privateIp: IP };
+
+  it("prefers the instance's subnet, FipsDnsName with AWS_USE_FIPS_ENDPOINT=true, and names a denied Describe call", async () => {
+    process.env.AWS_ACCESS_KEY_ID = FAKE_KEY_ID;
+    process.env.AWS_SECRET_ACCESS_KEY = FAKE_SECRET;
+    const saved = cloud.endpoints;
+    cloud.endpoints = [
+      { id: "eice-00000000000000001", vpcId: inst.vpcId, subnetId: "subnet-0fa1ce0000000000a", state: "create-complete" },
+      { id: "eice-00000000000000002", vpcId: inst.vpcId, subnetId: inst.subnetId, state: "update-complete", fipsDnsName: "127.0.0.2:443" },
+      { id: "eice-00000000000000003", vpcId: inst.vpcId, subnetId: inst.subnetId, state: "delete-in-progress" },
+    ];
+    const ec2 = createEc2(options());
+    try {
+      expect((await createTunnelPlanner(options(), ec2).target(inst)).endpoint.id).toBe("eice-00000000000000002");
+      expect((await createTunnelPlanner(options({ AWS_USE_FIPS_ENDPOINT: "true" }), ec2).target(inst)).dnsName).toBe("127.0.0.2:443");
+      const calls = cloud.callsOf("DescribeInstanceConnectEndpoints").at(-1)!.params;
+      expect(calls).toMatchObject({ "Filter.1.Name": "vpc-id", "Filter.1.Value.1": inst.vpcId, "Filter.2.Name": "state", "Filter.2.Value.1": "create-complete" });
+      cloud.endpoints = [];
+      await expect(createTunnelPlanner(options(), ec2).target(inst)).rejects.toThrow(/no EC2 Instance Connect Endpoint in the VPC of i-0000000000000e740 \(vpc-0fa1ce0000000000a\)/);
+      cloud.deny.add("ec2:DescribeInstanceConnectEndpoints");
+      await expect(createTunnelPlanner(options(), ec2).target(inst)).rejects.toMatchObject({
+        reason: "eic_wiring_incomplete",
+        message: expect.stringMatching(/may not call ec2:DescribeInstanceConnectEndpoints.*#iam-policy/),
+      });
+    } finally {
+      cloud.deny.delete("ec2:DescribeInstanceConnectEndpoints");
+      cloud.endpoints = saved;
+      ec2.destroy();
+    }
+  });
+
+  it("an endpoint answering 5xx is AWS-side trouble, not a wiring problem", () => {
+    expect(handshakeError(503, '{"ErrorCode":"ServiceUnavailableException","Message":"try later"}', "r-1")).toMatchObject({ kind: "unavailable" });
+    expect(handshakeError(429, '{"ErrorCode":"ConnectionLimitExceededException","Message":"x"}', "r-1")).toMatchObject({ kind: "limit" });
   });
 });
 

@@ -76,6 +76,8 @@ export interface Eice {
   vpcId: string;
   subnetId: string;
   state: string;
+  /** Listed as FipsDnsName (default: the same address as DnsName). */
+  fipsDnsName?: string;
 }
 
 function xmlEscape(s: string): string {
@@ -316,7 +318,7 @@ export class FakeCloud {
             `<instanceConnectEndpointSet>${list
               .map(
                 (e) =>
-                  `<item><ownerId>${FAKE_ACCOUNT}</ownerId><instanceConnectEndpointId>${e.id}</instanceConnectEndpointId><state>${e.state}</state><dnsName>127.0.0.1:${this.eicPort}</dnsName><fipsDnsName>127.0.0.1:${this.eicPort}</fipsDnsName><subnetId>${e.subnetId}</subnetId><vpcId>${e.vpcId}</vpcId></item>`,
+                  `<item><ownerId>${FAKE_ACCOUNT}</ownerId><instanceConnectEndpointId>${e.id}</instanceConnectEndpointId><state>${e.state}</state><dnsName>127.0.0.1:${this.eicPort}</dnsName><fipsDnsName>${e.fipsDnsName ?? `127.0.0.1:${this.eicPort}`}</fipsDnsName><subnetId>${e.subnetId}</subnetId><vpcId>${e.vpcId}</vpcId></item>`,
               )
               .join("")}</instanceConnectEndpointSet>`,
           );

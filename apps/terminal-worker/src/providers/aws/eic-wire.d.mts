@@ -2,7 +2,7 @@ import type WebSocket from "ws";
 
 export declare const MAX_FRAME: number;
 export declare const TAG: string;
-export type TunnelErrorKind = "denied" | "credentials" | "unknown_endpoint" | "limit" | "handshake" | "unreachable" | "error_frame" | "closed" | "max_duration";
+export type TunnelErrorKind = "denied" | "credentials" | "unknown_endpoint" | "limit" | "unavailable" | "handshake" | "unreachable" | "error_frame" | "closed" | "max_duration";
 export declare class TunnelError extends Error {
   constructor(kind: TunnelErrorKind, message: string, info?: { status?: number; code?: string; requestId?: string });
   readonly kind: TunnelErrorKind;

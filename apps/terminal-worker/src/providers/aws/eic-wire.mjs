@@ -15,7 +15,7 @@ const EARLY = Symbol("early");
 
 export class TunnelError extends Error {
   /**
-   * @param {string} kind denied | credentials | unknown_endpoint | limit | handshake | unreachable | error_frame | closed | max_duration
+   * @param {string} kind denied | credentials | unknown_endpoint | limit | unavailable | handshake | unreachable | error_frame | closed | max_duration
    * @param {string} message
    * @param {{ status?: number, code?: string, requestId?: string }} [info]
    */
@@ -53,6 +53,8 @@ export function handshakeError(status, body, requestId) {
   if (/instance connect endpoint does not exist|ResourceNotFound|InvalidInstanceConnectEndpointId/i.test(`${code} ${msg}`)) {
     return new TunnelError("unknown_endpoint", `OpenTunnel: no such EC2 Instance Connect Endpoint (${what}): ${msg}`, info);
   }
+  // AWS-side trouble: worth a retry, not a setup problem.
+  if (status >= 500) return new TunnelError("unavailable", `OpenTunnel: the EC2 Instance Connect Endpoint is unavailable (${what})${msg ? `: ${msg.slice(0, 300)}` : ""}; try again in a moment`, info);
   return new TunnelError("handshake", `OpenTunnel handshake failed (${what})${msg ? `: ${msg.slice(0, 300)}` : ""}`, info);
 }
 

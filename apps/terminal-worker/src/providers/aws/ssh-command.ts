@@ -142,6 +142,9 @@ export function diagnoseSshExit(
         return wiring(`OpenTunnel refused the worker's signed request: its AWS credentials are not valid, expired, or the worker's clock is off (${what.trim().slice(0, 300)})`);
       case "unknown_endpoint":
         return wiring(`the EC2 Instance Connect Endpoint is gone (${what.trim().slice(0, 300)}); recreate it in the workspace VPC`);
+      case "unavailable":
+        // AWS-side (5xx): the session fails as an internal error the user can retry, not a wiring problem.
+        return null;
       case "unreachable":
         return wiring(`the tunnel to ${c.instanceId} through the EC2 Instance Connect Endpoint did not come up: ${what.trim().slice(0, 300)}. Check that the workspace security group allows 22/tcp from the endpoint's security group and that sshd runs on the instance`);
     }
