@@ -1,13 +1,16 @@
 // Bundles the CLI into dist/ for plain Node 20 (no tsx at run time). Commands are split into
 // chunks loaded on first use, so `molecule --version` parses almost nothing.
 import { readFileSync, rmSync } from "node:fs";
+import { resolve } from "node:path";
 import { build } from "esbuild";
 
 const pkg = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8"));
-rmSync(new URL("./dist", import.meta.url), { recursive: true, force: true });
+// `node build.mjs [outdir]`: tests build into a directory of their own.
+const outdir = process.argv[2] ? resolve(process.argv[2]) : new URL("./dist", import.meta.url).pathname;
+rmSync(outdir, { recursive: true, force: true });
 await build({
   entryPoints: { molecule: new URL("./src/main.ts", import.meta.url).pathname },
-  outdir: new URL("./dist", import.meta.url).pathname,
+  outdir,
   bundle: true,
   splitting: true,
   format: "esm",

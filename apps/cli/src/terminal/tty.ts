@@ -1,3 +1,5 @@
+import { spawnSync } from "node:child_process";
+
 /**
  * The local terminal's raw mode, restored on every way out: a normal end, an error, a signal
  * (SIGTERM, SIGHUP, SIGQUIT) and an uncaught exception. setRawMode is a synchronous ioctl, so
@@ -35,6 +37,12 @@ export function enterRawMode(stdin: NodeJS.ReadStream, onSignal: (signal: NodeJS
   };
   process.on("uncaughtException", crash);
   process.on("exit", restore);
-  if (isTty) stdin.setRawMode(true);
+  if (isTty) {
+    stdin.setRawMode(true);
+    // libuv's raw mode keeps output post-processing (ONLCR): the remote's \r\n would arrive as
+    // \r\r\n. ssh clears it (cfmakeraw); so do we. setRawMode(false) restores the saved termios.
+    const r = spawnSync("stty", ["-opost"], { stdio: ["inherit", "ignore", "ignore"], timeout: 2000 });
+    if (r.status !== 0) process.stderr.write("molecule: could not turn off output processing (stty -opost); line ends may show doubled\r\n");
+  }
   return { restore };
 }
