@@ -38,6 +38,12 @@ export async function ssh(ctx: Context, ref: string, flags: SshFlags): Promise<n
       stdout.write(data, () => done());
     },
     onNotice: notice,
+    // One line: "[molecule: connection lost; reconnecting… ok]" once the session is back.
+    onReconnect: (state, why) => {
+      if (state === "lost") stderr.write(`\r\n[molecule: ${why}; reconnecting…`);
+      else if (state === "restored") stderr.write(" ok]\r\n");
+      else stderr.write(" failed]\r\n");
+    },
   });
   await session.start();
 

@@ -41,8 +41,10 @@ export interface SessionClientOptions {
   term?: string;
   /** Output bytes, in order; `done` is called once the bytes are consumed (they are acked after it). */
   onOutput(data: Buffer, done: () => void): void;
-  /** One-line notices for the user (reconnecting, lost output). */
+  /** One-line notices for the user (lost output). */
   onNotice(line: string): void;
+  /** The connection dropped and a re-attach starts (`lost`), succeeded (`restored`) or gave up (`failed`). */
+  onReconnect(state: "lost" | "restored" | "failed", why: string): void;
   /** How long to keep trying to re-attach after a drop (the server keeps the shell 60 s by default). */
   reconnectMs?: number;
 }
@@ -153,6 +155,8 @@ export class SessionClient {
           return; // a message type this client does not know (additive to v1): ignored
         }
         if (m.type === "hello") {
+          // Before any output of the new connection reaches the screen.
+          if (this.sessionId) this.o.onReconnect("restored", "");
           this.open = true;
           this.sessionId = m.session;
           this.offset = m.offset;
@@ -200,7 +204,7 @@ export class SessionClient {
     }
     this.lastError = null;
     const why = code === 1012 ? "the API node is restarting" : "connection lost";
-    this.o.onNotice(`${why}; reconnecting…`);
+    this.o.onReconnect("lost", why);
     const deadline = Date.now() + (this.o.reconnectMs ?? 60_000);
     let delay = 100;
     for (;;) {
@@ -208,11 +212,16 @@ export class SessionClient {
       const r = await this.connect();
       if (r === "open") {
         this.reconnects++;
-        this.o.onNotice("reconnected");
         return;
       }
-      if (r !== "retry") return this.resolveEnd({ kind: "error", error: r.code === "session_not_found" ? new CliError("the session ended while disconnected", 1, r.code) : r });
-      if (Date.now() + delay > deadline) return this.resolveEnd({ kind: "error", error: new CliError(`could not reconnect to ${this.o.api} within ${Math.round((this.o.reconnectMs ?? 60_000) / 1000)} s`, 1, "network") });
+      if (r !== "retry") {
+        this.o.onReconnect("failed", r.message);
+        return this.resolveEnd({ kind: "error", error: r.code === "session_not_found" ? new CliError("the session ended while disconnected", 1, r.code) : r });
+      }
+      if (Date.now() + delay > deadline) {
+        this.o.onReconnect("failed", "gave up");
+        return this.resolveEnd({ kind: "error", error: new CliError(`could not reconnect to ${this.o.api} within ${Math.round((this.o.reconnectMs ?? 60_000) / 1000)} s`, 1, "network") });
+      }
       await new Promise((res) => setTimeout(res, delay));
       delay = Math.min(delay * 2, 2000);
     }
