@@ -231,34 +231,40 @@ describe.skipIf(!engineUp)("docker compose deployment (real engine, images built
     const workers = new Set(containers("terminal-worker").map((c) => c.id));
     expect(workers.size).toBe(4);
     const clients: TermClient[] = [];
-    const seen = new Set<string>();
-    // Terminal jobs go to whichever worker takes them first: open until each worker has one (bounded).
-    for (let i = 0; i < 24 && seen.size < 4; i++) {
-      const c = await openShell(wsBase, ws, { token });
-      clients.push(c);
-      await c.run("true");
-      const w = workerOf(await rowOf(ws, c.hello!.session));
-      if (w) seen.add(w);
+    try {
+      const seen = new Set<string>();
+      let replicas = 0;
+      // Terminal jobs go to whichever worker takes them first, sockets to the replica haproxy picks
+      // (a new replica joins it once Docker's DNS names it): open until every worker has a
+      // session and every replica a socket (bounded).
+      for (let i = 0; i < 40 && (seen.size < 4 || replicas < 3); i++) {
+        const c = await openShell(wsBase, ws, { token });
+        clients.push(c);
+        await c.run("true");
+        const w = workerOf(await rowOf(ws, c.hello!.session));
+        if (w) seen.add(w);
+        replicas = [...(await socketsPerApi()).values()].filter((n) => n > 0).length;
+      }
+      expect([...seen].sort()).toEqual([...workers].sort());
+      expect(replicas).toBe(3);
+      // One session, its socket dropped and re-attached through the load balancer three times:
+      // whichever replica takes it serves the same shell, with no byte lost or repeated.
+      let c = clients[0]!;
+      const pid = (await c.run("echo $$")).trim();
+      for (let i = 0; i < 3; i++) {
+        await c.run(`echo round-$((${i}+1))`);
+        const offset = c.offset;
+        c.drop();
+        await c.closed;
+        const r = await openShell(wsBase, ws, { token, session: c.hello!.session, offset });
+        expect(r.hello!.offset).toBe(offset);
+        expect((await r.run("echo $$")).trim()).toBe(pid);
+        c = r;
+      }
+      clients[0] = c;
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
     }
-    expect([...seen].sort()).toEqual([...workers].sort());
-    // The sockets are on all three replicas (round robin), and re-attaching moves a session between them.
-    await waitFor(async () => [...(await socketsPerApi()).values()].filter((n) => n > 0).length === 3, 15_000, 500);
-    // One session, its socket dropped and re-attached through the load balancer three times:
-    // whichever replica takes it serves the same shell, with no byte lost or repeated.
-    let c = clients[0]!;
-    const pid = (await c.run("echo $$")).trim();
-    for (let i = 0; i < 3; i++) {
-      await c.run(`echo round-$((${i}+1))`);
-      const offset = c.offset;
-      c.drop();
-      await c.closed;
-      const r = await openShell(wsBase, ws, { token, session: c.hello!.session, offset });
-      expect(r.hello!.offset).toBe(offset);
-      expect((await r.run("echo $$")).trim()).toBe(pid);
-      c = r;
-    }
-    clients[0] = c;
-    await Promise.all(clients.map((c) => c.close()));
   });
 
   it("docker kill of one worker container: its sessions get worker_lost within 5 s and their audit rows close", async () => {

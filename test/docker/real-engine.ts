@@ -56,6 +56,7 @@ export function localImages(o: { app?: boolean } = {}): LocalImages {
     env: { ...DOCKER_ENV, DOCKER, MOLECULE_TAG: TEST_TAG },
     encoding: "utf8",
     timeout: 25 * 60_000,
+    maxBuffer: 64 << 20,
   });
   if (r.status !== 0) throw new Error(`deploy/local-images failed (${r.status}): ${r.stderr}`);
   const out: Record<string, string> = {};
