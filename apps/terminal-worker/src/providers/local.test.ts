@@ -1,9 +1,10 @@
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { createLocalProvider } from "./local.ts";
+import { bwrapAvailable, createLocalProvider } from "./local.ts";
 import { CGROUP_JOIN_SCRIPT, EGRESS_RESOLV_FILE, sandboxArgv, type SandboxArgvOptions } from "./sandbox-argv.ts";
 import { egressArgv } from "./sandbox-egress.ts";
 import { parseSize } from "./sandbox-limits.ts";
@@ -108,5 +109,31 @@ describe("per-workspace uids", () => {
     expect(parseSize("1048576")).toBe(1048576);
     expect(parseSize("two")).toBeNull();
     expect(parseSize("0")).toBeNull();
+  });
+});
+
+describe.skipIf(!bwrapAvailable() && process.env.CI !== "true")("shells opened at the same moment", () => {
+  it("all start in a new workspace (none loses a race to make the sandbox's /bin)", async () => {
+    const root = tmp();
+    const provider = createLocalProvider({ root, bwrap: "on", shell: "/bin/bash" });
+    const id = randomUUID();
+    await provider.create({ id } as never, { recordInstanceId: async () => {} });
+    const commands = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => provider.terminalCommand({ sessionId: randomUUID(), workspaceId: id, orgId: "o", instanceId: null, cols: 80, rows: 24 + i })),
+    );
+    const results = await Promise.all(
+      commands.map(
+        (c) =>
+          new Promise<{ code: number | null; err: string }>((resolve) => {
+            // bash --login with stdin at EOF exits 0 once the sandbox is up: a bwrap failure exits 1.
+            const child = spawn(c.file, c.args, { env: c.env, cwd: c.cwd, stdio: ["ignore", "ignore", "pipe"], timeout: 20_000 });
+            let err = "";
+            child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+            child.on("close", (code) => resolve({ code, err }));
+          }),
+      ),
+    );
+    for (const r of results) expect(r, r.err).toEqual({ code: 0, err: "" });
+    await provider.destroy({ id } as never);
   });
 });

@@ -4,7 +4,7 @@ import { lchown, lstat, mkdir, readdir, rm, stat, writeFile } from "node:fs/prom
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { isUuid, type Logger } from "@molecule/shared";
-import { sandboxArgv, systemDirArgs } from "./sandbox-argv.ts";
+import { ensureSystemLinks, sandboxArgv, systemDirArgs } from "./sandbox-argv.ts";
 import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, type SandboxLimits } from "./local-settings.ts";
 import { detectCgroups, type Cgroups } from "./sandbox-limits.ts";
 import { prepareSandboxRoot, runsAsRoot } from "./sandbox-root.ts";
@@ -203,6 +203,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
           if (err.code !== "EEXIST") throw err;
         },
       );
+      await ensureSystemLinks(dir, uid);
       return bwrapCommand(ctx, dir, uid);
     },
   };

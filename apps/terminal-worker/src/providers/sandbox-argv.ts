@@ -1,4 +1,5 @@
 import { existsSync, lstatSync, readlinkSync } from "node:fs";
+import { lchown, symlink } from "node:fs/promises";
 import { join } from "node:path";
 
 /**
@@ -80,6 +81,25 @@ export function systemDirArgs(root?: string): string[] {
     else if (root === undefined || !lexists(join(root, d.path))) a.push("--symlink", d.link, d.path);
   }
   return a;
+}
+
+/**
+ * Makes the usr-merged symlinks (/bin → usr/bin, …) in the workspace's root before bwrap runs, so
+ * that shells opened at the same moment never race to make them (bwrap fails with "Can't make
+ * symlink at /bin: File exists" for the loser). An existing path, the tenant's or an earlier
+ * open's, is left as it is: symlink() never follows it.
+ */
+export async function ensureSystemLinks(root: string, uid: number | null): Promise<void> {
+  for (const d of systemTopDirs()) {
+    if (d.link === null) continue;
+    const at = join(root, d.path);
+    try {
+      await symlink(d.link, at);
+      if (uid !== null) await lchown(at, uid, uid);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+  }
 }
 
 function lexists(p: string): boolean {
