@@ -56,7 +56,7 @@ export function createApi(deps: ApiDeps) {
   const db = deps.db.db;
   const redis = deps.redis;
   const hub = createHub(deps.sub, log);
-  const auth = createAuthenticator(db);
+  const auth = createAuthenticator(db, log);
   const tickets = createTickets(redis, c.ns, c.ticketTtlSec);
   const provisioner = createProvisioner(redis, c.ns, db);
   const metrics = createMetrics(c.nodeId);

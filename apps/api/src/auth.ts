@@ -1,6 +1,6 @@
 import type { Request } from "express";
 import { and, eq, isNull, sql } from "drizzle-orm";
-import { hashToken, isWellFormedToken, schema, UnauthorizedError, type Db } from "@molecule/shared";
+import { hashToken, isWellFormedToken, logged, schema, UnauthorizedError, type Db, type Logger } from "@molecule/shared";
 
 export interface Principal {
   orgId: string;
@@ -16,7 +16,7 @@ export function bearerToken(header: string | undefined): string | undefined {
   return m[1];
 }
 
-export function createAuthenticator(db: Db) {
+export function createAuthenticator(db: Db, log: Logger) {
   const lastTouched = new Map<string, number>();
 
   async function authenticate(token: string): Promise<Principal> {
@@ -34,7 +34,8 @@ export function createAuthenticator(db: Db) {
         .update(schema.apiTokens)
         .set({ lastUsedAt: sql`now()` as unknown as Date })
         .where(eq(schema.apiTokens.id, row.id))
-        .catch(() => {});
+        // Only the "last used" column is behind: the request itself goes on.
+        .catch(logged(log, "warn", "could not record the token's last use", { token_id: row.id }));
     }
     return { orgId: row.orgId, tokenId: row.id, tokenPrefix: row.prefix };
   }

@@ -14,7 +14,7 @@ const redis = createRedis(env.REDIS_URL, { maxRetriesPerRequest: 10, connectionN
 const sub = createRedis(env.REDIS_URL, { connectionName: `${env.MOLECULE_NODE_ID}:sub` });
 const writer = createRedisWriter({ url: env.REDIS_URL, name: `${env.MOLECULE_NODE_ID}:in`, log });
 for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
-  r.on("error", (err) => log.warn({ err: err.message, conn: name }, "redis connection error"));
+  r.on("error", (err) => log.warn({ err, conn: name }, "redis connection error"));
 }
 
 const boot = await bootstrapDefaultOrg(db.db, env.MOLECULE_BOOTSTRAP_TOKEN);

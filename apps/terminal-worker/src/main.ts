@@ -17,7 +17,7 @@ const redis = createRedis(env.REDIS_URL, { connectionName: named("cmd") });
 const sub = createRedis(env.REDIS_URL, { connectionName: named("sub") });
 const writer = createRedisWriter({ url: env.REDIS_URL, name: named("out"), log });
 for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
-  r.on("error", (err) => log.warn({ err: err.message, conn: name }, "redis connection error"));
+  r.on("error", (err) => log.warn({ err, conn: name }, "redis connection error"));
 }
 
 const local = createLocalProvider({

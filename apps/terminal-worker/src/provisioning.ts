@@ -5,6 +5,7 @@ import {
   PROVISION_QUEUE,
   bullPrefix,
   getWorkspace,
+  logged,
   provisionJob,
   schema,
   setInstanceId,
@@ -52,7 +53,7 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
           .then(async () => {
             await d.db.insert(schema.workspaceEvents).values({ workspaceId, fromStatus: during, toStatus: during, step: name, message });
           })
-          .catch((err: Error) => log.warn({ err: err.message, step: name }, "could not record a provisioning step"));
+          .catch((err: unknown) => log.warn({ err, step: name }, "could not record a provisioning step"));
       },
       flush: (): Promise<void> => chain,
     };
@@ -92,7 +93,7 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
       observe("failed");
       const message = err instanceof ProviderError ? err.message : `provisioning failed: ${(err as Error).message}`;
       await transitionWorkspace(d.db, ws.id, "failed", { from: [during], message });
-      log.warn({ err: (err as Error).message }, "workspace failed");
+      log.warn({ err }, "workspace failed");
       throw new UnrecoverableError(message);
     }
   }
@@ -127,8 +128,8 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
     // A job whose worker died is picked up again: every step above is idempotent.
     maxStalledCount: 5,
   });
-  worker.on("failed", (job, err) => d.log.debug({ job_id: job?.id, err: err.message }, "provision job failed"));
-  worker.on("error", (err) => d.log.warn({ err: err.message }, "provision worker error"));
+  worker.on("failed", (job, err) => d.log.debug({ job_id: job?.id, err }, "provision job failed"));
+  worker.on("error", (err) => d.log.warn({ err }, "provision worker error"));
 
   /**
    * Workspaces stuck provisioning past the timeout become failed with a message (any worker may run it).
@@ -150,7 +151,7 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
     }
     return n;
   }
-  const sweeper = setInterval(() => void sweepTimeouts().catch(() => {}), Math.min(10_000, d.timeoutMs / 2));
+  const sweeper = setInterval(() => void sweepTimeouts().catch(logged(d.log, "warn", "provisioning timeout sweep failed")), Math.min(10_000, d.timeoutMs / 2));
   sweeper.unref();
 
   return {

@@ -69,3 +69,21 @@ export function isDbUnavailable(err: unknown): boolean {
     ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "EHOSTUNREACH", "ENOTFOUND", "57P01", "57P03", "53300"].includes(code)
   );
 }
+
+/**
+ * The one way a failure is let go (docs/development.md, "Errors"): logged with the error
+ * itself (pino keeps the stack) at the level its consequence deserves, never dropped.
+ * For best-effort steps whose failure changes nothing for the user (a TTL cleans up
+ * anyway, a retry follows): `promise.catch(logged(log, "debug", "what did not happen"))`.
+ */
+export function logged(
+  log: { [L in "debug" | "info" | "warn" | "error"]: (obj: object, msg: string) => void },
+  level: "debug" | "info" | "warn" | "error",
+  msg: string,
+  fields: Record<string, unknown> = {},
+): (err: unknown) => void {
+  return (err) => log[level]({ ...fields, err }, msg);
+}
+
+/** PostgreSQL notices (e.g. "database does not exist, skipping") are the server talking, not failures. */
+export const ignoreNotice = (_notice: unknown): void => undefined;

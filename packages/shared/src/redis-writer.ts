@@ -233,7 +233,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     s.on("drain", () => {
       for (const l of drainListeners) l();
     });
-    s.on("error", (err) => o.log.debug({ err: err.message, conn: o.name }, "redis writer: connection error"));
+    s.on("error", (err) => o.log.debug({ err, conn: o.name }, "redis writer: connection error"));
     s.on("close", () => {
       if (socket === s) socket = null;
       const was = ready;

@@ -1,4 +1,5 @@
 import type { Redis } from "ioredis";
+import { logged } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 
 export type ChannelHandler = (msg: Buffer) => void;
@@ -42,7 +43,8 @@ export function createHub(sub: Redis, log: Logger) {
       const hs = handlers.get(channel);
       if (!hs?.delete(handler) || hs.size > 0) return;
       handlers.delete(channel);
-      await sub.unsubscribe(channel).catch(() => {});
+      // A failed unsubscribe leaves a channel nobody handles: its messages are dropped here.
+      await sub.unsubscribe(channel).catch(logged(log, "debug", "redis unsubscribe failed", { channel }));
     },
     onReconnect(l: () => void): () => void {
       reconnectListeners.add(l);

@@ -6,6 +6,7 @@ import {
   decodeOut,
   encodeControl,
   encodeInput,
+  logged,
   readOutput,
   type ByteRedis,
   type ControlMessage,
@@ -183,14 +184,14 @@ export class TerminalBridge {
     this.workerId = workerId;
     this.claimTimer = setTimeout(() => {
       if (this.state !== "waiting") return;
-      void this.deps.control.cancel(this.sessionId, "spawn_failed").catch(() => {});
+      void this.deps.control.cancel(this.sessionId, "spawn_failed").catch(logged(this.deps.log, "warn", "could not cancel a session whose shell did not start", { session_id: this.sessionId }));
       this.finish({ reason: "spawn_failed", offset: this.reader.next, message: `the shell did not start within ${START_TIMEOUT_MS / 1000} s` });
     }, START_TIMEOUT_MS);
   }
 
   private claimTimedOut(): void {
     if (this.state !== "waiting") return;
-    void this.deps.control.cancel(this.sessionId, "no_capacity").catch(() => {});
+    void this.deps.control.cancel(this.sessionId, "no_capacity").catch(logged(this.deps.log, "warn", "could not cancel an unclaimed session", { session_id: this.sessionId }));
     this.finish({ reason: "no_capacity", offset: this.reader.next });
   }
 

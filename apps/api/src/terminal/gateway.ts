@@ -77,8 +77,9 @@ export function createTerminalGateway(d: GatewayDeps) {
   /** The HTTP server's `upgrade` handler. */
   async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const t0 = performance.now();
-    // A peer resetting mid-handshake is not ours to report; the request's outcome is logged below.
-    socket.on("error", () => {});
+    // A peer resetting mid-handshake is not ours to report (the request's outcome is logged
+    // below), but an error listener must exist or the reset would crash the process.
+    socket.on("error", (err) => d.log.debug({ err }, "client socket error during the upgrade"));
     try {
       const { principal, workspace, query } = await upgradeAuth.admit(req);
       wss.handleUpgrade(req, socket, head, (sock) => {

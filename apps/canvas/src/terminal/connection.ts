@@ -252,7 +252,8 @@ export class TerminalConnection {
       this.stopPing();
       this.onClose(c.code);
     };
-    ws.onerror = () => {};
+    // A WebSocket error is always followed by its close, which decides what happens next.
+    ws.onerror = null;
   }
 
   private detach(ws: SocketLike): void {

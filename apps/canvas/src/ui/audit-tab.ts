@@ -83,6 +83,8 @@ export function createAuditTab(api: ApiClient, workspace: { id: string; name: st
       void load();
       heading.focus();
     },
-    dispose() {},
+    dispose() {
+      // Nothing to release: the Sessions tab holds no socket or timer.
+    },
   };
 }

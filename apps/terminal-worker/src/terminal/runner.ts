@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import {
   TERMINAL_QUEUE,
   bullPrefix,
+  logged,
   claimTerminalSession,
   createAuditOutbox,
   encodeEvent,
@@ -114,7 +115,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
     }
     // Claimed: the viewer's claim deadline stops here, though the shell may take a while yet
     // (a provider pushing a key, spawns taking turns on a busy worker).
-    void deps.redis.publish(keys.out, encodeEvent({ kind: "claimed", workerId: deps.workerId })).catch(() => {});
+    void deps.redis.publish(keys.out, encodeEvent({ kind: "claimed", workerId: deps.workerId })).catch(logged(log, "debug", "could not announce the claim (the ready event follows)"));
     let cmd;
     try {
       cmd = await providerFor(deps.providers, data.provider).terminalCommand({
@@ -124,10 +125,12 @@ export function createTerminalRunner(deps: RunnerDeps) {
         instanceId: data.instanceId,
         cols: data.cols,
         rows: data.rows,
+        ...(data.command ? { command: data.command, pty: data.pty !== false } : {}),
+        ...(data.term ? { term: data.term } : {}),
       });
     } catch (err) {
       const reason = err instanceof TerminalUnavailableError ? err.reason : "spawn_failed";
-      log.warn({ err: (err as Error).message, reason }, "terminal unavailable");
+      log.warn({ err, reason }, "terminal unavailable");
       await endWithoutShell(sessionDeps, keys, data.sessionId, { reason, offset: 0, message: (err as Error).message });
       metrics?.session.closed(reason);
       return;
@@ -151,7 +154,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
     maxStalledCount: 0,
     autorun: false,
   });
-  worker.on("error", (err) => deps.log.warn({ err: err.message }, "terminal worker error"));
+  worker.on("error", (err) => deps.log.warn({ err }, "terminal worker error"));
 
   // Redis came back (maybe restarted empty): say we are alive at once...
   let connected = deps.redis.status === "ready";
@@ -214,7 +217,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
     if (ticking) return;
     ticking = true;
     void tick()
-      .catch((err) => deps.log.debug({ err: err.message }, "heartbeat failed"))
+      .catch((err) => deps.log.debug({ err }, "heartbeat failed"))
       .finally(() => (ticking = false));
   }
 
@@ -252,7 +255,8 @@ export function createTerminalRunner(deps: RunnerDeps) {
       clearInterval(timer);
       clearInterval(heartbeat);
       unReady();
-      await deps.redis.del(alive).catch(() => {});
+      // Its TTL removes it anyway, a few seconds later.
+      await deps.redis.del(alive).catch(logged(deps.log, "debug", "could not delete the heartbeat key"));
     },
   };
 }

@@ -2,6 +2,7 @@ import { drizzle, type PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import { redactUrl } from "../config.ts";
 import * as schema from "./schema.ts";
+import { ignoreNotice } from "../errors.ts";
 
 export type Db = PostgresJsDatabase<typeof schema>;
 export interface DbHandle {
@@ -16,7 +17,7 @@ export function createDb(url: string, opts: { max?: number } = {}): DbHandle {
     max: opts.max ?? 10,
     connect_timeout: 3,
     idle_timeout: 30,
-    onnotice: () => {},
+    onnotice: ignoreNotice,
   });
   const db = drizzle(sql, { schema });
   return { db, sql, close: () => sql.end({ timeout: 2 }) };
@@ -31,7 +32,7 @@ export async function verifyDatabase(url: string): Promise<void> {
   // The server's `postgres` database, as migrations do first: the target may not exist yet.
   const admin = new URL(url);
   admin.pathname = "/postgres";
-  const sql = postgres(admin.toString(), { max: 1, connect_timeout: 3, onnotice: () => {} });
+  const sql = postgres(admin.toString(), { max: 1, connect_timeout: 3, onnotice: ignoreNotice });
   try {
     await sql`select 1`;
   } catch (err) {

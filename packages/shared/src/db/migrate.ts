@@ -2,6 +2,7 @@ import { fileURLToPath } from "node:url";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
 import { createDb } from "./client.ts";
+import { ignoreNotice } from "../errors.ts";
 
 export const migrationsFolder = fileURLToPath(new URL("../../drizzle", import.meta.url));
 
@@ -11,7 +12,7 @@ async function withAdmin<T>(url: string, fn: (admin: postgres.Sql, name: string)
   const name = decodeURIComponent(u.pathname.replace(/^\//, ""));
   if (!/^[A-Za-z0-9_-]{1,63}$/.test(name)) throw new Error(`unsupported database name: ${name}`);
   u.pathname = "/postgres";
-  const admin = postgres(u.toString(), { max: 1, connect_timeout: 3, onnotice: () => {} });
+  const admin = postgres(u.toString(), { max: 1, connect_timeout: 3, onnotice: ignoreNotice });
   try {
     return await fn(admin, name);
   } finally {
