@@ -4,6 +4,10 @@ import { join } from "node:path";
 import * as pty from "node-pty";
 import { createDb, createLogger, createRedis, createRedisWriter, dropDatabase, workerConnectionName, migrateDatabase, type DbHandle } from "@molecule/shared";
 import { createApi, type ApiConfig } from "../../apps/api/src/app.ts";
+import { apiConfigFromEnv } from "../../apps/api/src/config.ts";
+import { loadApiEnv } from "../../apps/api/src/env.ts";
+import { workerConfigFromEnv } from "../../apps/terminal-worker/src/config.ts";
+import { loadWorkerEnv } from "../../apps/terminal-worker/src/env.ts";
 import { createOrg } from "../../apps/api/src/orgs.ts";
 import { createLocalProvider, type LocalProviderOptions, type ProviderRegistry } from "../../apps/terminal-worker/src/providers/index.ts";
 import { createWorker, type WorkerConfig } from "../../apps/terminal-worker/src/worker.ts";
@@ -44,26 +48,21 @@ export async function startStack(o: StackOptions = {}) {
     createRedis(redisUrl, { connectionName: workerConnectionName(ns, workerId, "sub") }),
   ];
   for (const c of conns) c.on("error", () => {});
+  // Connected before anything subscribes or publishes through them.
+  await Promise.all(conns.map((c) => c.ping()));
   const [apiRedis, apiSub, wRedis, wSub] = conns as [ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>];
   const apiWriter = createRedisWriter({ url: redisUrl, name: `api-${ns}:in`, log });
   const workerWriter = createRedisWriter({ url: redisUrl, name: workerConnectionName(ns, workerId, "out"), log });
   const sandboxRoot = mkdtempSync(join(tmpdir(), "molecule-sbx-"));
   const api = createApi({
     config: {
+      // The deployment's defaults (one mapping: apiConfigFromEnv), then what tests need.
+      ...apiConfigFromEnv(loadApiEnv({})),
       ns,
       nodeId: `api-${ns}`,
       provider: "local",
-      publicStatus: true,
-      bodyLimitBytes: 64 * 1024,
       createRatePerMin: 1000,
-      ticketTtlSec: 60,
-      windowBytes: 512 * 1024,
-      maxFrameBytes: 1024 * 1024,
       claimTimeoutMs: 5000,
-      inputBytesPerSec: 1024 * 1024,
-      inputMsgsPerSec: 2000,
-      workerLostMs: 1000,
-      allowedOrigins: [],
       ...o.api,
     },
     db,
@@ -79,19 +78,14 @@ export async function startStack(o: StackOptions = {}) {
       ? null
       : createWorker({
           config: {
+            ...workerConfigFromEnv(loadWorkerEnv({})),
             ns,
             workerId,
             capacity: 250,
-            provisionConcurrency: 8,
             provisionLockMs: 5000,
             provisionTimeoutMs: 60_000,
-            replayWindowBytes: 1024 * 1024,
-            orphanGraceMs: 60_000,
-            idleTimeoutMs: 30 * 60_000,
             maxSessionMs: 3600_000,
             drainTimeoutMs: 0,
-            terminal: true,
-            provisioning: true,
             ...o.worker,
           },
           db,
