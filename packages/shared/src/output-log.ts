@@ -38,14 +38,6 @@ export function appendChunk(w: RedisWriter, k: { log: string; out: string }, pay
  */
 export type ByteRedis = Redis;
 
-/**
- * @deprecated The connection as it is: readOutput needs nothing defined on it any more
- * (kept while callers elsewhere still wrap their connection; remove with the last one).
- */
-export function withByteScripts(redis: Redis): ByteRedis {
-  return redis;
-}
-
 const READ_OUTPUT_LUA = lua("read-output");
 const READ_OUTPUT_SHA = createHash("sha1").update(READ_OUTPUT_LUA).digest("hex");
 /** Connections that sent the script once (EVAL): EVALSHA from then on, as ioredis's defineCommand does. */

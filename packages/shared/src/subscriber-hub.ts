@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import type { Redis } from "ioredis";
 import { logged } from "./errors.ts";
 import type { Logger } from "./logger.ts";
@@ -37,6 +38,9 @@ export function createHub(sub: Redis, log: Logger) {
         handlers.set(channel, hs);
       }
       hs.add(handler);
+      // Subscribed before the connection's ready check, that check fails (a subscriber may only
+      // subscribe) and the subscription is lost with the reconnect that follows.
+      if (sub.status !== "ready") await once(sub, "ready");
       await sub.subscribe(channel);
     },
     async unsubscribe(channel: string, handler: ChannelHandler): Promise<void> {

@@ -19,7 +19,6 @@ import {
   type SessionEnd,
   type SessionKeys,
 } from "@molecule/shared";
-import * as shared from "@molecule/shared";
 import { testUrls, uniqueNs } from "../../../../test/helpers/env.ts";
 import { TerminalBridge, type Mode } from "./bridge.ts";
 
@@ -35,10 +34,7 @@ let writer: RedisWriter;
 let wss: WebSocketServer;
 let url: string;
 beforeAll(async () => {
-  const plain = createRedis(testUrls().redisUrl);
-  // The output log is leaving withByteScripts behind (readOutput takes any connection): used only while it exists.
-  const withScripts = (shared as { withByteScripts?: (r: typeof plain) => ByteRedis }).withByteScripts;
-  redis = withScripts ? withScripts(plain) : (plain as ByteRedis);
+  redis = createRedis(testUrls().redisUrl);
   sub = createRedis(testUrls().redisUrl);
   // Subscribing before the connection's ready check would make that check fail (subscriber mode).
   if (sub.status !== "ready") await once(sub, "ready");

@@ -3,15 +3,15 @@ import { SignatureV4 } from "@smithy/signature-v4";
 
 /** SigV4's hash: node's own sha256 (HMAC when a key is given), so no extra crypto package. */
 export class NodeSha256 {
-  private readonly h: Hash | Hmac;
+  private readonly hash: Hash | Hmac;
   constructor(secret?: string | Uint8Array | ArrayBuffer | ArrayBufferView) {
-    this.h = secret === undefined ? createHash("sha256") : createHmac("sha256", toBuf(secret));
+    this.hash = secret === undefined ? createHash("sha256") : createHmac("sha256", toBuf(secret));
   }
   update(data: string | Uint8Array | ArrayBuffer | ArrayBufferView): void {
-    this.h.update(toBuf(data));
+    this.hash.update(toBuf(data));
   }
   async digest(): Promise<Uint8Array> {
-    return new Uint8Array(this.h.digest());
+    return new Uint8Array(this.hash.digest());
   }
 }
 
