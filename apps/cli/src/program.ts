@@ -142,6 +142,27 @@ export async function run(argv: string[]): Promise<number> {
     });
 
   program
+    .command("exec <workspace> [command...]")
+    .description("run one command (an argv): molecule exec <ws> -- <command> [args…]; its exit code is ours")
+    .option("-t, --tty", "in a PTY even without a terminal here")
+    .option("-T, --no-tty", "with pipes (stdin, stdout, stderr apart, binary-safe) even on a terminal")
+    .option("--reconnect-timeout <seconds>", "how long to try re-attaching after a drop (default 60)")
+    .action(async (ref: string, command: string[], ...a: unknown[]) => {
+      const { exec } = await import("./commands/exec.ts");
+      const o = opts(a) as { tty?: boolean; reconnectTimeout?: string };
+      // commander's --no-tty sets tty=false; no flag leaves it undefined (decided by the terminals).
+      code = await exec(context(a[a.length - 1] as Command), ref, command, { tty: o.tty === true, noTty: o.tty === false, reconnectTimeout: o.reconnectTimeout });
+    });
+  program
+    .command("cp <source> <destination>")
+    .description("copy files or directories (modes kept): cp <path> <ws>:<path> | cp <ws>:<path> <path>")
+    .option("--reconnect-timeout <seconds>", "how long to try re-attaching after a drop (default 60)")
+    .action(async (src: string, dest: string, ...a: unknown[]) => {
+      const { cp } = await import("./commands/cp.ts");
+      code = await cp(context(a[a.length - 1] as Command), src, dest, opts(a));
+    });
+
+  program
     .command("sessions <workspace>")
     .description("the workspace's terminal sessions (audit), newest first")
     .option("--limit <n>", "how many (default 50)")

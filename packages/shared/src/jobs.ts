@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { UUID_RE } from "./ids.ts";
+import { execCommand, TERM_RE } from "./protocol.ts";
 
 export const PROVISION_QUEUE = "provision";
 export const TERMINAL_QUEUE = "terminal";
@@ -33,5 +34,11 @@ export const terminalJob = z.object({
   windowBytes: z.number().int().min(1024),
   provider: z.enum(["local", "docker", "aws"]),
   instanceId: z.string().nullable(),
+  /** An argv to run instead of the login shell (protocol `command`); absent: the shell. */
+  command: execCommand.optional(),
+  /** false: run `command` with pipes, not a PTY (stdout/stderr framed, docs/terminal-protocol.md). */
+  pty: z.boolean().optional(),
+  /** The client's TERM (protocol `term`); absent: xterm-256color. */
+  term: z.string().regex(TERM_RE).optional(),
 });
 export type TerminalJob = z.infer<typeof terminalJob>;

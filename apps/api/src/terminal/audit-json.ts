@@ -12,6 +12,10 @@ export const auditJson = z.object({
   provider: z.string(),
   instance_id: z.string().nullable(),
   os_user: z.string().nullable(),
+  /** The argv of an exec session; null for a login shell. */
+  command: z.array(z.string()).nullable(),
+  /** false: an exec session run with pipes, not a PTY. */
+  pty: z.boolean(),
   opened_at: z.string(),
   closed_at: z.string().nullable(),
   duration_ms: z.number().nullable(),
@@ -34,6 +38,8 @@ export function toAuditJson(s: typeof schema.terminalSessions.$inferSelect): z.i
     provider: s.provider,
     instance_id: s.instanceId,
     os_user: s.osUser,
+    command: s.command ?? null,
+    pty: s.pty,
     opened_at: s.openedAt.toISOString(),
     closed_at: s.closedAt?.toISOString() ?? null,
     duration_ms: s.closedAt ? s.closedAt.getTime() - s.openedAt.getTime() : null,

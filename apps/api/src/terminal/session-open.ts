@@ -48,6 +48,9 @@ export interface SessionOpenDeps {
   metrics?: OpenMetrics;
 }
 
+/** A pipe (exec, pty=0) session's input budget, as a multiple of the configured per-connection one. */
+export const PIPE_INPUT_BUDGET_FACTOR = 32;
+
 /** Starts a new session on an upgraded socket (job, state, audit row), or re-attaches it to one that exists. */
 export function createSessionOpener(deps: SessionOpenDeps) {
   const config = deps.config;
@@ -81,10 +84,17 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     }
     const sessionId = randomUUID();
     const keys = sessionKeys(config.ns, sessionId);
+    // A pipe session's input is data (molecule cp), not typing: a larger budget, flood bounds kept.
+    const piped = query.command !== undefined && query.pty === false;
     const bridge = new TerminalBridge(
       sock,
       { sessionId, workspaceId: workspace.id, keys, mode, from: 0, cols: query.cols, rows: query.rows, isNew: true, workerId: null, endedAlready: null },
-      { ...bridgeDeps, log: deps.log.child({ session_id: sessionId, workspace_id: workspace.id }), metrics: timedMetrics(t0, "new") },
+      {
+        ...bridgeDeps,
+        ...(piped ? { inputBytesPerSec: config.inputBytesPerSec * PIPE_INPUT_BUDGET_FACTOR } : {}),
+        log: deps.log.child({ session_id: sessionId, workspace_id: workspace.id }),
+        metrics: timedMetrics(t0, "new"),
+      },
     );
     deps.control.add(bridge);
     const now = Date.now();
@@ -105,6 +115,8 @@ export function createSessionOpener(deps: SessionOpenDeps) {
         userAgent: req.headers["user-agent"]?.slice(0, 512) ?? null,
         provider: workspace.provider,
         instanceId: workspace.instanceId,
+        command: query.command ?? null,
+        pty: !piped,
       }),
     ]);
     await deps.queue.add(
@@ -119,10 +131,12 @@ export function createSessionOpener(deps: SessionOpenDeps) {
         windowBytes: config.windowBytes,
         provider: workspace.provider as TerminalJob["provider"],
         instanceId: workspace.instanceId,
+        ...(query.command ? { command: query.command, pty: !piped } : {}),
+        ...(query.term ? { term: query.term } : {}),
       },
       { jobId: sessionId, attempts: 1, removeOnComplete: true, removeOnFail: { age: 3600 } },
     );
-    bridge.log.info({ mode, open_ms: Math.round(performance.now() - t0) }, "terminal session requested");
+    bridge.log.info({ mode, open_ms: Math.round(performance.now() - t0), ...(query.command ? { command: query.command, pty: !piped } : {}) }, "terminal session requested");
   }
 
   async function reattach(sock: WebSocket, mode: Mode, principal: Principal, workspace: WorkspaceRow, session: string, offset: number, t0: number): Promise<void> {

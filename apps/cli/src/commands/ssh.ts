@@ -10,12 +10,22 @@ export interface SshFlags {
   reconnectTimeout?: string;
 }
 
+export function reconnectSeconds(v: string | undefined): number {
+  const s = v === undefined ? 60 : Number(v);
+  if (!Number.isFinite(s) || s < 0 || s > 3600) throw usageError("--reconnect-timeout: seconds, 0..3600");
+  return s;
+}
+
 /** `molecule ssh <workspace>`: the workspace's shell in this terminal; resolves with our exit code. */
 export async function ssh(ctx: Context, ref: string, flags: SshFlags): Promise<number> {
   const escape = flags.escapeChar ?? "~";
   if (escape !== "none" && escape.length !== 1) throw usageError("-e takes one character or 'none'");
-  const reconnectSec = flags.reconnectTimeout === undefined ? 60 : Number(flags.reconnectTimeout);
-  if (!Number.isFinite(reconnectSec) || reconnectSec < 0 || reconnectSec > 3600) throw usageError("--reconnect-timeout: seconds, 0..3600");
+  return terminal(ctx, ref, { escape, reconnectSec: reconnectSeconds(flags.reconnectTimeout) });
+}
+
+/** A PTY session in this terminal: the login shell, or `command` (molecule exec -t). */
+export async function terminal(ctx: Context, ref: string, o: { escape: string; reconnectSec: number; command?: string[] }): Promise<number> {
+  const { escape, reconnectSec } = o;
   const target = ctx.target();
   const client = ctx.client();
   const ws = await resolveWorkspace(client, ref);
@@ -34,6 +44,7 @@ export async function ssh(ctx: Context, ref: string, flags: SshFlags): Promise<n
     ...size(),
     term: ctx.env.term,
     reconnectMs: reconnectSec * 1000,
+    ...(o.command ? { command: o.command, pty: true } : {}),
     onOutput: (data, done) => {
       stdout.write(data, () => done());
     },

@@ -9,6 +9,9 @@ const ACK_EVERY = 64 * 1024;
 /** Keystrokes typed while disconnected are kept up to this much and sent after the re-attach. */
 const MAX_PENDING_INPUT = 1024 * 1024;
 const PING_EVERY_MS = 15_000;
+/** Input buffered in the socket beyond which the source pauses, and below which it resumes. */
+const HIGH_WATER = 4 * 1024 * 1024;
+const LOW_WATER = 1024 * 1024;
 
 const serverMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("hello"), session: z.string(), offset: z.number().int().min(0), cols: z.number(), rows: z.number() }).loose(),
@@ -47,6 +50,10 @@ export interface SessionClientOptions {
   onReconnect(state: "lost" | "restored" | "failed", why: string): void;
   /** How long to keep trying to re-attach after a drop (the server keeps the shell 60 s by default). */
   reconnectMs?: number;
+  /** An argv to run instead of the login shell (protocol `command`). */
+  command?: string[];
+  /** With `command`: false runs it with pipes (framed stdout/stderr/stdin). */
+  pty?: boolean;
 }
 
 export type SessionEnd = { kind: "exit"; code: number } | { kind: "closed" } | { kind: "error"; error: CliError };
@@ -91,6 +98,9 @@ export class SessionClient {
     if (this.sessionId) {
       u.searchParams.set("session", this.sessionId);
       u.searchParams.set("offset", String(this.offset));
+    } else if (this.o.command) {
+      u.searchParams.set("command", JSON.stringify(this.o.command));
+      u.searchParams.set("pty", this.o.pty === false ? "0" : "1");
     }
     return u.toString();
   }
@@ -246,15 +256,26 @@ export class SessionClient {
     return true;
   }
 
-  /** Keyboard input; kept (bounded) while disconnected and sent after the re-attach. */
-  input(data: Buffer): void {
+  /**
+   * Input: sent at once, or kept while disconnected and sent after the re-attach. Returns
+   * false when the caller should stop reading its source until writable() resolves (a file
+   * being uploaded must not pile up in memory); typed keys never get there.
+   */
+  input(data: Buffer): boolean {
     if (this.open && this.ws?.readyState === WebSocket.OPEN && this.pendingBytes === 0) {
       this.ws.send(data, { binary: true });
-      return;
+      return this.ws.bufferedAmount < HIGH_WATER;
     }
-    if (this.pendingBytes + data.length > MAX_PENDING_INPUT) return;
     this.pendingInput.push(Buffer.from(data));
     this.pendingBytes += data.length;
+    return this.pendingBytes < MAX_PENDING_INPUT;
+  }
+
+  /** Resolves once input may flow again: connected, and the socket's buffer drained below the low mark. */
+  async writable(): Promise<void> {
+    while (!this.ending && !(this.open && this.ws && this.pendingBytes === 0 && this.ws.bufferedAmount < LOW_WATER)) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 
   private flushPending(): void {

@@ -266,13 +266,15 @@ export function networkProblem(n: NetworkInfo, egress: boolean): string | null {
 }
 
 /** The shell's environment inside the container, after TERM (values validated by the caller). */
-export function execArgs(i: { workspaceId: string; sessionId: string; container: string; shell: string }): string[] {
+export function execArgs(i: { workspaceId: string; sessionId: string; container: string; shell: string; command?: string[]; pty?: boolean; term?: string }): string[] {
   return [
-    "exec", "-it",
-    "-e", "TERM=xterm-256color",
+    // An exec session without a PTY: -i alone, so stdout and stderr stay apart.
+    "exec", i.command && i.pty === false ? "-i" : "-it",
+    "-e", `TERM=${i.term ?? "xterm-256color"}`,
     "-e", `MOLECULE_WS_ID=${i.workspaceId}`,
     "-e", `MOLECULE_SESSION_ID=${i.sessionId}`,
-    i.container, i.shell,
+    // An exec command is docker's argv (the container's Cmd array): no shell parses it.
+    i.container, ...(i.command ?? [i.shell]),
   ];
 }
 
@@ -576,7 +578,7 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     const osUser = /^[a-z_][a-z0-9_-]{0,31}$/.test(c.user) ? c.user : c.user === "" ? "root" : null;
     return {
       file,
-      args: execArgs({ workspaceId: id, sessionId: sid, container, shell }),
+      args: execArgs({ workspaceId: id, sessionId: sid, container, shell, ...(ctx.command ? { command: ctx.command, pty: ctx.pty !== false } : {}), ...(ctx.term ? { term: ctx.term } : {}) }),
       env: { ...o.env },
       audit: { instanceId: c.id, osUser },
       diagnoseExit: (e) => diagnoseDockerExit(e, container, shell),

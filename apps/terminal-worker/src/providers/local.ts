@@ -129,7 +129,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
   function bwrapCommand(ctx: TerminalContext, dir: string, uid: number | null): ShellCommand {
     const s = ready();
     const hostname = `ws-${ctx.workspaceId.slice(0, 12)}`;
-    const env = { ...BASE_ENV, MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId, HOME: "/root", USER: "root", SHELL: o.shell, HOSTNAME: hostname };
+    const env = { ...BASE_ENV, ...(ctx.term ? { TERM: ctx.term } : {}), MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId, HOME: "/root", USER: "root", SHELL: o.shell, HOSTNAME: hostname };
     const argv = sandboxArgv({
       dir,
       hostname,
@@ -143,6 +143,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       etcDir: s.etcDir,
       network,
       wrap: o.egressWrap,
+      ...(ctx.command ? { command: ctx.command } : {}),
     });
     return { file: argv[0]!, args: argv.slice(1), env, cwd: dir };
   }
@@ -192,8 +193,9 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       if (o.commandFactory) return o.commandFactory(ctx, dir);
       const s = ready();
       if (!s.sandboxed) {
-        const env = { ...BASE_ENV, MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId };
-        return { file: o.shell, args: ["--login"], env: { ...env, HOME: dir, SHELL: o.shell, USER: o.user ?? "root" }, cwd: dir };
+        const env = { ...BASE_ENV, ...(ctx.term ? { TERM: ctx.term } : {}), MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId };
+        const [file, ...args] = ctx.command ?? [o.shell, "--login"];
+        return { file: file ?? o.shell, args, env: { ...env, HOME: dir, SHELL: o.shell, USER: o.user ?? "root" }, cwd: dir };
       }
       const uid = s.dropUid ? await workspaceUid(ctx.workspaceId, dir, st.uid) : null;
       // HOME must exist for --chdir (a workspace from before, or a tenant who removed it).

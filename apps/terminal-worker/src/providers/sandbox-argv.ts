@@ -32,6 +32,8 @@ export interface SandboxArgvOptions {
   network: "none" | "egress";
   /** Applied between the setpriv prefix and bwrap (the egress wrapper). */
   wrap?: (bwrapArgv: string[]) => string[];
+  /** An exec session's argv, run in the same sandbox instead of `shell --login`. */
+  command?: string[];
 }
 
 /** Joins each cgroup.procs given before `--`, then execs the rest. Constant: never interpolated. */
@@ -141,7 +143,9 @@ export function bwrapArgs(o: SandboxArgvOptions): string[] {
     "--clearenv",
   );
   for (const [k, v] of Object.entries(o.env)) a.push("--setenv", k, v);
-  a.push(o.shell, "--login");
+  // "--" ends bwrap's options: an argv starting with "-" is the command, not an option.
+  if (o.command) a.push("--", ...o.command);
+  else a.push(o.shell, "--login");
   return ["bwrap", ...a];
 }
 

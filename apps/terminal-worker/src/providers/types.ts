@@ -28,6 +28,12 @@ export interface TerminalContext {
   instanceId: string | null;
   cols: number;
   rows: number;
+  /** An argv to run instead of the login shell (validated: protocol.ts execCommand); never a shell string. */
+  command?: string[];
+  /** With `command`: false runs it with pipes (no PTY; no -t for docker/ssh). */
+  pty?: boolean;
+  /** The client's TERM (validated: TERM_RE); default xterm-256color. */
+  term?: string;
 }
 
 export interface ProvisionContext {

@@ -25,6 +25,7 @@ import {
 } from "@molecule/shared";
 import type { ShellCommand } from "../providers/index.ts";
 import { killTree } from "./kill-tree.ts";
+import { spawnPiped } from "./pipe-process.ts";
 import type { SpawnPty, SpawnTurn } from "./types.ts";
 
 export interface SessionDeps {
@@ -188,8 +189,9 @@ export class PtySession {
     }
     await this.deps.spawnTurn();
     try {
-      this.pty = this.deps.spawn(this.cmd.file, this.cmd.args, {
-        name: "xterm-256color",
+      // An exec session without a PTY runs with pipes, its output framed (pipe-process.ts).
+      this.pty = this.job.command && this.job.pty === false ? spawnPiped(this.cmd.file, this.cmd.args, { cwd: this.cmd.cwd, env: this.cmd.env }) : this.deps.spawn(this.cmd.file, this.cmd.args, {
+        name: this.job.term ?? "xterm-256color",
         cols: this.job.cols,
         rows: this.job.rows,
         cwd: this.cmd.cwd,

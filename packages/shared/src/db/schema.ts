@@ -2,8 +2,10 @@ import { sql } from "drizzle-orm";
 import {
   bigint,
   bigserial,
+  boolean,
   index,
   integer,
+  jsonb,
   pgTable,
   primaryKey,
   text,
@@ -117,6 +119,10 @@ export const terminalSessions = pgTable(
     provider: text("provider").notNull(),
     instanceId: text("instance_id"),
     osUser: text("os_user"),
+    /** The argv of an exec session (`command` on the terminal URL); null for a login shell. */
+    command: jsonb("command").$type<string[]>(),
+    /** false for an exec session run without a PTY (pipes). */
+    pty: boolean("pty").notNull().default(true),
     openedAt: timestamp("opened_at", { withTimezone: true }).notNull().defaultNow(),
     closedAt: timestamp("closed_at", { withTimezone: true }),
     closeReason: text("close_reason"),

@@ -14,7 +14,7 @@ import { terminalSessions } from "./schema.ts";
 
 export type NewTerminalSession = Pick<
   typeof terminalSessions.$inferInsert,
-  "id" | "orgId" | "workspaceId" | "tokenId" | "tokenPrefix" | "clientAddr" | "userAgent" | "provider" | "instanceId"
+  "id" | "orgId" | "workspaceId" | "tokenId" | "tokenPrefix" | "clientAddr" | "userAgent" | "provider" | "instanceId" | "command" | "pty"
 >;
 
 /** API, at open (before the job exists): who is opening a shell into which workspace, from where. */

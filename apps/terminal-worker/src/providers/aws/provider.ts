@@ -220,6 +220,7 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
         tunnelMaxSec: o.tunnelMaxSec,
         extraOptions: o.sshOptions,
         native: bridge ? relay : null,
+        ...(ctx.command ? { command: ctx.command, pty: ctx.pty !== false } : {}),
       });
     } catch (err) {
       await bridge?.close();
@@ -231,7 +232,7 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
     const env: Record<string, string> = {
       ...base,
       PATH: path,
-      TERM: "xterm-256color",
+      TERM: ctx.term ?? "xterm-256color",
       LANG: "C.UTF-8",
       ...(native
         ? {}

@@ -27,6 +27,18 @@ export interface SshCommandInput {
    * running eic-proxy.mjs), instead of aws-cli's open-tunnel.
    */
   native?: { relay: "socat"; bin: string; socket: string } | { relay: "node"; bin: string; script: string; socket: string } | null;
+  /** An exec session's argv, run with docker exec in the container instead of /bin/bash. */
+  command?: string[];
+  /** With `command`: false runs it without a PTY (ssh -T, docker exec -i). */
+  pty?: boolean;
+}
+
+/**
+ * One argument for the remote login shell, which is what ssh hands its command to: single
+ * quotes make every byte literal (a quote itself is closed, escaped, reopened).
+ */
+export function shellQuote(arg: string): string {
+  return `'${arg.replace(/'/g, "'\\''")}'`;
 }
 
 function check(re: RegExp, v: string, what: string): string {
@@ -57,8 +69,9 @@ export function buildSshArgs(i: SshCommandInput): string[] {
     ? [...o(`UserKnownHostsFile=${i.knownHostsFile}`), ...o("StrictHostKeyChecking=yes"), ...(i.hostKeyType ? o(`HostKeyAlgorithms=${i.hostKeyType}`) : [])]
     : // Unpinned (no key learned at provisioning): the tunnel itself is authorised by IAM to this instance's ENI.
       [...o("UserKnownHostsFile=/dev/null"), ...o("StrictHostKeyChecking=no")];
+  const piped = i.command !== undefined && i.pty === false;
   return [
-    "-tt",
+    piped ? "-T" : "-tt",
     // A web terminal must pass "~." through to the shell, not treat it as an ssh escape.
     "-e", "none",
     "-F", "/dev/null",
@@ -88,7 +101,8 @@ export function buildSshArgs(i: SshCommandInput): string[] {
     ...o(`ProxyCommand=${proxy}`),
     "-l", osUser,
     instanceId,
-    "docker", "exec", "-it", container, "/bin/bash",
+    "docker", "exec", piped ? "-i" : "-it", container,
+    ...(i.command ? i.command.map(shellQuote) : ["/bin/bash"]),
   ];
 }
 

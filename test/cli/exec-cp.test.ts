@@ -1,0 +1,142 @@
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import WebSocket from "ws";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SUBPROTOCOL_V1 } from "@molecule/shared";
+import { call, readyWorkspace } from "../helpers/http.ts";
+import { startStack, type Stack } from "../helpers/stack.ts";
+import { buildCli, cliHome, PtyProc, runCli } from "./harness.ts";
+
+let stack: Stack;
+let token: string;
+let bin: string;
+let ws: string;
+let env: Record<string, string>;
+let work: string;
+const cleanups: (() => void)[] = [];
+
+beforeAll(async () => {
+  const [s, b] = await Promise.all([startStack(), buildCli()]);
+  stack = s;
+  bin = b.bin;
+  cleanups.push(b.cleanup);
+  token = (await stack.org("exec")).token;
+  ws = await readyWorkspace(stack.url, token, "exec-ws");
+  const h = cliHome();
+  cleanups.push(h.cleanup);
+  env = { ...h.env, MOLECULE_TOKEN: token, MOLECULE_API: stack.url };
+  work = mkdtempSync(join(tmpdir(), "molecule-cp-"));
+  cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+});
+afterAll(async () => {
+  for (const c of cleanups) c();
+  await stack?.close();
+});
+
+async function sha256File(p: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const c of createReadStream(p)) h.update(c as Buffer);
+  return h.digest("hex");
+}
+
+describe("molecule exec", () => {
+  it("echo hi | molecule exec ws -- cat prints hi; the session row shows the command", async () => {
+    const r = await runCli(bin, ["exec", "exec-ws", "--", "cat"], { env, input: "hi\n" });
+    expect(r).toMatchObject({ code: 0, stdout: "hi\n", stderr: "" });
+    const row = (await call(stack.url, "GET", `/workspaces/${ws}/terminal/sessions`, { token })).body.sessions[0];
+    expect(row).toMatchObject({ command: ["cat"], pty: false, exit_code: 0, close_reason: "exit" });
+  });
+
+  it("stdout and stderr apart, the exit code ours, arguments as given (no shell on the way)", async () => {
+    const r = await runCli(bin, ["exec", ws, "--", "sh", "-c", 'echo out; echo err >&2; printf "%s|" "$@"; exit 5', "sh", "a b", "$HOME", "'q'", "-x"], { env });
+    expect(r.code).toBe(5);
+    expect(r.stdout).toBe("out\na b|$HOME|'q'|-x|");
+    expect(r.stderr).toBe("err\n");
+    const missing = await runCli(bin, ["exec", ws, "--", "no-such-program-here"], { env });
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/no-such-program-here/);
+  });
+
+  it("is binary-safe both ways (4 MiB of random bytes through cat)", async () => {
+    const data = randomBytes(4 * 1024 * 1024);
+    const r = await runCli(bin, ["exec", ws, "--", "cat"], { env, input: data });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdoutBytes.length).toBe(data.length);
+    expect(createHash("sha256").update(r.stdoutBytes).digest("hex")).toBe(createHash("sha256").update(data).digest("hex"));
+  });
+
+  it("on a terminal (or -t) it runs in a PTY, with its exit code", async () => {
+    const p = new PtyProc(process.execPath, [bin, "exec", ws, "--", "sh", "-c", "tty; stty size; exit 4"], { env, cols: 90, rows: 20 });
+    expect((await p.exited).exitCode).toBe(4);
+    // The sandbox's minimal /dev shows the PTY as its console.
+    expect(p.text).toMatch(/\/dev\/(pts\/\d+|console)/);
+    expect(p.text).toMatch(/20 90/);
+    const forced = await runCli(bin, ["exec", "-t", ws, "--", "tty"], { env });
+    expect(forced.stdout).toMatch(/\/dev\/(pts\/\d+|console)/);
+    const notty = await runCli(bin, ["exec", ws, "--", "tty"], { env });
+    expect(notty.stdout).toMatch(/not a tty/);
+  });
+
+  it("a bad command never reaches a worker: 400 before the upgrade", async () => {
+    for (const q of ["command=not-json", `command=${encodeURIComponent("[]")}`, `command=${encodeURIComponent('["a\\u0000b"]')}`, "pty=0", `command=${encodeURIComponent('[""]')}`]) {
+      const status = await new Promise<number>((resolve) => {
+        const s = new WebSocket(`${stack.wsUrl}/workspaces/${ws}/terminal?${q}`, [SUBPROTOCOL_V1], { headers: { authorization: `Bearer ${token}` } });
+        s.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
+        s.on("open", () => {
+          s.close();
+          resolve(101);
+        });
+        s.on("error", () => {});
+      });
+      expect(status, q).toBe(400);
+    }
+  });
+});
+
+describe("molecule cp", () => {
+  it("a 100 MB file up and down, with the same checksum", async () => {
+    const src = join(work, "big.bin");
+    const chunk = randomBytes(1024 * 1024);
+    writeFileSync(src, Buffer.concat(Array.from({ length: 100 }, (_, i) => Buffer.concat([chunk.subarray(i), chunk.subarray(0, i)]))));
+    const want = await sha256File(src);
+    const up = await runCli(bin, ["cp", src, `${ws}:/root/big.bin`], { env, timeoutMs: 240_000 });
+    expect(up.code, up.stderr).toBe(0);
+    const remote = await runCli(bin, ["exec", ws, "--", "sha256sum", "/root/big.bin"], { env });
+    expect(remote.stdout.split(" ")[0]).toBe(want);
+    const back = join(work, "big.back");
+    const down = await runCli(bin, ["cp", `${ws}:/root/big.bin`, back], { env, timeoutMs: 240_000 });
+    expect(down.code, down.stderr).toBe(0);
+    expect(await sha256File(back)).toBe(want);
+  }, 300_000);
+
+  it("a directory with its modes, into an existing directory and to a new name", async () => {
+    const dir = join(work, "tree");
+    mkdirSync(join(dir, "sub"), { recursive: true });
+    writeFileSync(join(dir, "run.sh"), "#!/bin/sh\necho ran\n");
+    chmodSync(join(dir, "run.sh"), 0o750);
+    writeFileSync(join(dir, "sub", "secret"), "s3cret");
+    chmodSync(join(dir, "sub", "secret"), 0o600);
+    chmodSync(join(dir, "sub"), 0o711);
+    expect((await runCli(bin, ["exec", ws, "--", "mkdir", "-p", "/root/in"], { env })).code).toBe(0);
+    const up = await runCli(bin, ["cp", dir, `${ws}:/root/in`], { env });
+    expect(up.code, up.stderr).toBe(0);
+    const ls = await runCli(bin, ["exec", ws, "--", "stat", "-c", "%a %n", "/root/in/tree/run.sh", "/root/in/tree/sub", "/root/in/tree/sub/secret"], { env });
+    expect(ls.stdout).toBe("750 /root/in/tree/run.sh\n711 /root/in/tree/sub\n600 /root/in/tree/sub/secret\n");
+    expect((await runCli(bin, ["exec", ws, "--", "/root/in/tree/run.sh"], { env })).stdout).toBe("ran\n");
+    const renamed = await runCli(bin, ["cp", dir, `${ws}:/root/copy2`], { env });
+    expect(renamed.code, renamed.stderr).toBe(0);
+    expect((await runCli(bin, ["exec", ws, "--", "cat", "/root/copy2/sub/secret"], { env })).stdout).toBe("s3cret");
+    const back = join(work, "tree-back");
+    const down = await runCli(bin, ["cp", `${ws}:/root/in/tree`, back], { env });
+    expect(down.code, down.stderr).toBe(0);
+    expect(statSync(join(back, "run.sh")).mode & 0o777).toBe(0o750);
+    expect(statSync(join(back, "sub")).mode & 0o777).toBe(0o711);
+    expect(statSync(join(back, "sub", "secret")).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(back, "sub", "secret"), "utf8")).toBe("s3cret");
+    const missing = await runCli(bin, ["cp", `${ws}:/root/nothing-here`, join(work, "x")], { env });
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/nothing-here/);
+  });
+});
