@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 import * as pty from "node-pty";
 import { WebSocketServer, type WebSocket } from "ws";
 import { createLocalProvider } from "../apps/terminal-worker/src/providers/index.ts";
-import { parseSize } from "../apps/terminal-worker/src/providers/sandbox-limits.ts";
+import { parseSize } from "../apps/terminal-worker/src/providers/local-settings.ts";
 import { killTree } from "../apps/terminal-worker/src/terminal/kill-tree.ts";
 import { SUBPROTOCOL_V1 } from "./client.ts";
 

@@ -5,9 +5,7 @@ import { z } from "zod";
 import { baseEnvSchema, boolish, OS_USER_RE, parseEnv } from "@molecule/shared";
 import * as aws from "./providers/aws/config.ts";
 import * as docker from "./providers/docker-settings.ts";
-import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE } from "./providers/local-settings.ts";
-import { parseSize } from "./providers/sandbox-limits.ts";
-import { defaultSandboxRoot } from "./providers/sandbox-root.ts";
+import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, defaultSandboxRoot, parseSize } from "./providers/local-settings.ts";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const repoSandboxRoot = fileURLToPath(new URL("../../../.molecule/sandboxes", import.meta.url));

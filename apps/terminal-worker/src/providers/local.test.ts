@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { bwrapAvailable, createLocalProvider } from "./local.ts";
 import { CGROUP_JOIN_SCRIPT, EGRESS_RESOLV_FILE, sandboxArgv, type SandboxArgvOptions } from "./sandbox-argv.ts";
 import { egressArgv } from "./sandbox-egress.ts";
-import { parseSize } from "./sandbox-limits.ts";
+import { parseSize } from "./local-settings.ts";
 import { claimUid, releaseUid } from "./sandbox-uid.ts";
 import { ProviderError } from "./types.ts";
 

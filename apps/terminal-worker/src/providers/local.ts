@@ -5,9 +5,9 @@ import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { isUuid, type Logger } from "@molecule/shared";
 import { ensureSystemLinks, sandboxArgv, systemDirArgs } from "./sandbox-argv.ts";
-import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, type SandboxLimits } from "./local-settings.ts";
+import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, runsAsRoot, type SandboxLimits } from "./local-settings.ts";
 import { detectCgroups, type Cgroups } from "./sandbox-limits.ts";
-import { prepareSandboxRoot, runsAsRoot } from "./sandbox-root.ts";
+import { prepareSandboxRoot } from "./sandbox-root.ts";
 import { claimUid, releaseUid, type UidRange } from "./sandbox-uid.ts";
 import { ProviderError, TerminalUnavailableError, type Provider, type ShellCommand, type TerminalContext } from "./types.ts";
 

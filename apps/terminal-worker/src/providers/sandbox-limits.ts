@@ -189,12 +189,3 @@ export function detectCgroups(limits: CgroupLimits, group: string, fsRoot = "/sy
     },
   };
 }
-
-/** "512m", "2g", "1048576" → bytes (k/m/g/t are powers of 1024); null when malformed. */
-export function parseSize(s: string): number | null {
-  const m = /^\s*(\d+)\s*([kmgt]?)i?b?\s*$/i.exec(s);
-  if (!m) return null;
-  const exp = { "": 0, k: 1, m: 2, g: 3, t: 4 }[m[2]!.toLowerCase() as "" | "k" | "m" | "g" | "t"];
-  const n = Number(m[1]) * 1024 ** exp;
-  return Number.isSafeInteger(n) && n > 0 ? n : null;
-}

@@ -1,41 +1,8 @@
-import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { untraversableAncestor, SYSTEM_SANDBOX_ROOT } from "./local-settings.ts";
 import { EGRESS_RESOLV_FILE } from "./sandbox-argv.ts";
 import { EGRESS_RESOLV_CONF } from "./sandbox-egress.ts";
-
-/** Where the sandbox root goes when the repository's `.molecule/sandboxes` is not reachable by the sandbox uids. */
-export const SYSTEM_SANDBOX_ROOT = "/var/lib/molecule/sandboxes";
-
-export const runsAsRoot = () => process.getuid?.() === 0;
-
-/**
- * The first directory on the way to `path` (itself included when it exists) that an
- * unrelated uid cannot traverse (no "others" x bit), or null when all can.
- */
-export function untraversableAncestor(path: string): string | null {
-  const chain: string[] = [];
-  for (let p = resolve(path); ; p = dirname(p)) {
-    chain.unshift(p);
-    if (p === dirname(p)) break;
-  }
-  for (const p of chain) {
-    let mode: number;
-    try {
-      mode = statSync(p).mode;
-    } catch {
-      return null; // the rest does not exist yet: we create it traversable
-    }
-    if ((mode & 0o001) === 0) return p;
-  }
-  return null;
-}
-
-/** The default root: the repository's when the sandbox uids can reach it, else (as root) the system one. */
-export function defaultSandboxRoot(repoRoot: string): string {
-  if (!runsAsRoot()) return repoRoot;
-  // The root itself is ours to chmod 0711; only its ancestors matter.
-  return untraversableAncestor(dirname(repoRoot)) === null ? repoRoot : SYSTEM_SANDBOX_ROOT;
-}
 
 /**
  * Makes the sandbox root traversable but not listable (0711; its parents must let
