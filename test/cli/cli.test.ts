@@ -169,13 +169,15 @@ describe("molecule workspaces", () => {
 });
 
 describe("molecule ssh", () => {
-  it("types into the shell; the size follows resizes; Ctrl-C reaches the remote; exit 3 is our exit code; the terminal is restored", async () => {
+  it("types into the shell; the size follows resizes; Ctrl-C reaches the remote; TERM passes; exit 3 is our exit code; the terminal is restored", async () => {
     const env = await loggedIn();
     // bash around the CLI, so the local terminal's mode can be read after it exits.
-    const p = new PtyProc("/bin/bash", ["--norc", "--noprofile", "-c", `${process.execPath} ${bin} ssh cli-shell; echo "rc=$?"; stty -a`], { env, cols: 100, rows: 30 });
+    const p = new PtyProc("/bin/bash", ["--norc", "--noprofile", "-c", `TERM=screen-256color ${process.execPath} ${bin} ssh cli-shell; echo "rc=$?"; stty -a`], { env, cols: 100, rows: 30 });
     await p.waitText(/# $/m, 20_000);
     expect((await p.run("stty size")).trim()).toBe("30 100");
     expect((await p.run("echo $MOLECULE_WS_ID")).trim()).toBe(ws);
+    // The local TERM reaches the remote shell.
+    expect((await p.run("echo $TERM")).trim()).toBe("screen-256color");
     p.p.resize(120, 40);
     await waitFor(async () => (await p.run("stty size")).trim() === "40 120", 10_000);
     // Ctrl-C reaches the remote sleep (the local CLI does not die of it).

@@ -15,8 +15,9 @@ export function tokenPrefix(token: string): string {
 function promptHidden(prompt: string): Promise<string> {
   const { stdin, stderr } = process;
   return new Promise((resolve, reject) => {
-    stderr.write(prompt);
+    // Raw (no echo) before the prompt shows: keys typed the moment it appears are not echoed.
     stdin.setRawMode(true);
+    stderr.write(prompt);
     stdin.resume();
     let value = "";
     const done = (err: Error | null) => {
