@@ -1,31 +1,37 @@
 import { describe, expect, it } from "vitest";
-import { EscapeScanner, type EscapeAction } from "./escape.ts";
+import { EscapeScanner } from "./escape.ts";
 
-function run(chunks: string[]): (string | EscapeAction["kind"])[] {
+/** What the scanner makes of the chunks: sent bytes joined up, actions as "<disconnect>" / "<help>". */
+function run(chunks: string[]): string[] {
   const s = new EscapeScanner("~");
-  const out: (string | EscapeAction["kind"])[] = [];
-  for (const c of chunks) for (const a of s.feed(Buffer.from(c))) out.push(a.kind === "send" ? a.bytes.toString() : a.kind);
-  // Adjacent sends joined: only what reaches the remote and the actions matter.
-  return out.reduce<(string | EscapeAction["kind"])[]>((acc, x) => {
-    const last = acc[acc.length - 1];
-    if (typeof x === "string" && typeof last === "string" && last !== "disconnect" && last !== "help") acc[acc.length - 1] = last + x;
-    else acc.push(x);
-    return acc;
-  }, []);
+  const out: string[] = [];
+  let text = "";
+  for (const c of chunks) {
+    for (const a of s.feed(Buffer.from(c))) {
+      if (a.kind === "send") text += a.bytes.toString();
+      else {
+        if (text) out.push(text);
+        text = "";
+        out.push(`<${a.kind}>`);
+      }
+    }
+  }
+  if (text) out.push(text);
+  return out;
 }
 
 describe("EscapeScanner", () => {
   it("~. at the start disconnects; nothing after it is sent", () => {
-    expect(run(["~.ls\r"])).toEqual(["disconnect"]);
+    expect(run(["~.ls\r"])).toEqual(["<disconnect>"]);
   });
   it("~. after a newline, split across chunks, disconnects after sending the line", () => {
-    expect(run(["echo hi\r", "~", ".more"])).toEqual(["echo hi\r", "disconnect"]);
+    expect(run(["echo hi\r", "~", ".more"])).toEqual(["echo hi\r", "<disconnect>"]);
   });
   it("~ in the middle of a line is plain input", () => {
     expect(run(["cd ~.\r"])).toEqual(["cd ~.\r"]);
   });
   it("~? lists the escapes and sends nothing", () => {
-    expect(run(["~?"])).toEqual(["help"]);
+    expect(run(["~?"])).toEqual(["<help>"]);
   });
   it("~~ sends one ~, and the line is no longer at its start", () => {
     expect(run(["~~.\r"])).toEqual(["~.\r"]);
