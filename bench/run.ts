@@ -8,7 +8,7 @@
  * run, and writes bench/results/latest.json and latest.md.
  *
  *   --quick            tiny counts (the smoke test; figures not comparable)
- *   --only a,b         scenarios: open, echo, throughput, flood, concurrent, thousand
+ *   --only a,b         scenarios: open, echo, cli (molecule ssh echo vs the bench client), throughput, flood, concurrent, thousand
  *   --out DIR          where latest.json / latest.md go (default bench/results)
  *   --system KIND      cluster (default) or node (one API + one worker, no load balancer)
  *   --note TEXT        added to the machine line of the report
@@ -28,8 +28,9 @@ import { redisInfo, waitForQuiet } from "./measure.ts";
 import { markdown, ratios, verdicts, type Results } from "./report.ts";
 import { combineThroughput, scenarioConcurrent, scenarioEchoInterleaved, scenarioFlood, scenarioOpen, scenarioThroughput } from "./scenarios.ts";
 import { startBare, startBareBehindLb, startSystem, type Target } from "./system.ts";
+import { scenarioCliEcho } from "./cli-echo.ts";
 
-const ALL = ["open", "echo", "throughput", "flood", "concurrent", "thousand"] as const;
+const ALL = ["open", "echo", "cli", "throughput", "flood", "concurrent", "thousand"] as const;
 type Scenario = (typeof ALL)[number];
 
 const { values: args } = parseArgs({
@@ -205,6 +206,11 @@ try {
       await lb?.stop();
     }
     log(`echo done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  if (only.has("cli")) {
+    log("cli: molecule ssh echo vs the bench client on the system, interleaved…");
+    scenarios.cli = { system: await scenarioCliEcho(s, settings.echo).catch((err: Error) => ({ failed: err.message })) };
+    log(`cli: ${JSON.stringify(scenarios.cli.system)}`);
   }
   // Before throughput and flood: memory per session is RSS growth, and a GC returning the tens of
   // MB of garbage those leave behind during this measurement made it negative.
