@@ -33,6 +33,11 @@ export interface PipeIo {
   stderr: NodeJS.WritableStream;
   /** Bytes of stdin sent and of stdout received so far (molecule cp's progress). */
   progress?: (sent: number, received: number) => void;
+  /**
+   * Input is not acknowledged by the protocol: bytes in flight when a connection drops may be
+   * lost. A client that needs every input byte (an upload) fails instead of re-attaching.
+   */
+  failOnDrop?: string;
 }
 
 /** The command with pipes; resolves with its exit code. */
@@ -43,6 +48,7 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
   const splitter = new FrameSplitter();
   let sent = 0;
   let received = 0;
+  let dropped: string | null = null;
   const session = new SessionClient({
     api: target.api,
     token: target.token,
@@ -70,6 +76,11 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
     },
     onNotice: (line) => process.stderr.write(`molecule: ${line}\n`),
     onReconnect: (state, why) => {
+      if (state === "lost" && io.failOnDrop) {
+        dropped = why;
+        session.close();
+        return;
+      }
       if (state === "lost") process.stderr.write(`molecule: ${why}; reconnecting…`);
       else process.stderr.write(state === "restored" ? " ok\n" : " failed\n");
     },
@@ -88,6 +99,7 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
   })();
   pump.catch((err: Error) => process.stderr.write(`molecule: reading stdin: ${err.message}\n`));
   const end = await session.ended;
+  if (dropped !== null) throw new CliError(`${dropped} during the transfer; ${io.failOnDrop}`, EXIT.error, "connection_lost");
   if (end.kind === "exit") return end.code;
   if (end.kind === "error") throw end.error;
   return EXIT.ok;
