@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SUBPROTOCOL_V1 } from "@molecule/shared";
-import { call, readyWorkspace } from "../helpers/http.ts";
+import { call, readyWorkspace, waitFor } from "../helpers/http.ts";
 import { startStack, type Stack } from "../helpers/stack.ts";
 import { buildCli, cliHome, PtyProc, runCli } from "./harness.ts";
 
@@ -77,6 +77,28 @@ describe("molecule exec", () => {
     expect(forced.stdout).toMatch(/\/dev\/(pts\/\d+|console)/);
     const notty = await runCli(bin, ["exec", ws, "--", "tty"], { env });
     expect(notty.stdout).toMatch(/not a tty/);
+  });
+
+  it("runs in the workspace's sandbox like its shell: root inside, an unprivileged uid outside, no network but loopback", async () => {
+    const r = await runCli(bin, ["exec", ws, "--", "sh", "-c", 'id -u; echo $MOLECULE_WS_ID; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; ls -A / | grep -c molecule-workspace'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.split("\n")).toEqual(["0", ws, "lo", "1", ""]);
+    // Seen from the host: the command runs as a uid of the workspace's own, not as root.
+    const p = runCli(bin, ["exec", ws, "--", "sleep", "5"], { env });
+    const uid = await waitFor(async () => {
+      for (const e of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+        try {
+          if (!readFileSync(`/proc/${e}/cmdline`, "latin1").startsWith("sleep\u00005")) continue;
+          const line = readFileSync(`/proc/${e}/status`, "utf8").split("\n").find((l) => l.startsWith("Uid:"));
+          return Number(line?.split(/\s+/)[1]);
+        } catch {
+          // gone while we looked
+        }
+      }
+      return null;
+    }, 10_000);
+    expect(uid).toBeGreaterThanOrEqual(200_000);
+    await p;
   });
 
   it("a bad command never reaches a worker: 400 before the upgrade", async () => {
