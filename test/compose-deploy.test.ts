@@ -71,6 +71,20 @@ async function allHealthy(counts: Record<string, number>, ms = 180_000): Promise
   );
 }
 
+const APP_IMAGES = [`molecule-api:${TEST_TAG}`, `molecule-terminal-worker:${TEST_TAG}`];
+const imageId = (ref: string) => docker(["image", "inspect", "--format", "{{.Id}}", ref]).stdout.trim() || null;
+/**
+ * Runs a build that re-tags the tests' app images and removes the images it untagged (this
+ * test's own earlier builds), so runs do not pile up dangling images; nothing else is touched.
+ */
+function rebuilding<T>(build: () => T): T {
+  const before = APP_IMAGES.map(imageId);
+  const out = build();
+  const now = new Set(APP_IMAGES.map(imageId));
+  for (const id of before) if (id && !now.has(id)) docker(["rmi", id]);
+  return out;
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -118,7 +132,7 @@ function expectEveryLineOnce(text: string, n: number): void {
 
 describe.skipIf(!engineUp)("docker compose deployment (real engine, images built here)", () => {
   beforeAll(async () => {
-    const images = localImages({ app: true });
+    const images = rebuilding(() => localImages({ app: true }));
     dir = mkdtempSync(join(tmpdir(), "molecule-compose-"));
     envFile = join(dir, ".env");
     for (const k of ["PORT", "POSTGRES_PORT", "REDIS_PORT"]) ports[k] = await freePort();
@@ -136,7 +150,7 @@ describe.skipIf(!engineUp)("docker compose deployment (real engine, images built
     writeFileSync(envFile, Object.entries(vars).map(([k, v]) => `${k}=${v}\n`).join(""), { mode: 0o600 });
     const gen = spawnSync(join(ROOT, "deploy/gen-env"), [envFile], { encoding: "utf8" });
     expect(gen.status, gen.stderr).toBe(0);
-    mustCompose(["up", "-d", "--build"], 20 * 60_000);
+    rebuilding(() => mustCompose(["up", "-d", "--build"], 20 * 60_000));
     await allHealthy({ postgres: 1, redis: 1, api: 2, "terminal-worker": 1, lb: 1 });
     base = `http://127.0.0.1:${ports.PORT}`;
     wsBase = base.replace(/^http/, "ws");

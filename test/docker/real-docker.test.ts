@@ -42,7 +42,9 @@ describe.skipIf(!engineUp)("the docker provider on the real engine", () => {
   beforeAll(async () => {
     image = localImages().DEBIAN_IMAGE;
     const docker_ = createDockerProvider({ bin: DOCKER, image, images: { crewai: "molecule-local/no-such-image:never" }, network: WS_NET, env: DOCKER_ENV });
-    s = await startStack({ api: { provider: "docker" }, providers: { docker: docker_ } });
+    // The production provisioning deadline (5 min), not the test stack's 60 s: the missing-image
+    // case below is retried for about a minute before it fails with its own message.
+    s = await startStack({ api: { provider: "docker" }, worker: { provisionTimeoutMs: 300_000 }, providers: { docker: docker_ } });
     token = (await s.org("real-docker")).token;
     // A stand-in for the platform's containers (Redis, PostgreSQL, API) on a network of their own.
     expect(docker(["network", "create", "--label", "molecule.test=real-docker", PLATFORM_NET]).status).toBe(0);
