@@ -144,8 +144,6 @@ describe.skipIf(!engineUp)("docker compose deployment (real engine, images built
       MOLECULE_DOCKER_NETWORK: wsNet,
       MOLECULE_BOOTSTRAP_TOKEN: token,
       MOLECULE_TAG: TEST_TAG,
-      COMPOSE_DOCKER_CLI_BUILD: "1",
-      DOCKER_BUILDKIT: "1",
     };
     writeFileSync(envFile, Object.entries(vars).map(([k, v]) => `${k}=${v}\n`).join(""), { mode: 0o600 });
     const gen = spawnSync(join(ROOT, "deploy/gen-env"), [envFile], { encoding: "utf8" });

@@ -4,9 +4,14 @@
  * (no registry here). The fake-CLI tests beside this file keep the argv.
  */
 import { randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDockerProvider } from "../../apps/terminal-worker/src/providers/docker.ts";
+import { ROOT } from "../../scripts/processes.ts";
 import { call, waitFor } from "../helpers/http.ts";
 import { startStack, type Stack } from "../helpers/stack.ts";
 import { openShell } from "../helpers/term-client.ts";
@@ -37,6 +42,29 @@ function hostConnects(host: string, port: number): Promise<boolean> {
   });
 }
 const containerOf = (id: string) => `ws-${id.slice(0, 12)}`;
+
+describe.skipIf(!engineUp)("deploy/local-images", () => {
+  it("writes the stand-ins' names into .env, replacing only its own lines, and builds nothing twice", () => {
+    const dir = mkdtempSync(join(tmpdir(), "molecule-li-"));
+    const file = join(dir, ".env");
+    try {
+      writeFileSync(file, "POSTGRES_PASSWORD=keep-me\nNODE_IMAGE=stale:1\nPORT=9999\n");
+      const images = localImages();
+      const run = () => spawnSync(join(ROOT, "deploy/local-images"), ["--no-app", "--env-file", file], { env: { ...DOCKER_ENV, DOCKER }, encoding: "utf8", timeout: 600_000 });
+      const first = run();
+      expect(first.status, first.stderr).toBe(0);
+      expect(first.stderr).not.toMatch(/building|debootstrap/);
+      const lines = readFileSync(file, "utf8").trim().split("\n");
+      expect(lines.slice(0, 2)).toEqual(["POSTGRES_PASSWORD=keep-me", "PORT=9999"]);
+      expect(lines.slice(2).sort()).toEqual(Object.entries(images).map(([k, v]) => `${k}=${v}`).sort());
+      expect(run().status).toBe(0);
+      expect(readFileSync(file, "utf8").trim().split("\n")).toEqual(lines);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 20 * 60_000);
+});
 
 describe.skipIf(!engineUp)("the docker provider on the real engine", () => {
   beforeAll(async () => {
