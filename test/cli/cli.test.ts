@@ -182,7 +182,9 @@ describe("molecule ssh", () => {
     await waitFor(async () => (await p.run("stty size")).trim() === "40 120", 10_000);
     // Ctrl-C reaches the remote sleep (the local CLI does not die of it).
     const from = p.text.length;
-    p.write("echo sleeping-$((1)); sleep 30; echo slept-$((1+1))\r");
+    // The marker comes from the process that becomes the sleep: once it shows, that process is
+    // the foreground job, so the SIGINT lands on it (not on bash between two commands).
+    p.write("sh -c 'echo sleeping-$((1)); exec sleep 30'; echo slept-$((1+1))\r");
     await p.waitText(/^sleeping-1\r$/m, 10_000, from);
     p.write("\x03");
     await p.waitText("^C", 5000, from);
