@@ -18,5 +18,7 @@ export * from "./db/terminal-sessions.ts";
 export * as schema from "./db/schema.ts";
 export * from "./subscriber-hub.ts";
 export * from "./redis-writer.ts";
+export * from "./redis-cluster-writer.ts";
+export * from "./key-slot.ts";
 export * from "./audit-outbox.ts";
 export * from "./shutdown.ts";

@@ -28,7 +28,8 @@ export function appendChunk(w: RedisWriter, k: { log: string; out: string }, pay
   return w.transaction([
     ["XADD", k.log, "MINID", `${keepFrom}-0`, `${offset}-1`, "p", payload],
     ["PEXPIRE", k.log, String(ttlMs)],
-    ["PUBLISH", k.out, payload],
+    // Sharded on a cluster: the publish runs on the session's shard, inside the same transaction.
+    [w.sharded ? "SPUBLISH" : "PUBLISH", k.out, payload],
   ]);
 }
 

@@ -38,8 +38,13 @@ export interface RedisWriter {
   send(args: Command): boolean;
   /** MULTI, `cmds`, EXEC, as one unit: queued, sent or dropped together (see `send`). */
   transaction(cmds: readonly Command[]): boolean;
-  /** Resolves once Redis has run every command sent before; rejects if the connection is lost first. */
-  barrier(): Promise<void>;
+  /**
+   * Resolves once Redis has run every command sent before; rejects if the connection is lost first.
+   * On a cluster, `key` limits it to the commands of that key's slot (one shard); without, every primary.
+   */
+  barrier(key?: string): Promise<void>;
+  /** A Redis Cluster writer: per-session channels take SPUBLISH (sharded pub/sub), not PUBLISH. */
+  readonly sharded: boolean;
   /** Called after every (re)connect, once commands flow again. Returns an unsubscribe function. */
   onReady(l: () => void): () => void;
   /** Called when the socket's backlog has been written out. */
@@ -283,6 +288,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
   connect();
 
   return {
+    sharded: false,
     get ready() {
       return ready;
     },

@@ -2,7 +2,21 @@ import type { ChainableCommander, Redis } from "ioredis";
 import { z } from "zod";
 import { encodeEvent } from "./bus-codec.ts";
 import { endReason, sessionEnd, type EndReason, type SessionEnd } from "./bus-messages.ts";
+import { isCluster } from "./config.ts";
 import type { SessionKeys } from "./redis-keys.ts";
+
+/**
+ * Publishes on a per-session channel: PUBLISH on one Redis; on a cluster SPUBLISH,
+ * so the message stays on the session's shard instead of crossing every node.
+ */
+export function publishSession(r: Pick<Redis, "publish" | "spublish">, channel: string, msg: Buffer | string): Promise<number> {
+  return isCluster(r) ? (r.spublish(channel, msg) as Promise<number>) : r.publish(channel, msg);
+}
+
+/** `publishSession` as part of the caller's MULTI or pipeline. */
+export function publishSessionIn(tx: ChainableCommander, channel: string, msg: Buffer | string): ChainableCommander {
+  return isCluster(tx) ? tx.spublish(channel, msg) : tx.publish(channel, msg);
+}
 
 /**
  * The one owner of a terminal session's state in Redis: the meta hash
@@ -158,7 +172,7 @@ export function recordSize(tx: ChainableCommander, keys: Pick<SessionKeys, "meta
 export function recordEnded(tx: ChainableCommander, keys: Pick<SessionKeys, "meta" | "log" | "cancel" | "out">, end: SessionEnd, o: { expireLog: boolean }): ChainableCommander {
   tx.hset(keys.meta, { state: "ended" satisfies SessionState, end: JSON.stringify(end) }).pexpire(keys.meta, ENDED_TTL_MS);
   if (o.expireLog) tx.pexpire(keys.log, ENDED_TTL_MS);
-  return tx.set(keys.cancel, end.reason, "PX", ENDED_TTL_MS).publish(keys.out, encodeEvent({ kind: "end", end }));
+  return publishSessionIn(tx.set(keys.cancel, end.reason, "PX", ENDED_TTL_MS), keys.out, encodeEvent({ kind: "end", end }));
 }
 
 /** API, ending a session: the cancel key (a worker that claims or re-subscribes later still sees it). */

@@ -1,7 +1,9 @@
 import { once } from "node:events";
-import type { Redis } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
+import { isCluster } from "./config.ts";
 import { logged } from "./errors.ts";
 import type { Logger } from "./logger.ts";
+import { createShardedHub } from "./sharded-hub.ts";
 
 export type ChannelHandler = (msg: Buffer) => void;
 
@@ -12,7 +14,21 @@ export type ChannelHandler = (msg: Buffer) => void;
  * so each session can fill any gap from the replay log: pub/sub losses cost
  * latency, never bytes.
  */
-export function createHub(sub: Redis, log: Logger) {
+export function createHub(sub: Redis, log: Logger): Hub {
+  // On a cluster, per-session channels are sharded (SSUBSCRIBE on the slot's primary): sharded-hub.ts.
+  if (isCluster(sub)) return createShardedHub(sub as unknown as Cluster, log);
+  return createSingleHub(sub, log);
+}
+
+export interface Hub {
+  /** Resolves once Redis confirms the subscription, so nothing published afterwards is missed. */
+  subscribe(channel: string, handler: ChannelHandler): Promise<void>;
+  unsubscribe(channel: string, handler: ChannelHandler): Promise<void>;
+  onReconnect(l: () => void): () => void;
+  readonly channels: number;
+}
+
+function createSingleHub(sub: Redis, log: Logger): Hub {
   const handlers = new Map<string, Set<ChannelHandler>>();
   const reconnectListeners = new Set<() => void>();
   let wasReady = false;
@@ -59,4 +75,3 @@ export function createHub(sub: Redis, log: Logger) {
     },
   };
 }
-export type Hub = ReturnType<typeof createHub>;
