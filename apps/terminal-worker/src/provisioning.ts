@@ -59,24 +59,24 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
     };
   }
 
-  async function provision(ws: WorkspaceRow, job: Job<ProvisionJob>, log: Logger): Promise<void> {
-    const provider = providerFor(d.providers, ws.provider);
-    const during = ws.status as "provisioning" | "restarting";
-    const steps = stepRecorder(ws.id, during, log);
+  async function provision(workspace: WorkspaceRow, job: Job<ProvisionJob>, log: Logger): Promise<void> {
+    const provider = providerFor(d.providers, workspace.provider);
+    const during = workspace.status as "provisioning" | "restarting";
+    const steps = stepRecorder(workspace.id, during, log);
     steps.step("started", job.attemptsMade > 0 ? `attempt ${job.attemptsMade + 1}` : null);
-    const ctx = { recordInstanceId: (iid: string) => recordInstance(ws.id, iid), requestId: job.id, step: (name: ProvisionStep) => steps.step(name) };
+    const ctx = { recordInstanceId: (iid: string) => recordInstance(workspace.id, iid), requestId: job.id, step: (name: ProvisionStep) => steps.step(name) };
     const t0 = performance.now();
     const observe = (outcome: "ready" | "failed" | "retry" | "superseded") =>
-      d.metrics?.provisioned(ws.provider, job.data.action, outcome, performance.now() - t0);
+      d.metrics?.provisioned(workspace.provider, job.data.action, outcome, performance.now() - t0);
     try {
-      const res = job.data.action === "restart" && provider.restart ? await provider.restart(ws, ctx) : await provider.create(ws, ctx);
+      const res = job.data.action === "restart" && provider.restart ? await provider.restart(workspace, ctx) : await provider.create(workspace, ctx);
       // Every step is in before "ready": a watcher never sees a step after the end.
       await steps.flush();
-      const ready = await transitionWorkspace(d.db, ws.id, "ready", { from: [during], instanceId: res.instanceId ?? undefined });
+      const ready = await transitionWorkspace(d.db, workspace.id, "ready", { from: [during], instanceId: res.instanceId ?? undefined });
       observe(ready ? "ready" : "superseded");
       if (!ready) {
         // Deleted (or timed out) while we were creating: undo what we made.
-        const now = await getWorkspace(d.db, ws.id);
+        const now = await getWorkspace(d.db, workspace.id);
         log.info({ status: now?.status }, "workspace changed during provisioning; cleaning up");
         if (now && (now.status === "removing" || now.status === "removed")) await provider.destroy(now);
         return;
@@ -92,7 +92,7 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
       }
       observe("failed");
       const message = err instanceof ProviderError ? err.message : `provisioning failed: ${(err as Error).message}`;
-      await transitionWorkspace(d.db, ws.id, "failed", { from: [during], message });
+      await transitionWorkspace(d.db, workspace.id, "failed", { from: [during], message });
       log.warn({ err }, "workspace failed");
       throw new UnrecoverableError(message);
     }
@@ -102,21 +102,21 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
     const data = provisionJob.parse(job.data);
     const log = d.log.child({ workspace_id: data.workspaceId, action: data.action, job_id: job.id });
     d.metrics?.jobWait(PROVISION_QUEUE, (job.processedOn ?? Date.now()) - job.timestamp);
-    const ws = await getWorkspace(d.db, data.workspaceId);
-    if (!ws) return;
+    const workspace = await getWorkspace(d.db, data.workspaceId);
+    if (!workspace) return;
     if (data.action === "destroy") {
-      if (ws.status === "removed") return;
-      await providerFor(d.providers, ws.provider).destroy(ws);
-      await transitionWorkspace(d.db, ws.id, "removed");
+      if (workspace.status === "removed") return;
+      await providerFor(d.providers, workspace.provider).destroy(workspace);
+      await transitionWorkspace(d.db, workspace.id, "removed");
       log.info("workspace removed");
       return;
     }
     const expected = data.action === "create" ? "provisioning" : "restarting";
-    if (ws.status !== expected) {
-      log.info({ status: ws.status }, "nothing to do: workspace is no longer " + expected);
+    if (workspace.status !== expected) {
+      log.info({ status: workspace.status }, "nothing to do: workspace is no longer " + expected);
       return;
     }
-    await provision(ws, job, log);
+    await provision(workspace, job, log);
   }
 
   const worker = new Worker<ProvisionJob>(PROVISION_QUEUE, process, {

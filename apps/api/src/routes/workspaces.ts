@@ -61,10 +61,10 @@ export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
     /** A retry of a create that is already made: the same workspace, as it is now. */
     const replay = async (prior: { requestHash: string; workspaceId: string; statusCode: number }) => {
       if (prior.requestHash !== hash) throw new IdempotencyKeyReusedError();
-      const ws = await loadOwned(d.db, p, prior.workspaceId);
+      const workspace = await loadOwned(d.db, p, prior.workspaceId);
       // The first request may have died between its commit and the enqueue; a job id per workspace makes this safe.
-      if (ws.status === "provisioning") await d.provisioner.enqueue(ws.id, "create");
-      res.status(prior.statusCode).location(`/workspaces/${ws.id}`).setHeader("Idempotent-Replayed", "true").json(toWorkspaceJson(ws));
+      if (workspace.status === "provisioning") await d.provisioner.enqueue(workspace.id, "create");
+      res.status(prior.statusCode).location(`/workspaces/${workspace.id}`).setHeader("Idempotent-Replayed", "true").json(toWorkspaceJson(workspace));
     };
     if (key !== undefined) {
       const prior = await findKey(d.db, p.orgId, key);
@@ -72,7 +72,7 @@ export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
       await pruneKeys(d.db, p.orgId);
     }
     await d.rateLimit("workspace_create", p.orgId, d.createRatePerMin, 60);
-    const ws = await d.db
+    const workspace = await d.db
       .transaction(async (tx) => {
         const [row] = await tx
           .insert(schema.workspaces)
@@ -88,14 +88,14 @@ export function workspaceRoutes(d: WorkspaceRoutesDeps): Router {
         if (err instanceof KeyTaken) return null;
         throw err;
       });
-    if (!ws) {
+    if (!workspace) {
       // A concurrent request with this key committed first: answer as its retry.
       const prior = key === undefined ? null : await findKey(d.db, p.orgId, key);
       if (!prior) throw new ConflictError("a request with this Idempotency-Key is in progress; retry it");
       return replay(prior);
     }
-    await d.provisioner.enqueue(ws.id, "create");
-    res.status(201).location(`/workspaces/${ws.id}`).json(toWorkspaceJson(ws));
+    await d.provisioner.enqueue(workspace.id, "create");
+    res.status(201).location(`/workspaces/${workspace.id}`).json(toWorkspaceJson(workspace));
   });
 
   r.get("/workspaces", async (req, res) => {

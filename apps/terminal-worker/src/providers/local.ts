@@ -153,21 +153,21 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
     sweepCgroups() {
       setup?.cgroups?.sweep(() => false);
     },
-    async create(ws, ctx) {
+    async create(workspace, ctx) {
       ctx.step?.("creating_sandbox");
-      const dir = dirOf(ws.id);
+      const dir = dirOf(workspace.id);
       const s = ready();
       try {
         await mkdir(dir, { recursive: true, mode: 0o700 });
         if (o.provisionDelayMs) await new Promise((r) => setTimeout(r, o.provisionDelayMs));
         // O_EXCL: a re-run create must not follow a link the tenant put there (the worker is root).
-        await writeFile(join(dir, ".molecule-workspace"), `${ws.id}\n`, { flag: "wx" }).catch((err: NodeJS.ErrnoException) => {
+        await writeFile(join(dir, ".molecule-workspace"), `${workspace.id}\n`, { flag: "wx" }).catch((err: NodeJS.ErrnoException) => {
           if (err.code !== "EEXIST") throw err;
         });
         // The sandbox's HOME (/root inside: the workspace dir is the sandbox's /).
         await mkdir(join(dir, "root"), { recursive: true, mode: 0o700 });
         if (s.dropUid) {
-          const uid = await claimUid(o.root, ws.id, uids);
+          const uid = await claimUid(o.root, workspace.id, uids);
           for (const p of [dir, join(dir, "root"), join(dir, ".molecule-workspace")]) await lchown(p, uid, uid);
         }
       } catch (err) {
@@ -177,14 +177,14 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       }
       return { instanceId: null };
     },
-    async destroy(ws) {
-      const dir = dirOf(ws.id);
+    async destroy(workspace) {
+      const dir = dirOf(workspace.id);
       const s = ready();
       const owner = await stat(dir).then((st) => st.uid, () => null);
       // Whatever still runs in the workspace goes with it.
-      await s.cgroups?.remove(ws.id);
+      await s.cgroups?.remove(workspace.id);
       await rm(dir, { recursive: true, force: true });
-      if (s.dropUid) await releaseUid(o.root, ws.id, owner, uids);
+      if (s.dropUid) await releaseUid(o.root, workspace.id, owner, uids);
     },
     async terminalCommand(ctx) {
       const dir = dirOf(ctx.workspaceId);

@@ -53,10 +53,10 @@ export interface ProvisionContext {
 
 export interface Provider {
   readonly name: ProviderName;
-  create(ws: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId?: string | null }>;
+  create(workspace: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId?: string | null }>;
   /** Re-provision (e.g. replace the instance); without it, restart re-runs the idempotent create. */
-  restart?(ws: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId?: string | null }>;
-  destroy(ws: WorkspaceRow): Promise<void>;
+  restart?(workspace: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId?: string | null }>;
+  destroy(workspace: WorkspaceRow): Promise<void>;
   terminalCommand(ctx: TerminalContext): Promise<ShellCommand>;
 }
 

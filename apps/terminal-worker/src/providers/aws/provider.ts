@@ -88,18 +88,18 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
    * once, wait for it, pin its host key, then terminate every other instance of the
    * workspace (the one a restart replaces, or strays of a crashed attempt).
    */
-  async function provision(ws: WorkspaceRow, ctx: ProvisionContext, action: "create" | "restart"): Promise<{ instanceId: string }> {
-    const requestTag = ctx.requestId ?? (action === "create" ? `${ws.id}-create` : `${ws.id}-restart-${randomUUID()}`);
-    const container = containerName(ws.id);
-    const live = await ec2.findWorkspaceInstances(ws.id);
+  async function provision(workspace: WorkspaceRow, ctx: ProvisionContext, action: "create" | "restart"): Promise<{ instanceId: string }> {
+    const requestTag = ctx.requestId ?? (action === "create" ? `${workspace.id}-create` : `${workspace.id}-restart-${randomUUID()}`);
+    const container = containerName(workspace.id);
+    const live = await ec2.findWorkspaceInstances(workspace.id);
     let inst: InstanceInfo | undefined = live.find((i) => i.tags[TAG_REQUEST] === requestTag);
     if (inst) {
-      log?.info({ workspace_id: ws.id, instance_id: inst.id, state: inst.state }, "adopting the instance this request launched before");
+      log?.info({ workspace_id: workspace.id, instance_id: inst.id, state: inst.state }, "adopting the instance this request launched before");
     } else {
-      const userData = buildUserData({ workspaceId: ws.id, orgId: o.orgId, runtime: ws.runtime, tier: ws.tier, image: o.runtimeImage });
+      const userData = buildUserData({ workspaceId: workspace.id, orgId: o.orgId, runtime: workspace.runtime, tier: workspace.tier, image: o.runtimeImage });
       ctx.step?.("launching_instance");
-      inst = await ec2.launch({ workspaceId: ws.id, name: ws.name, tier: ws.tier, requestTag, userData });
-      log?.info({ workspace_id: ws.id, instance_id: inst.id, action }, "instance launched");
+      inst = await ec2.launch({ workspaceId: workspace.id, name: workspace.name, tier: workspace.tier, requestTag, userData });
+      log?.info({ workspace_id: workspace.id, instance_id: inst.id, action }, "instance launched");
       if (inst.state === "shutting-down" || inst.state === "terminated") {
         throw new ProviderError(`the instance ${inst.id} launched for this request was terminated${inst.stateReason ? ` (${inst.stateReason})` : ""}`, false, "instance_lost");
       }
@@ -126,20 +126,20 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
     const others = live.filter((i) => i.id !== id).map((i) => i.id);
     if (others.length) {
       await ec2.terminate(others);
-      log?.info({ workspace_id: ws.id, terminated: others }, "terminated the workspace's other instances");
+      log?.info({ workspace_id: workspace.id, terminated: others }, "terminated the workspace's other instances");
     }
     return { instanceId: id };
   }
 
-  async function destroy(ws: WorkspaceRow): Promise<void> {
-    const ids = new Set((await ec2.findWorkspaceInstances(ws.id)).map((i) => i.id));
-    if (ws.instanceId && INSTANCE_ID_RE.test(ws.instanceId) && !ids.has(ws.instanceId)) {
+  async function destroy(workspace: WorkspaceRow): Promise<void> {
+    const ids = new Set((await ec2.findWorkspaceInstances(workspace.id)).map((i) => i.id));
+    if (workspace.instanceId && INSTANCE_ID_RE.test(workspace.instanceId) && !ids.has(workspace.instanceId)) {
       // Tags are what prove the instance is this workspace's: never terminate on the recorded id alone.
-      const i = await ec2.describeInstance(ws.instanceId);
-      if (i && i.tags[TAG_WORKSPACE] === ws.id && !["shutting-down", "terminated"].includes(i.state)) ids.add(i.id);
+      const i = await ec2.describeInstance(workspace.instanceId);
+      if (i && i.tags[TAG_WORKSPACE] === workspace.id && !["shutting-down", "terminated"].includes(i.state)) ids.add(i.id);
     }
     await ec2.terminate([...ids]);
-    if (ids.size) log?.info({ workspace_id: ws.id, terminated: [...ids] }, "workspace instances terminated");
+    if (ids.size) log?.info({ workspace_id: workspace.id, terminated: [...ids] }, "workspace instances terminated");
   }
 
   /** The instance as EC2 sees it now; setup problems become protocol errors. */
@@ -266,8 +266,8 @@ export function createAwsProvider(o: AwsProviderOptions): AwsProvider {
 
   return {
     name: "aws",
-    create: (ws, ctx) => provision(ws, ctx, "create"),
-    restart: (ws, ctx) => provision(ws, ctx, "restart"),
+    create: (workspace, ctx) => provision(workspace, ctx, "create"),
+    restart: (workspace, ctx) => provision(workspace, ctx, "restart"),
     destroy,
     terminalCommand,
     close() {
