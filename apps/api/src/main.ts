@@ -40,3 +40,6 @@ handleShutdownSignals({
   close: () => api.close(),
   connections: [() => db.close(), () => redis.quit(), () => sub.quit(), () => writer.close()],
 });
+import { createRecordingStore, recordingConfigFromEnv } from "@molecule/shared/recording/settings";
+const recordingConfig = recordingConfigFromEnv(env);
+  ...(recordingConfig ? { recording: await createRecordingStore(recordingConfig.store) } : {}),

@@ -66,3 +66,7 @@ handleShutdownSignals({
   },
   connections: [() => db.close(), () => redis.quit(), () => sub.quit(), () => writer.close()],
 });
+import { createRecordingStore, recordingConfigFromEnv } from "@molecule/shared/recording/settings";
+const recordingConfig = recordingConfigFromEnv(env);
+const recording = recordingConfig ? { store: await createRecordingStore(recordingConfig.store), maxBytes: recordingConfig.maxBytes } : undefined;
+  ...(recording ? { recording } : {}),

@@ -24,6 +24,10 @@ export interface SessionKeys {
   cancel: string;
   /** Present while an API node holds the client's socket (refreshed with a TTL). */
   viewer: string;
+  /** Hash: the clients attached (controller and viewers, field = connection id, value = JSON), for presence. */
+  attached: string;
+  /** Channel: the attached set changed (API -> API). */
+  presence: string;
 }
 
 export function sessionKeys(ns: string, sessionId: string): SessionKeys {
@@ -35,6 +39,8 @@ export function sessionKeys(ns: string, sessionId: string): SessionKeys {
     meta: `${base}:meta`,
     cancel: `${base}:cancel`,
     viewer: `${base}:viewer`,
+    attached: `${base}:attached`,
+    presence: `${base}:presence`,
   };
 }
 

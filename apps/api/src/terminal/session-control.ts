@@ -23,6 +23,8 @@ export interface ControlledSession {
   readonly sessionId: string;
   readonly workerId: string | null;
   readonly state: "waiting" | "attached" | "closed";
+  /** A viewer (mode=view) never keeps a session from its orphan grace, nor starts it. */
+  readonly role: "controller" | "viewer";
   finish(end: SessionEnd): void;
   drain(): void;
 }
@@ -107,7 +109,7 @@ export function createSessionControl(deps: SessionControlDeps) {
     },
     /** The client dropped (or this node drains): the shell lives on for the grace period. */
     detached(session: ControlledSession): void {
-      if (draining) return;
+      if (draining || session.role === "viewer") return;
       // Start the orphan grace period now rather than when the viewer key expires.
       void deps.redis.del(sessionKeys(deps.ns, session.sessionId).viewer).catch((err: unknown) =>
         deps.log.debug({ err, session_id: session.sessionId }, "clearing the viewer key failed (it expires on its own)"),

@@ -1,3 +1,4 @@
+import type { RecordingStore } from "@molecule/shared/recording/index";
 import { Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import {
@@ -44,6 +45,8 @@ export interface RunnerDeps {
   idleTimeoutMs: number;
   maxSessionMs: number;
   metrics?: Pick<WorkerMetrics, "session" | "jobWait">;
+  /** Session recording (session.ts); absent, nothing is recorded. */
+  recording?: { store: RecordingStore; maxBytes: number };
   /** The audit outbox's retry timing (tests drive it). */
   auditRetry?: Pick<AuditOutboxOptions, "retryBaseMs" | "retryMaxMs" | "timers">;
 }

@@ -23,7 +23,9 @@ import {
   type SessionKeys,
   type TerminalJob,
 } from "@molecule/shared";
+import { recordingContext, type RecordingStore } from "@molecule/shared/recording/index";
 import type { ShellCommand } from "../providers/index.ts";
+import { SessionRecorder } from "../recording/recorder.ts";
 import { killTree } from "./kill-tree.ts";
 import { spawnPiped } from "./pipe-process.ts";
 import type { SpawnPty, SpawnTurn } from "./types.ts";
@@ -46,6 +48,8 @@ export interface SessionDeps {
   recentBytes: number;
   idleTimeoutMs: number;
   maxSessionMs: number;
+  /** Session recording (asciicast v2): absent, nothing is recorded (the bench compares both). */
+  recording?: { store: RecordingStore; maxBytes: number };
 }
 
 /** Output chunk size bounds (chunkLimit). */
@@ -154,6 +158,8 @@ export class PtySession {
   /** The last output bytes, for diagnoseExit (only kept when the command has one). */
   private tail: Buffer[] = [];
   private tailBytes = 0;
+  /** This session's recording, when its org records (PTY sessions only: pipe output is framed). */
+  private recorder: SessionRecorder | null = null;
   private resolveDone!: (e: SessionEnd) => void;
   readonly done = new Promise<SessionEnd>((r) => (this.resolveDone = r));
   private readonly onIn = (msg: Buffer) => this.handleIn(msg);
@@ -182,7 +188,8 @@ export class PtySession {
   /** Subscribe, then check the cancel key (a cancel that raced the claim is never lost), then spawn. */
   async start(): Promise<void> {
     await this.deps.hub.subscribe(this.keys.in, this.onIn);
-    const cancelled = parseCancel(await this.deps.redis.get(this.keys.cancel));
+    const [cancelRaw] = await Promise.all([this.deps.redis.get(this.keys.cancel), this.startRecording()]);
+    const cancelled = parseCancel(cancelRaw);
     if (cancelled) {
       await this.end(cancelled);
       return;
@@ -216,6 +223,35 @@ export class PtySession {
       void recordSessionTarget(this.deps.db, this.sessionId, this.deps.workerId, audit).catch((err: unknown) => this.log.warn({ err }, "audit update failed"));
     }
     this.log.info({ pid: pty.pid, file: this.cmd.file }, "shell started");
+  }
+
+  /** Reads the org's settings; a failure leaves the session unrecorded (logged), never without a shell. */
+  private async startRecording(): Promise<void> {
+    const rec = this.deps.recording;
+    if (!rec || (this.job.command && this.job.pty === false)) return;
+    try {
+      const ctx = await recordingContext(this.deps.db, this.job.orgId, this.job.workspaceId);
+      if (!ctx?.enabled) return;
+      this.recorder = new SessionRecorder(
+        { store: rec.store, db: this.deps.db, log: this.log, maxBytes: rec.maxBytes },
+        { orgId: this.job.orgId, workspaceId: this.job.workspaceId, sessionId: this.sessionId },
+        { width: this.job.cols, height: this.job.rows, term: this.job.term ?? "xterm-256color", shell: this.cmd.env.SHELL ?? this.cmd.file, title: ctx.title },
+        ctx.input,
+      );
+      await this.recorder.announce(this.sessionId);
+    } catch (err) {
+      this.log.warn({ err }, "the session could not be recorded");
+    }
+  }
+
+  private async finishRecording(): Promise<void> {
+    if (!this.recorder) return;
+    try {
+      const r = await this.recorder.finish(this.sessionId);
+      this.log.info({ recording_bytes: r.bytes, truncated: r.truncated }, "recording complete");
+    } catch (err) {
+      this.log.warn({ err }, "the recording could not be completed");
+    }
   }
 
   // ---- output ----------------------------------------------------------------------
@@ -279,6 +315,7 @@ export class PtySession {
     const offset = this.produced;
     this.produced += this.pendingBytes;
     // The reads go straight into the message: one copy, not a concatenation and then a copy.
+    this.recorder?.output(this.pending);
     const payload = encodeData(offset, this.pending);
     this.pending = [];
     this.pendingBytes = 0;
@@ -343,12 +380,14 @@ export class PtySession {
       this.lastInput = Date.now();
       this.bytesIn += m.data.length;
       this.pty.write(m.data);
+      this.recorder?.input(m.data);
       return;
     }
     const control = m.control;
     switch (control.t) {
       case "resize":
         this.pty?.resize(control.cols, control.rows);
+        this.recorder?.resize(control.cols, control.rows);
         void recordSize(this.deps.redis.pipeline(), this.keys, control)
           .exec()
           .catch((err: unknown) => this.log.debug({ err }, "recording the size failed (a re-attach starts at the old size)"));
@@ -403,7 +442,7 @@ export class PtySession {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         if (this.deps.writer.ready) {
-          await this.deps.writer.barrier();
+          await this.deps.writer.barrier(this.keys.log);
           return;
         }
       } catch {
@@ -441,7 +480,7 @@ export class PtySession {
         await this.waitExit(2000);
       }
       this.flush();
-      await this.outputInLog();
+      await Promise.all([this.outputInLog(), this.finishRecording()]);
       const code = reason === "exit" ? (extra.code ?? this.exitInfo?.code ?? null) : null;
       const signal = reason === "exit" ? (extra.signal ?? this.exitInfo?.signal ?? null) : null;
       const end: SessionEnd = { reason, offset: this.produced, code, signal, ...(extra.message ? { message: extra.message } : {}) };
