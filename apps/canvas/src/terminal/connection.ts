@@ -93,7 +93,7 @@ const encoder = new TextEncoder();
  * with backoff), and turns each real end into words. No DOM in here.
  */
 export class TerminalConnection {
-  private readonly o: Required<Omit<ConnectionOptions, "timers" | "random">> & { timers: Timers; random: () => number };
+  private readonly opts: Required<Omit<ConnectionOptions, "timers" | "random">> & { timers: Timers; random: () => number };
   private ws: SocketLike | null = null;
   private st: ConnectionState = { kind: "idle" };
   /** Session id from the last hello; null before the first one and after a real end. */
@@ -122,7 +122,7 @@ export class TerminalConnection {
     private readonly ev: ConnectionEvents,
     size: { cols: number; rows: number } = { cols: 80, rows: 24 },
   ) {
-    this.o = {
+    this.opts = {
       ackEveryBytes: 32 * 1024,
       resumeWindowMs: 60_000,
       backoffMs: [250, 500, 1000, 2000, 4000],
@@ -178,7 +178,7 @@ export class TerminalConnection {
       this.ws.send(bytes);
       return;
     }
-    if (this.pendingBytes + bytes.length > this.o.maxPendingInputBytes) return;
+    if (this.pendingBytes + bytes.length > this.opts.maxPendingInputBytes) return;
     this.pending.push(bytes);
     this.pendingBytes += bytes.length;
   }
@@ -195,7 +195,7 @@ export class TerminalConnection {
     if (offset <= this.consumedOffset) return;
     this.consumedOffset = offset;
     const caughtUp = offset >= this.received;
-    if (offset - this.lastAck >= this.o.ackEveryBytes || caughtUp) this.sendAck();
+    if (offset - this.lastAck >= this.opts.ackEveryBytes || caughtUp) this.sendAck();
   }
 
   /** Closing the tab: a close frame ends the shell on the server. */
@@ -225,13 +225,13 @@ export class TerminalConnection {
       q.set("session", this.session);
       q.set("offset", String(this.received));
     }
-    return `${this.o.endpoint}?${q}`;
+    return `${this.opts.endpoint}?${q}`;
   }
 
   private async connect(): Promise<void> {
     let ticket: string;
     try {
-      ticket = await this.o.ticket();
+      ticket = await this.opts.ticket();
     } catch (err) {
       if (this.disposed) return;
       const fatal = err instanceof TicketError && err.fatal;
@@ -240,7 +240,7 @@ export class TerminalConnection {
       return;
     }
     if (this.disposed) return;
-    const ws = this.o.socket(this.url(ticket), SUBPROTOCOL_V1);
+    const ws = this.opts.socket(this.url(ticket), SUBPROTOCOL_V1);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.lastError = null;
@@ -334,20 +334,20 @@ export class TerminalConnection {
 
   /** The socket dropped (or never came up): try again with backoff until the resume window closes. */
   private dropped(code: number, because: string): void {
-    const now = this.o.timers.now();
+    const now = this.opts.timers.now();
     this.droppedAt ??= now;
-    if (now - this.droppedAt >= this.o.resumeWindowMs) {
-      this.end(code, `could not reconnect within ${Math.round(this.o.resumeWindowMs / 1000)} s`);
+    if (now - this.droppedAt >= this.opts.resumeWindowMs) {
+      this.end(code, `could not reconnect within ${Math.round(this.opts.resumeWindowMs / 1000)} s`);
       return;
     }
-    const b = this.o.backoffMs;
+    const b = this.opts.backoffMs;
     const base = b[Math.min(this.attempt, b.length - 1)] ?? 1000;
     // ±20 % jitter, so tabs dropped together do not come back in lockstep.
-    const delay = Math.round(base * (0.8 + 0.4 * this.o.random()));
+    const delay = Math.round(base * (0.8 + 0.4 * this.opts.random()));
     this.attempt++;
     this.setState({ kind: "reconnecting", attempt: this.attempt, retryInMs: delay, because });
     this.clearRetry();
-    this.retryTimer = this.o.timers.setTimeout(() => {
+    this.retryTimer = this.opts.timers.setTimeout(() => {
       this.retryTimer = null;
       void this.connect();
     }, delay);
@@ -382,18 +382,18 @@ export class TerminalConnection {
   private startPing(): void {
     this.stopPing();
     // Keeps idle sockets alive through load balancers' tunnel timeouts (pings are not input).
-    this.pingTimer = this.o.timers.setInterval(() => {
+    this.pingTimer = this.opts.timers.setInterval(() => {
       if (this.ws?.readyState === OPEN) this.ws.send(JSON.stringify({ type: "ping" }));
-    }, this.o.pingEveryMs);
+    }, this.opts.pingEveryMs);
   }
 
   private stopPing(): void {
-    if (this.pingTimer !== null) this.o.timers.clearInterval(this.pingTimer);
+    if (this.pingTimer !== null) this.opts.timers.clearInterval(this.pingTimer);
     this.pingTimer = null;
   }
 
   private clearRetry(): void {
-    if (this.retryTimer !== null) this.o.timers.clearTimeout(this.retryTimer);
+    if (this.retryTimer !== null) this.opts.timers.clearTimeout(this.retryTimer);
     this.retryTimer = null;
   }
 }

@@ -84,23 +84,23 @@ export class SessionClient {
   private pongSeen = true;
   reconnects = 0;
 
-  constructor(private readonly o: SessionClientOptions) {
+  constructor(private readonly opts: SessionClientOptions) {
     this.ended = new Promise((resolve) => (this.resolveEnd = resolve));
   }
 
   private url(): string {
-    const base = new URL(this.o.api.endsWith("/") ? this.o.api : `${this.o.api}/`);
+    const base = new URL(this.opts.api.endsWith("/") ? this.opts.api : `${this.opts.api}/`);
     base.protocol = base.protocol === "https:" ? "wss:" : "ws:";
-    const u = new URL(`workspaces/${this.o.workspaceId}/terminal`, base);
-    u.searchParams.set("cols", String(this.o.cols));
-    u.searchParams.set("rows", String(this.o.rows));
-    if (this.o.term && TERM_PATTERN.test(this.o.term)) u.searchParams.set("term", this.o.term);
+    const u = new URL(`workspaces/${this.opts.workspaceId}/terminal`, base);
+    u.searchParams.set("cols", String(this.opts.cols));
+    u.searchParams.set("rows", String(this.opts.rows));
+    if (this.opts.term && TERM_PATTERN.test(this.opts.term)) u.searchParams.set("term", this.opts.term);
     if (this.sessionId) {
       u.searchParams.set("session", this.sessionId);
       u.searchParams.set("offset", String(this.offset));
-    } else if (this.o.command) {
-      u.searchParams.set("command", JSON.stringify(this.o.command));
-      u.searchParams.set("pty", this.o.pty === false ? "0" : "1");
+    } else if (this.opts.command) {
+      u.searchParams.set("command", JSON.stringify(this.opts.command));
+      u.searchParams.set("pty", this.opts.pty === false ? "0" : "1");
     }
     return u.toString();
   }
@@ -125,7 +125,7 @@ export class SessionClient {
         }
       };
       const ws = new WebSocket(this.url(), [SUBPROTOCOL_V1], {
-        headers: { authorization: `Bearer ${this.o.token}`, "user-agent": this.o.userAgent },
+        headers: { authorization: `Bearer ${this.opts.token}`, "user-agent": this.opts.userAgent },
         perMessageDeflate: false,
         handshakeTimeout: 15_000,
       });
@@ -154,7 +154,7 @@ export class SessionClient {
       });
       ws.on("error", (err) => {
         // Before the upgrade: the API cannot be reached. After: the close that follows decides.
-        if (!this.open) settle(this.sessionId ? "retry" : new CliError(`cannot reach the API at ${this.o.api}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, 1, "network"));
+        if (!this.open) settle(this.sessionId ? "retry" : new CliError(`cannot reach the API at ${this.opts.api}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, 1, "network"));
       });
       ws.on("message", (data: Buffer, isBinary) => {
         if (isBinary) return this.output(data);
@@ -166,18 +166,18 @@ export class SessionClient {
         }
         if (m.type === "hello") {
           // Before any output of the new connection reaches the screen.
-          if (this.sessionId) this.o.onReconnect("restored", "");
+          if (this.sessionId) this.opts.onReconnect("restored", "");
           this.open = true;
           this.sessionId = m.session;
           this.offset = m.offset;
           this.consumed = this.acked = m.offset;
           this.startPing(ws);
           // The size may have changed while we were away.
-          this.sendJson({ type: "resize", cols: this.o.cols, rows: this.o.rows });
+          this.sendJson({ type: "resize", cols: this.opts.cols, rows: this.opts.rows });
           this.flushPending();
           settle("open");
         } else if (m.type === "gap") {
-          this.o.onNotice(`output lost: bytes ${m.from}..${m.to} were older than the server's replay window`);
+          this.opts.onNotice(`output lost: bytes ${m.from}..${m.to} were older than the server's replay window`);
           this.offset = m.to;
           this.consumed = Math.max(this.consumed, m.to);
         } else if (m.type === "exit") {
@@ -214,8 +214,8 @@ export class SessionClient {
     }
     this.lastError = null;
     const why = code === 1012 ? "the API node is restarting" : "connection lost";
-    this.o.onReconnect("lost", why);
-    const deadline = Date.now() + (this.o.reconnectMs ?? 60_000);
+    this.opts.onReconnect("lost", why);
+    const deadline = Date.now() + (this.opts.reconnectMs ?? 60_000);
     let delay = 100;
     for (;;) {
       if (this.ending) return this.resolveEnd({ kind: "closed" });
@@ -225,12 +225,12 @@ export class SessionClient {
         return;
       }
       if (r !== "retry") {
-        this.o.onReconnect("failed", r.message);
+        this.opts.onReconnect("failed", r.message);
         return this.resolveEnd({ kind: "error", error: r.code === "session_not_found" ? new CliError("the session ended while disconnected", 1, r.code) : r });
       }
       if (Date.now() + delay > deadline) {
-        this.o.onReconnect("failed", "gave up");
-        return this.resolveEnd({ kind: "error", error: new CliError(`could not reconnect to ${this.o.api} within ${Math.round((this.o.reconnectMs ?? 60_000) / 1000)} s`, 1, "network") });
+        this.opts.onReconnect("failed", "gave up");
+        return this.resolveEnd({ kind: "error", error: new CliError(`could not reconnect to ${this.opts.api} within ${Math.round((this.opts.reconnectMs ?? 60_000) / 1000)} s`, 1, "network") });
       }
       await new Promise((res) => setTimeout(res, delay));
       delay = Math.min(delay * 2, 2000);
@@ -240,7 +240,7 @@ export class SessionClient {
   private output(data: Buffer): void {
     this.offset += data.length;
     const end = this.offset;
-    this.o.onOutput(data, () => {
+    this.opts.onOutput(data, () => {
       this.consumed = Math.max(this.consumed, end);
       if (this.consumed - this.acked >= ACK_EVERY) this.ack();
     });
@@ -286,9 +286,9 @@ export class SessionClient {
   }
 
   resize(cols: number, rows: number): void {
-    this.o.cols = Math.min(1000, Math.max(1, cols));
-    this.o.rows = Math.min(1000, Math.max(1, rows));
-    this.sendJson({ type: "resize", cols: this.o.cols, rows: this.o.rows });
+    this.opts.cols = Math.min(1000, Math.max(1, cols));
+    this.opts.rows = Math.min(1000, Math.max(1, rows));
+    this.sendJson({ type: "resize", cols: this.opts.cols, rows: this.opts.rows });
   }
 
   /** Ends the session (a close frame ends the shell on the server). */
