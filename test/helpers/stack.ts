@@ -11,6 +11,7 @@ import { loadWorkerEnv } from "../../apps/terminal-worker/src/env.ts";
 import { createOrg } from "../../apps/api/src/orgs.ts";
 import { createLocalProvider, type LocalProviderOptions, type ProviderRegistry } from "../../apps/terminal-worker/src/providers/index.ts";
 import { createWorker, type WorkerConfig } from "../../apps/terminal-worker/src/worker.ts";
+import type { RecordingStore } from "@molecule/shared/recording/index";
 import { testUrls, uniqueNs } from "./env.ts";
 
 export interface StackOptions {
@@ -25,6 +26,8 @@ export interface StackOptions {
   /** More providers for the worker next to `local` (e.g. aws pointed at local fakes). */
   providers?: ProviderRegistry;
   redisUrl?: string;
+  /** Session recording: the store the worker writes and the API serves (default: none, nothing recorded). */
+  recording?: { store: RecordingStore; maxBytes?: number };
 }
 
 /** API and worker built in this process through their factories, on real Redis and PostgreSQL. */
@@ -54,22 +57,25 @@ export async function startStack(o: StackOptions = {}) {
   const apiWriter = createRedisWriter({ url: redisUrl, name: `api-${ns}:in`, log });
   const workerWriter = createRedisWriter({ url: redisUrl, name: workerConnectionName(ns, workerId, "out"), log });
   const sandboxRoot = mkdtempSync(join(tmpdir(), "molecule-sbx-"));
+  const apiConfig = (nodeId: string) => ({
+    // The deployment's defaults (one mapping: apiConfigFromEnv), then what tests need.
+    ...apiConfigFromEnv(loadApiEnv({})),
+    ns,
+    nodeId,
+    provider: "local" as const,
+    createRatePerMin: 1000,
+    claimTimeoutMs: 5000,
+    ...o.api,
+  });
+  const recording = o.recording ? { recording: o.recording.store } : {};
   const api = createApi({
-    config: {
-      // The deployment's defaults (one mapping: apiConfigFromEnv), then what tests need.
-      ...apiConfigFromEnv(loadApiEnv({})),
-      ns,
-      nodeId: `api-${ns}`,
-      provider: "local",
-      createRatePerMin: 1000,
-      claimTimeoutMs: 5000,
-      ...o.api,
-    },
+    config: apiConfig(`api-${ns}`),
     db,
     redis: apiRedis,
     sub: apiSub,
     writer: apiWriter,
     log,
+    ...recording,
   });
   const port = await api.listen(0, "127.0.0.1");
   const local = createLocalProvider({ root: sandboxRoot, bwrap: "on", shell: "/bin/bash", ...o.local });
@@ -95,10 +101,35 @@ export async function startStack(o: StackOptions = {}) {
           log,
           providers: { local, ...o.providers },
           spawn: pty.spawn as never,
+          ...(o.recording ? { recording: { store: o.recording.store, maxBytes: o.recording.maxBytes ?? 64 * 1024 * 1024 } } : {}),
         });
   await worker?.start();
   const url = `http://127.0.0.1:${port}`;
+  const extraApis: { close(): Promise<void> }[] = [];
+  /** Another API node of this stack (same namespace, Redis and database; its own connections). */
+  async function addApi(): Promise<{ url: string; wsUrl: string; api: ReturnType<typeof createApi>; close(): Promise<void> }> {
+    const n = extraApis.length + 1;
+    const cs = [createRedis(redisUrl), createRedis(redisUrl)] as const;
+    for (const c of cs) c.on("error", () => {});
+    await Promise.all(cs.map((c) => c.ping()));
+    const w = createRedisWriter({ url: redisUrl, name: `api-${ns}-${n}:in`, log });
+    const extra = createApi({ config: apiConfig(`api-${ns}-${n}`), db, redis: cs[0], sub: cs[1], writer: w, log, ...recording });
+    const p = await extra.listen(0, "127.0.0.1");
+    const handle = {
+      url: `http://127.0.0.1:${p}`,
+      wsUrl: `ws://127.0.0.1:${p}`,
+      api: extra,
+      async close() {
+        await extra.close().catch(() => {});
+        for (const c of cs) c.disconnect();
+        await w.close();
+      },
+    };
+    extraApis.push(handle);
+    return handle;
+  }
   return {
+    addApi,
     ns,
     url,
     wsUrl: url.replace(/^http/, "ws"),
@@ -112,6 +143,7 @@ export async function startStack(o: StackOptions = {}) {
       return createOrg(db.db, `${name}-${ns}`);
     },
     async close() {
+      for (const a of extraApis) await a.close();
       await api.close().catch(() => {});
       await worker?.close().catch(() => {});
       local.sweepCgroups(); // the shells are gone: their workspaces' cgroups too

@@ -9,6 +9,8 @@ export interface ConnectOptions {
   rows?: number;
   session?: string;
   offset?: number;
+  /** Attach to `session` as a read-only viewer (mode=view). */
+  view?: boolean;
   /** Ack output as soon as it arrives (a fast client). Off: the test acks by itself. */
   autoAck?: boolean;
   origin?: string;
@@ -48,6 +50,7 @@ export class TermClient {
     if (o.session) q.set("session", o.session);
     if (o.offset !== undefined) q.set("offset", String(o.offset));
     if (o.ticket) q.set("ticket", o.ticket);
+    if (o.view) q.set("mode", "view");
     const headers: Record<string, string> = {};
     if (o.token) headers.authorization = `Bearer ${o.token}`;
     if (o.origin) headers.origin = o.origin;

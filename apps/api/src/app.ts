@@ -16,12 +16,17 @@ import { requestContext } from "./request-context.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { referenceRoutes } from "./routes/reference.ts";
+import { recordingRoutes } from "./routes/recordings.ts";
 import { terminalSessionRoutes } from "./routes/terminal-sessions.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { createTerminalGateway, type GatewayConfig } from "./terminal/gateway.ts";
 import { terminalRoutes } from "./terminal/routes.ts";
 import { createTickets } from "./terminal/tickets.ts";
-import type { Timers } from "./terminal/timers.ts";
+import { periodic, realTimers, type Timers } from "./terminal/timers.ts";
+import { sweepRecordings, type RecordingStore } from "@molecule/shared/recording/index";
+
+/** How often a node deletes recordings past their org's retention. */
+const RETENTION_SWEEP_MS = 3600_000;
 
 export interface ApiConfig extends Omit<GatewayConfig, "ns"> {
   ns: string;
@@ -45,6 +50,8 @@ export interface ApiDeps {
   log: Logger;
   /** The terminal watchdog's and audit sweeper's timers and clock (real ones by default; tests drive them). */
   timers?: Timers;
+  /** Where session recordings are (served, and deleted past retention); absent, none are served. */
+  recording?: RecordingStore;
 }
 
 const defaultCanvasDir = fileURLToPath(new URL("../../canvas/dist", import.meta.url));
@@ -95,6 +102,12 @@ export function createApi(deps: ApiDeps) {
   app.use(eventRoutes({ db, auth }));
   app.use(terminalSessionRoutes({ db, auth }));
   app.use(terminalRoutes({ db, auth, tickets }));
+  app.use(recordingRoutes({ db, auth, log, store: deps.recording ?? null }));
+  const store = deps.recording;
+  const timers = deps.timers ?? realTimers;
+  /** One round of the recording retention sweep at `now` (tests pass their own clock). */
+  const sweepExpiredRecordings = (now = new Date(timers.now())) => (store ? sweepRecordings({ db, store, log }, now) : Promise.resolve(0));
+  const retention = periodic(timers, RETENTION_SWEEP_MS, () => sweepExpiredRecordings(), (err) => log.warn({ err }, "recording retention sweep failed (retried next round)"));
   const canvasDir = c.canvasDir ?? defaultCanvasDir;
   if (existsSync(canvasDir)) {
     // Vite's hashed asset names change with every build: cache them for good, and make
@@ -129,6 +142,7 @@ export function createApi(deps: ApiDeps) {
     gateway,
     provisioner,
     metrics,
+    sweepExpiredRecordings,
     listen(port: number, host: string): Promise<number> {
       return new Promise((resolve, reject) => {
         server.once("error", reject);
@@ -136,12 +150,15 @@ export function createApi(deps: ApiDeps) {
           const addr = server.address();
           // Periodic work (watchdog, audit sweeper) runs only on a node that serves.
           gateway.start();
+          // Only a node that serves recordings deletes them.
+          if (store) retention.start();
           resolve(typeof addr === "object" && addr ? addr.port : port);
         });
       });
     },
     /** Graceful stop: terminal clients get 1012 (and re-attach elsewhere), then connections close. */
     async close(): Promise<void> {
+      retention.stop();
       await gateway.drain();
       await gateway.close();
       await new Promise<void>((resolve) => {

@@ -1,11 +1,13 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { baseEnvSchema, boolish, parseEnv } from "@molecule/shared";
+import { recordingEnvSchema } from "@molecule/shared/recording/settings";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 
 /** The only place the API reads process.env. */
 export const apiEnvSchema = baseEnvSchema.extend({
+  ...recordingEnvSchema.shape,
   PORT: int(8080, 0),
   HOST: z.string().default("127.0.0.1"),
   MOLECULE_NODE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default(`api-${hostname()}-${process.pid}`),

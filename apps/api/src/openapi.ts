@@ -2,7 +2,9 @@ import { z } from "zod";
 import { createWorkspaceBody, terminalQueryObject, workspaceJson } from "@molecule/shared";
 import { eventPageJson, eventsQuery } from "./routes/events.ts";
 import { IDEMPOTENCY_TTL_HOURS } from "./routes/idempotency.ts";
+import { recordingSettingsBody, recordingSettingsJson } from "./routes/recordings.ts";
 import { sessionsQuery } from "./routes/terminal-sessions.ts";
+import { ticketBody } from "./terminal/routes.ts";
 import { listQuery } from "./routes/workspaces.ts";
 import { auditJson } from "./terminal/audit-json.ts";
 
@@ -78,6 +80,9 @@ export function buildOpenApi(): Record<string, unknown> {
         PublicStatus: schemaOf(workspaceJson.pick({ id: true, status: true })),
         TerminalSession: schemaOf(auditJson),
         Ticket: schemaOf(z.object({ ticket: z.string(), expires_at: z.string() })),
+        TicketRequest: schemaOf(ticketBody, "input"),
+        RecordingSettings: schemaOf(recordingSettingsJson),
+        RecordingSettingsPatch: schemaOf(recordingSettingsBody, "input"),
       },
     },
     security: [{ bearer: [] }],
@@ -171,7 +176,41 @@ export function buildOpenApi(): Record<string, unknown> {
       },
       "/workspaces/{id}/terminal/tickets": {
         parameters: [idParam],
-        post: { operationId: "createTerminalTicket", tags: ["Terminal"], summary: "Single-use ticket for a browser WebSocket", responses: { "201": json("Ticket", "Ticket"), ...common } },
+        post: {
+          operationId: "createTerminalTicket",
+          tags: ["Terminal"],
+          summary: "Single-use ticket for a browser WebSocket; {\"mode\":\"view\"} limits it to a viewer (session=<id>&mode=view)",
+          requestBody: { required: false, content: { "application/json": { schema: { $ref: "#/components/schemas/TicketRequest" } } } },
+          responses: { "201": json("Ticket", "Ticket"), ...common },
+        },
+      },
+      "/workspaces/{id}/terminal/sessions/{sid}/recording": {
+        parameters: [idParam, { name: "sid", in: "path", required: true, schema: { type: "string", format: "uuid" } }],
+        get: {
+          operationId: "getTerminalRecording",
+          tags: ["Terminal"],
+          summary: "The session's recording as asciicast v2; while the session is live the response follows it until the end",
+          responses: {
+            "200": { description: "asciicast v2 (a JSON header line, then one event per line)", content: { "application/x-asciicast": { schema: { type: "string" } } } },
+            ...common,
+            "503": err("This node serves no recordings"),
+          },
+        },
+      },
+      "/orgs/current/recording": {
+        get: {
+          operationId: "getRecordingSettings",
+          tags: ["Terminal"],
+          summary: "The organisation's session recording settings",
+          responses: { "200": json("Settings", "RecordingSettings"), ...common },
+        },
+        patch: {
+          operationId: "updateRecordingSettings",
+          tags: ["Terminal"],
+          summary: "Change recording on/off, retention (days) and input recording; sessions already recorded keep their recordings until retention says otherwise",
+          requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/RecordingSettingsPatch" } } } },
+          responses: { "200": json("Settings as they are now", "RecordingSettings"), ...common },
+        },
       },
       "/workspaces/{id}/terminal/sessions": {
         parameters: [idParam],

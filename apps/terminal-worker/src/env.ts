@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { baseEnvSchema, boolish, OS_USER_RE, parseEnv } from "@molecule/shared";
+import { recordingEnvSchema } from "@molecule/shared/recording/settings";
 import * as aws from "./providers/aws/config.ts";
 import * as docker from "./providers/docker-settings.ts";
 import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, defaultSandboxRoot, parseSize } from "./providers/local-settings.ts";
@@ -17,6 +18,7 @@ const size = (def: string) => z.string().default(def).transform(aws.zodParse((v:
 
 /** The only place the worker reads process.env. */
 export const workerEnvSchema = baseEnvSchema.extend({
+  ...recordingEnvSchema.shape,
   MOLECULE_WORKER_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default(`worker-${hostname()}-${process.pid}`),
   /** Terminal sessions this worker holds at once (BullMQ concurrency). */
   MOLECULE_WORKER_CAPACITY: int(200, 1),

@@ -1,6 +1,7 @@
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { PROVISION_QUEUE, TERMINAL_QUEUE, bullPrefix, createHub, type DbHandle, type Logger, type RedisWriter } from "@molecule/shared";
+import type { RecordingStore } from "@molecule/shared/recording/index";
 import type { WorkerMetrics } from "./metrics.ts";
 import type { ProviderRegistry } from "./providers/index.ts";
 import { createProvisioningWorker } from "./provisioning.ts";
@@ -34,6 +35,8 @@ export interface WorkerDeps {
   providers: ProviderRegistry;
   spawn: SpawnPty;
   metrics?: WorkerMetrics;
+  /** Session recording; absent, sessions are not recorded. */
+  recording?: { store: RecordingStore; maxBytes: number };
 }
 
 /** The terminal-worker process: provisioning jobs and terminal sessions. */
@@ -72,6 +75,7 @@ export function createWorker(deps: WorkerDeps) {
         idleTimeoutMs: c.idleTimeoutMs,
         maxSessionMs: c.maxSessionMs,
         metrics: deps.metrics,
+        ...(deps.recording ? { recording: deps.recording } : {}),
       })
     : null;
   // Queue depth for the metrics, read when Prometheus scrapes.

@@ -6,7 +6,25 @@ export type ServerMessage =
   | { type: "gap"; from: number; to: number }
   | { type: "exit"; code: number | null; signal: string | number | null }
   | { type: "error"; code: ErrorCode; message: string }
-  | { type: "pong" };
+  | { type: "pong" }
+  | ViewersMessage;
+
+/** One attached client as presence shows it (additive to v1: docs/terminal-protocol.md, "Controller and viewers"). */
+export interface PresenceEntry {
+  /** The token's display prefix (or "ticket" holder's token prefix). */
+  label: string | null;
+  address: string | null;
+  /** ISO time the client attached. */
+  since: string;
+}
+
+/** Presence: sent to every client of a session whenever its viewers change (only once anyone watches). */
+export interface ViewersMessage {
+  type: "viewers";
+  count: number;
+  viewers: PresenceEntry[];
+  controller: PresenceEntry | null;
+}
 
 export const CLOSE = {
   normal: 1000,
@@ -22,5 +40,6 @@ export const CLOSE = {
   no_capacity: 4503,
 } as const;
 
-export type ErrorCode = Exclude<keyof typeof CLOSE, "normal"> | "bad_message";
+/** read_only: a viewer's input or resize (not closing); session_closed: the controller closed the session (then 1000). */
+export type ErrorCode = Exclude<keyof typeof CLOSE, "normal"> | "bad_message" | "read_only" | "session_closed";
 

@@ -43,6 +43,8 @@ export const terminalQueryObject = z
     pty: z.enum(["0", "1"]).transform((v) => v === "1").optional(),
     /** The client's TERM for the new session (default xterm-256color). */
     term: z.string().regex(TERM_RE).optional(),
+    /** Additive to v1: `view` attaches to `session` as a read-only viewer; `control` (default) as today. */
+    mode: z.enum(["control", "view"]).optional(),
   });
 export const terminalQuery = terminalQueryObject
   .refine((q) => q.offset === undefined || q.session !== undefined, {
@@ -50,6 +52,7 @@ export const terminalQuery = terminalQueryObject
     path: ["offset"],
   })
   .refine((q) => q.pty === undefined || q.command !== undefined, { message: "pty requires command", path: ["pty"] })
+  .refine((q) => q.mode !== "view" || q.session !== undefined, { message: "mode=view requires session", path: ["mode"] })
   .refine((q) => q.session === undefined || (q.command === undefined && q.pty === undefined), {
     message: "a re-attach (session) takes no command: the session has its own",
     path: ["command"],

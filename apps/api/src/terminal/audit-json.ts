@@ -24,6 +24,15 @@ export const auditJson = z.object({
   exit_signal: z.string().nullable(),
   bytes_in: z.number(),
   bytes_out: z.number(),
+  /** The session's recording (GET …/sessions/{sid}/recording); null when it was not recorded or was deleted. */
+  recording: z
+    .object({
+      bytes: z.number(),
+      truncated: z.boolean(),
+      /** false while the session is live (the file still grows). */
+      complete: z.boolean(),
+    })
+    .nullable(),
 });
 
 export function toAuditJson(s: typeof schema.terminalSessions.$inferSelect): z.infer<typeof auditJson> {
@@ -48,5 +57,6 @@ export function toAuditJson(s: typeof schema.terminalSessions.$inferSelect): z.i
     exit_signal: s.exitSignal,
     bytes_in: s.bytesIn,
     bytes_out: s.bytesOut,
+    recording: s.recordingKey ? { bytes: s.recordingBytes ?? 0, truncated: s.recordingTruncated, complete: s.recordingEndedAt !== null } : null,
   };
 }

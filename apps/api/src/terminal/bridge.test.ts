@@ -20,6 +20,7 @@ import {
   type SessionKeys,
 } from "@molecule/shared";
 import { testUrls, uniqueNs } from "../../../../test/helpers/env.ts";
+import { createPresence } from "./presence.ts";
 import { TerminalBridge, type Mode } from "./bridge.ts";
 
 /**
@@ -97,7 +98,7 @@ async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes
   const [sock] = await serverSide;
   const bridge = new TerminalBridge(
     sock,
-    { sessionId: randomUUID(), workspaceId: randomUUID(), keys: k, mode: o.mode, from: o.from, cols: 80, rows: 24, isNew: false, workerId: "w-test", endedAlready: o.endedAlready ?? null },
+    { sessionId: randomUUID(), workspaceId: randomUUID(), keys: k, mode: o.mode, from: o.from, cols: 80, rows: 24, isNew: false, workerId: "w-test", endedAlready: o.endedAlready ?? null, role: "controller", who: { label: null, address: null, since: new Date().toISOString() } },
     {
       redis,
       writer,
@@ -108,6 +109,7 @@ async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes
       inputBytesPerSec: 1 << 20,
       inputMsgsPerSec: 10_000,
       control: { cancel: async () => {}, detached: () => {}, closed: () => {} },
+      presence: createPresence({ redis, writer, log }),
     },
   );
   await bridge.start();

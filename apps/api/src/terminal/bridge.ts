@@ -21,6 +21,7 @@ import { closeFor } from "./end-mapping.ts";
 import { FrameWriter, type Mode } from "./frames.ts";
 import { InputGate } from "./input-gate.ts";
 import { InputThrottle } from "./input-throttle.ts";
+import type { AttachedEntry, Presence, Role } from "./presence.ts";
 import { ReaderWindow } from "./reader-window.ts";
 import type { SessionControl } from "./session-control.ts";
 
@@ -40,6 +41,15 @@ export interface BridgeOptions {
   workerId: string | null;
   /** The session had already ended before this attach (replay what is left, then end). */
   endedAlready: SessionEnd | null;
+  /**
+   * controller: input, resizes and acks reach the shell, a close frame ends it (v1 as it always was).
+   * viewer (mode=view): output only, with its own window; input and resizes are refused (read_only).
+   */
+  role: Role;
+  /** How this client appears in presence (label, address, since). */
+  who: Omit<AttachedEntry, "role">;
+  /** Called once when this connection is done (the viewer audit's end). */
+  onDone?: () => void;
 }
 
 export interface BridgeDeps {
@@ -58,6 +68,8 @@ export interface BridgeDeps {
    * grace period), closed when this connection is done.
    */
   control: Pick<SessionControl, "cancel" | "detached" | "closed">;
+  /** Who is attached, across nodes (presence.ts). */
+  presence: Presence;
   metrics?: {
     bytesOut(n: number): void;
     bytesIn(n: number): void;
@@ -120,6 +132,13 @@ export class TerminalBridge {
   private unReconnect: (() => void) | null = null;
   private cols: number;
   private rows: number;
+  readonly role: Role;
+  /** This connection's field in the session's attached set, once joined. */
+  private presenceId: Promise<string | null> | null = null;
+  /** Presence reads: one at a time, once more when a change arrived meanwhile. */
+  private presenceRead: "idle" | "reading" | "reread" = "idle";
+  private lastPresence: string | null = null;
+  private readonly onPresence = () => this.refreshPresence();
 
   constructor(
     readonly ws: WebSocket,
@@ -133,6 +152,7 @@ export class TerminalBridge {
     this.pendingEnd = opts.endedAlready;
     this.cols = opts.cols;
     this.rows = opts.rows;
+    this.role = opts.role;
     this.gate = new InputGate(new InputThrottle(deps.inputBytesPerSec, deps.inputMsgsPerSec), ws, (data, isBinary) => this.handleClient(data, isBinary));
     this.frames = new FrameWriter(ws, opts.mode);
   }
@@ -147,9 +167,13 @@ export class TerminalBridge {
     this.ws.on("close", (code) => this.handleClose(code));
     this.ws.on("error", (err) => this.deps.log.debug({ err }, "client socket error"));
     this.ws.on("pong", () => this.reader.pong());
-    await this.deps.hub.subscribe(this.opts.keys.out, this.onOut);
+    await Promise.all([this.deps.hub.subscribe(this.opts.keys.out, this.onOut), this.deps.hub.subscribe(this.opts.keys.presence, this.onPresence)]);
     this.unReconnect = this.deps.hub.onReconnect(() => this.catchUp());
     if (this.state === "closed") return;
+    this.presenceId = this.deps.presence.join(this.opts.keys, { role: this.role, ...this.opts.who }).catch((err: unknown) => {
+      this.deps.log.warn({ err }, "joining the session's presence failed (others do not see this client)");
+      return null;
+    });
     if (this.opts.isNew) {
       this.claimTimer = setTimeout(() => this.claimTimedOut(), this.deps.claimTimeoutMs);
     } else {
@@ -169,7 +193,9 @@ export class TerminalBridge {
     this.pendingInputBytes = 0;
     // A re-attaching client has everything before its offset: the worker's view of what
     // was consumed may be older (acks are forwarded in steps) and must not keep its PTY paused.
-    if (this.opts.from > 0) this.publishIn(encodeControl({ t: "ack", offset: this.opts.from }));
+    // A viewer's acks are its own: they never reach the worker, so it never holds the PTY.
+    if (this.opts.from > 0 && this.role === "controller") this.publishIn(encodeControl({ t: "ack", offset: this.opts.from }));
+    this.refreshPresence();
     // A re-attach does not know what it missed until it reads the log. A new session was
     // subscribed before its job existed and the worker announces `ready` before any output:
     // everything arrives live, unless output already showed up (known) while waiting.
@@ -252,7 +278,7 @@ export class TerminalBridge {
     const counted = this.reader.consume(offset);
     if (counted === "stale") return;
     if (counted === "probe") this.probeRtt();
-    if (this.reader.takeAck()) this.publishIn(encodeControl({ t: "ack", offset: this.reader.acked, window: this.reader.window }));
+    if (this.reader.takeAck() && this.role === "controller") this.publishIn(encodeControl({ t: "ack", offset: this.reader.acked, window: this.reader.window }));
     if ((wasBlocked || this.reader.next < this.reader.known) && this.reader.room() > 0) this.catchUp();
     else this.maybeFinish();
   }
@@ -349,6 +375,9 @@ export class TerminalBridge {
     const spec = closeFor(end);
     if (end.reason === "exit") {
       this.frames.message({ type: "exit", code: end.code ?? null, signal: end.signal ?? null });
+    } else if (end.reason === "client_closed") {
+      // Someone else (the controller) closed it: this client is told why, not just closed.
+      this.sendError("session_closed", "the controller closed the session");
     } else if (spec.error) {
       this.sendError(spec.error, spec.message);
     }
@@ -361,7 +390,7 @@ export class TerminalBridge {
     this.deps.metrics?.closed?.("restarting");
     this.sendError("restarting", "this API node is restarting; re-attach with session and offset");
     this.closeWith(CLOSE.restarting, "restarting");
-    this.deps.control.detached(this);
+    if (this.role === "controller") this.deps.control.detached(this);
   }
 
   private closeWith(code: number, reason: string): void {
@@ -382,14 +411,45 @@ export class TerminalBridge {
     this.flushInput();
     this.unReconnect?.();
     void this.deps.hub.unsubscribe(this.opts.keys.out, this.onOut);
+    void this.deps.hub.unsubscribe(this.opts.keys.presence, this.onPresence);
+    void this.presenceId?.then((id) => (id ? this.deps.presence.leave(this.opts.keys, id) : undefined)).catch(logged(this.deps.log, "debug", "leaving presence failed (the entry expires with the session)"));
+    this.opts.onDone?.();
     this.deps.control.closed(this);
+  }
+
+  /** Reads the session's presence and sends `viewers` when it changed: to viewers always, to a controller once anyone watches. */
+  private refreshPresence(): void {
+    if (this.state !== "attached" || this.opts.mode !== "v1") return;
+    if (this.presenceRead !== "idle") {
+      this.presenceRead = "reread";
+      return;
+    }
+    this.presenceRead = "reading";
+    void this.deps.presence
+      .read(this.opts.keys)
+      .then((msg) => {
+        const text = JSON.stringify(msg);
+        const relevant = this.role === "viewer" || msg.count > 0 || this.lastPresence !== null;
+        if (relevant && text !== this.lastPresence && this.state === "attached") {
+          this.lastPresence = text;
+          this.frames.message(msg);
+        }
+      })
+      .catch(logged(this.deps.log, "debug", "reading presence failed (the next change reads it again)"))
+      .finally(() => {
+        const again = this.presenceRead === "reread";
+        this.presenceRead = "idle";
+        if (again) this.refreshPresence();
+      });
   }
 
   private handleClose(code: number): void {
     if (this.closing || this.state === "closed") return;
     this.closing = true;
     this.deps.metrics?.closed?.(code === 1006 ? "dropped" : "client_closed");
-    if (code === 1006) {
+    if (this.role === "viewer") {
+      // A viewer going away, however it goes, never touches the shell.
+    } else if (code === 1006) {
       // No close frame: network loss. The shell lives on for the grace period.
       this.deps.control.detached(this);
     } else {
@@ -403,7 +463,8 @@ export class TerminalBridge {
   private handleClient(data: Buffer, isBinary: boolean): void {
     if (this.state === "closed") return;
     if (this.opts.mode === "raw" || isBinary) {
-      this.input(data);
+      if (this.role === "viewer") this.sendError("read_only", "this connection is a viewer: input does not reach the shell");
+      else this.input(data);
       return;
     }
     // The socket skips ws's UTF-8 check (it would close with 1007): bad text is a bad_message like any other.
@@ -435,6 +496,10 @@ export class TerminalBridge {
         this.frames.message({ type: "pong" });
         return;
       case "resize":
+        if (this.role === "viewer") {
+          this.sendError("read_only", "this connection is a viewer: it cannot resize the shell");
+          return;
+        }
         this.cols = msg.cols;
         this.rows = msg.rows;
         this.control({ t: "resize", cols: msg.cols, rows: msg.rows });

@@ -19,7 +19,7 @@ export function rawErrorFrame(message: string): string {
 export function sendError(sock: WebSocket, mode: Mode, code: ErrorCode, message: string): void {
   if (sock.readyState !== sock.OPEN) return;
   if (mode === "v1") sock.send(JSON.stringify({ type: "error", code, message }));
-  else if (code !== "bad_message") sock.send(rawErrorFrame(message));
+  else if (code !== "bad_message" && code !== "read_only") sock.send(rawErrorFrame(message));
 }
 
 /** Writes one client's frames: output as binary frames, v1 messages as JSON text (raw clients get no messages). */

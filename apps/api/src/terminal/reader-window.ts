@@ -67,10 +67,15 @@ export class ReaderWindow {
     return this.measure() ? "probe" : "ok";
   }
 
-  /** Output from `next` up to `to` is gone from the log: skip it, and forget acks it could never get. */
+  /**
+   * Output from `next` up to `to` is gone from the log: skip it, and count everything before it as
+   * acknowledged. The client's acks for bytes sent before the gap are ignored from here on (stale),
+   * so counting them as in flight would leave no room until an ack that can only follow new output:
+   * a client that fell behind would stall for good. At most one window more is in flight, once.
+   */
   skipTo(to: number): void {
     this.next = to;
-    if (this.acked < to - this.maxWindow) this.acked = to - this.maxWindow;
+    if (this.acked < to) this.acked = to;
     if (to > this.known) this.known = to;
   }
 

@@ -1,7 +1,12 @@
 import { Router } from "express";
 import { AppError, type Db } from "@molecule/shared";
 import type { Authenticator } from "../auth.ts";
+import { z } from "zod";
+import { validationError } from "../error-handler.ts";
 import { loadOwned, parseId } from "../workspaces/service.ts";
+
+/** POST …/terminal/tickets: `{"mode":"view"}` issues a ticket that opens only a viewer. */
+export const ticketBody = z.object({ mode: z.enum(["control", "view"]).optional() }).strict();
 import type { Tickets } from "./tickets.ts";
 
 export function terminalRoutes(d: { db: Db; auth: Authenticator; tickets: Tickets }): Router {
@@ -10,8 +15,10 @@ export function terminalRoutes(d: { db: Db; auth: Authenticator; tickets: Ticket
   r.post("/workspaces/:id/terminal/tickets", async (req, res) => {
     const p = await d.auth.require(req);
     const id = parseId(req);
+    const body = ticketBody.safeParse(req.body && typeof req.body === "object" && !Buffer.isBuffer(req.body) ? req.body : {});
+    if (!body.success) throw validationError(body.error, "body");
     await loadOwned(d.db, p, id);
-    const t = await d.tickets.issue(p, id);
+    const t = await d.tickets.issue(p, id, body.data.mode === "view");
     res.status(201).json({ ticket: t.ticket, expires_at: t.expiresAt.toISOString() });
   });
 

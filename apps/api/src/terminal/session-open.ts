@@ -5,6 +5,7 @@ import type { WebSocket } from "ws";
 import {
   CLOSE,
   insertTerminalSession,
+  logged,
   isUuid,
   readOutput,
   readSessionMeta,
@@ -21,9 +22,11 @@ import {
 } from "@molecule/shared";
 import type { Principal } from "../auth.ts";
 import type { WorkspaceRow } from "../workspaces/service.ts";
-import { TerminalBridge, type BridgeDeps, type Mode } from "./bridge.ts";
+import { viewerJoined, viewerLeft } from "@molecule/shared/recording/recordings-db";
+import { TerminalBridge, type BridgeDeps, type BridgeOptions, type Mode } from "./bridge.ts";
 import { clientAddress } from "./client-address.ts";
 import { sendError } from "./frames.ts";
+import { createPresence, type Role } from "./presence.ts";
 import type { SessionControl } from "./session-control.ts";
 import { VIEWER_TTL_MS } from "./watchdog.ts";
 
@@ -63,6 +66,7 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     inputBytesPerSec: config.inputBytesPerSec,
     inputMsgsPerSec: config.inputMsgsPerSec,
     control: deps.control,
+    presence: createPresence({ redis: deps.redis, writer: deps.writer, log: deps.log }),
   };
 
   /** The bridge's metrics, timing this socket's open from the upgrade (t0) to its hello. */
@@ -78,7 +82,8 @@ export function createSessionOpener(deps: SessionOpenDeps) {
   }
 
   async function open(sock: WebSocket, mode: Mode, req: IncomingMessage, principal: Principal, workspace: WorkspaceRow, query: TerminalQuery, t0: number): Promise<void> {
-    if (query.session !== undefined) return reattach(sock, mode, principal, workspace, query.session, query.offset ?? 0, t0);
+    const who = { label: principal.tokenPrefix, address: clientAddress(req), since: new Date().toISOString() };
+    if (query.session !== undefined) return reattach(sock, mode, principal, workspace, query.session, query.offset ?? 0, t0, query.mode === "view" ? "viewer" : "controller", who);
     if (workspace.status !== "ready") {
       return failEarly(sock, mode, "not_ready", `the workspace is ${workspace.status}, not ready`);
     }
@@ -88,7 +93,7 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     const piped = query.command !== undefined && query.pty === false;
     const bridge = new TerminalBridge(
       sock,
-      { sessionId, workspaceId: workspace.id, keys, mode, from: 0, cols: query.cols, rows: query.rows, isNew: true, workerId: null, endedAlready: null },
+      { sessionId, workspaceId: workspace.id, keys, mode, from: 0, cols: query.cols, rows: query.rows, isNew: true, workerId: null, endedAlready: null, role: "controller", who },
       {
         ...bridgeDeps,
         ...(piped ? { inputBytesPerSec: config.inputBytesPerSec * PIPE_INPUT_BUDGET_FACTOR } : {}),
@@ -139,7 +144,17 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     bridge.log.info({ mode, open_ms: Math.round(performance.now() - t0), ...(query.command ? { command: query.command, pty: !piped } : {}) }, "terminal session requested");
   }
 
-  async function reattach(sock: WebSocket, mode: Mode, principal: Principal, workspace: WorkspaceRow, session: string, offset: number, t0: number): Promise<void> {
+  async function reattach(
+    sock: WebSocket,
+    mode: Mode,
+    principal: Principal,
+    workspace: WorkspaceRow,
+    session: string,
+    offset: number,
+    t0: number,
+    role: Role,
+    who: BridgeOptions["who"],
+  ): Promise<void> {
     const notFound = () => failEarly(sock, mode, "session_not_found", "no such session for this workspace (unknown, expired or ended)");
     if (!isUuid(session)) return notFound();
     const keys = sessionKeys(config.ns, session);
@@ -164,13 +179,25 @@ export function createSessionOpener(deps: SessionOpenDeps) {
         isNew: meta.state === "pending",
         workerId: meta.workerId,
         endedAlready: meta.end,
+        role,
+        who,
+        ...(role === "viewer" ? { onDone: () => void watching.then((id) => (id ? viewerLeft(deps.db, id) : undefined)).catch(logged(log, "warn", "the viewer audit row was not closed")) } : {}),
       },
       { ...bridgeDeps, log, metrics: timedMetrics(t0, "reattach") },
     );
+    // The viewer audit: who watched which session, from where, from when to when.
+    const watching: Promise<string | null> =
+      role === "viewer"
+        ? viewerJoined(deps.db, { sessionId: session, orgId: principal.orgId, tokenId: principal.tokenId, tokenPrefix: principal.tokenPrefix, clientAddr: who.address }).catch((err: unknown) => {
+            log.warn({ err }, "the viewer audit row could not be written");
+            return null;
+          })
+        : Promise.resolve(null);
     deps.control.add(bridge);
-    await deps.redis.set(keys.viewer, config.nodeId, "PX", VIEWER_TTL_MS);
+    // A viewer does not hold the session (its orphan grace runs as if nobody were attached).
+    if (role === "controller") await deps.redis.set(keys.viewer, config.nodeId, "PX", VIEWER_TTL_MS);
     await bridge.start();
-    bridge.log.info({ mode, offset }, "terminal re-attached");
+    bridge.log.info({ mode, offset, role }, "terminal re-attached");
   }
 
   return { open };

@@ -17,7 +17,7 @@ redis.call("DEL", KEYS[1])
 return raw
 `;
 
-const stored = z.object({ orgId: z.string(), tokenId: z.string(), tokenPrefix: z.string(), workspaceId: z.string() });
+const stored = z.object({ orgId: z.string(), tokenId: z.string(), tokenPrefix: z.string(), workspaceId: z.string(), viewOnly: z.boolean().optional() });
 
 /**
  * Single-use, short-lived tickets for browsers (which cannot set Authorization on
@@ -25,16 +25,17 @@ const stored = z.object({ orgId: z.string(), tokenId: z.string(), tokenPrefix: z
  */
 export function createTickets(redis: Redis, ns: string, ttlSec: number) {
   return {
-    async issue(p: Principal, workspaceId: string): Promise<{ ticket: string; expiresAt: Date }> {
+    /** `viewOnly`: the ticket opens only a viewer (mode=view) of an existing session. */
+    async issue(p: Principal, workspaceId: string, viewOnly = false): Promise<{ ticket: string; expiresAt: Date }> {
       const ticket = `tkt_${randomBytes(24).toString("base64url")}`;
-      await redis.set(ticketKey(ns, hashToken(ticket)), JSON.stringify({ ...p, workspaceId }), "EX", ttlSec);
+      await redis.set(ticketKey(ns, hashToken(ticket)), JSON.stringify({ ...p, workspaceId, ...(viewOnly ? { viewOnly } : {}) }), "EX", ttlSec);
       return { ticket, expiresAt: new Date(Date.now() + ttlSec * 1000) };
     },
     /**
      * Consumes a ticket for `workspaceId` (a second use fails); null when unknown, used, expired
      * or for another workspace, and then a ticket for another workspace is left as it was.
      */
-    async consume(ticket: string, workspaceId: string): Promise<Principal | null> {
+    async consume(ticket: string, workspaceId: string): Promise<(Principal & { viewOnly: boolean }) | null> {
       if (!/^tkt_[A-Za-z0-9_-]{32}$/.test(ticket)) return null;
       const raw = (await redis.eval(CONSUME_LUA, 1, ticketKey(ns, hashToken(ticket)), workspaceId)) as string | null;
       if (typeof raw !== "string") return null;
@@ -46,7 +47,7 @@ export function createTickets(redis: Redis, ns: string, ttlSec: number) {
       }
       const r = stored.safeParse(json);
       if (!r.success || r.data.workspaceId !== workspaceId) return null;
-      return { orgId: r.data.orgId, tokenId: r.data.tokenId, tokenPrefix: r.data.tokenPrefix };
+      return { orgId: r.data.orgId, tokenId: r.data.tokenId, tokenPrefix: r.data.tokenPrefix, viewOnly: r.data.viewOnly ?? false };
     },
   };
 }

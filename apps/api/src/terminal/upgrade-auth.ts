@@ -56,13 +56,16 @@ export function createUpgradeAuth(d: UpgradeAuthDeps) {
     }
   }
 
-  async function authenticate(req: IncomingMessage, workspaceId: string, ticket: string | undefined): Promise<Principal> {
+  async function authenticate(req: IncomingMessage, workspaceId: string, q: TerminalQuery): Promise<Principal> {
     const token = bearerToken(req.headers.authorization);
     if (token !== undefined) return d.auth.authenticate(token);
-    if (ticket !== undefined) {
-      const p = await d.tickets.consume(ticket, workspaceId);
+    if (q.ticket !== undefined) {
+      // A view ticket on a control URL is spent and refused: it never opens a controller.
+      const p = await d.tickets.consume(q.ticket, workspaceId);
       if (!p) throw new UnauthorizedError("invalid, expired or already used ticket");
-      return p;
+      const { viewOnly, ...principal } = p;
+      if (viewOnly && q.mode !== "view") throw new ForbiddenError("this ticket is limited to viewing: add session=<id>&mode=view");
+      return principal;
     }
     throw new UnauthorizedError("a bearer token or a ticket is required");
   }
@@ -78,7 +81,7 @@ export function createUpgradeAuth(d: UpgradeAuthDeps) {
     checkSubprotocols(req);
     const q = terminalQuery.safeParse(Object.fromEntries(url.searchParams));
     if (!q.success) throw validationError(q.error, "terminal query");
-    const principal = await authenticate(req, workspaceId, q.data.ticket);
+    const principal = await authenticate(req, workspaceId, q.data);
     const workspace = await loadOwned(d.db, principal, workspaceId);
     return { principal, workspace, query: q.data };
   }

@@ -41,7 +41,8 @@ export function createWatchdog(d: WatchdogDeps) {
     if (now - lastViewerRefresh >= VIEWER_REFRESH_MS && !d.control.isDraining()) {
       lastViewerRefresh = now;
       const pipe = d.redis.pipeline();
-      for (const s of live) pipe.set(sessionKeys(d.ns, s.sessionId).viewer, d.nodeId, "PX", VIEWER_TTL_MS);
+      // Only a controller keeps its session from the orphan grace period: viewers watch, they do not hold.
+      for (const s of live) if (s.role === "controller") pipe.set(sessionKeys(d.ns, s.sessionId).viewer, d.nodeId, "PX", VIEWER_TTL_MS);
       await pipe.exec();
     }
     const workers = d.control.attachedWorkers();

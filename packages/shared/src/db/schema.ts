@@ -17,6 +17,12 @@ export const orgs = pgTable("orgs", {
   id: uuid("id").primaryKey().defaultRandom(),
   name: text("name").notNull(),
   createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  /** Terminal sessions are recorded (asciicast v2) unless the org turns it off. */
+  recordingEnabled: boolean("recording_enabled").notNull().default(true),
+  /** Recordings are deleted this many days after their session ended (the retention sweep). */
+  recordingRetentionDays: integer("recording_retention_days").notNull().default(30),
+  /** Keystrokes ("i" events) are recorded too: off unless the org asks. */
+  recordingInput: boolean("recording_input").notNull().default(false),
 });
 
 /** Tokens are stored only as a SHA-256 hash plus a short display prefix. */
@@ -130,11 +136,42 @@ export const terminalSessions = pgTable(
     exitSignal: text("exit_signal"),
     bytesIn: bigint("bytes_in", { mode: "number" }).notNull().default(0),
     bytesOut: bigint("bytes_out", { mode: "number" }).notNull().default(0),
+    /** The recording's key in the recording store; null when the session was not recorded (or it was deleted). */
+    recordingKey: text("recording_key"),
+    /** Bytes of the .cast file written so far (final once recording_ended_at is set). */
+    recordingBytes: bigint("recording_bytes", { mode: "number" }),
+    /** The size cap was reached: the file ends with a marker saying so. */
+    recordingTruncated: boolean("recording_truncated").notNull().default(false),
+    /** The recording is complete in the store (the worker closed it). */
+    recordingEndedAt: timestamp("recording_ended_at", { withTimezone: true }),
+    /** The retention sweep deleted the recording. */
+    recordingDeletedAt: timestamp("recording_deleted_at", { withTimezone: true }),
   },
   (t) => [
+    index("terminal_sessions_recording_idx").on(t.closedAt).where(sql`recording_key is not null`),
     index("terminal_sessions_ws_idx").on(t.workspaceId, t.openedAt.desc()),
     index("terminal_sessions_open_idx").on(t.openedAt).where(sql`closed_at is null`),
   ],
+);
+
+/** Who watched which session (a live viewer, mode=view), from when until when. */
+export const terminalSessionViewers = pgTable(
+  "terminal_session_viewers",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    sessionId: uuid("session_id")
+      .notNull()
+      .references(() => terminalSessions.id, { onDelete: "cascade" }),
+    orgId: uuid("org_id")
+      .notNull()
+      .references(() => orgs.id, { onDelete: "cascade" }),
+    tokenId: uuid("token_id"),
+    tokenPrefix: text("token_prefix"),
+    clientAddr: text("client_addr"),
+    startedAt: timestamp("started_at", { withTimezone: true }).notNull().defaultNow(),
+    endedAt: timestamp("ended_at", { withTimezone: true }),
+  },
+  (t) => [index("terminal_session_viewers_session_idx").on(t.sessionId, t.startedAt)],
 );
 
 export type Org = typeof orgs.$inferSelect;

@@ -1,0 +1,66 @@
+import type { Db, Logger } from "@molecule/shared";
+import { CastWriter, recordingFinished, recordingKey, recordingStarted, type CastHeader, type RecordingSink, type RecordingStore } from "@molecule/shared/recording/index";
+
+export interface RecorderDeps {
+  store: RecordingStore;
+  db: Db;
+  log: Logger;
+  maxBytes: number;
+}
+
+/**
+ * One session's recording: output, resizes and (when the org asks) input, as asciicast v2 lines
+ * into the store's sink, with the time since the shell started. Every call is synchronous and
+ * cheap (one decode and one JSON string per output flush); the store writes in the background.
+ */
+export class SessionRecorder {
+  private readonly t0 = performance.now();
+  private readonly sink: RecordingSink;
+  private readonly cast: CastWriter;
+  private finished = false;
+  readonly key: string;
+
+  constructor(
+    private readonly deps: RecorderDeps,
+    ids: { orgId: string; workspaceId: string; sessionId: string },
+    header: Omit<CastHeader, "timestamp">,
+    readonly recordInput: boolean,
+  ) {
+    this.key = recordingKey(ids.orgId, ids.workspaceId, ids.sessionId);
+    this.sink = deps.store.create(this.key);
+    this.cast = new CastWriter({ ...header, timestamp: Math.floor(Date.now() / 1000) }, { maxBytes: deps.maxBytes, write: (line) => this.sink.write(line) });
+  }
+
+  private now(): number {
+    return (performance.now() - this.t0) / 1000;
+  }
+
+  output(parts: readonly Buffer[]): void {
+    this.cast.output(this.now(), parts);
+  }
+
+  input(data: Buffer): void {
+    if (this.recordInput) this.cast.input(this.now(), data);
+  }
+
+  resize(cols: number, rows: number): void {
+    this.cast.resize(this.now(), cols, rows);
+  }
+
+  /** The session row names the recording (the list shows it while the session is live). */
+  async announce(sessionId: string): Promise<void> {
+    await recordingStarted(this.deps.db, sessionId, this.key);
+  }
+
+  /** Writes what is held, closes the file in the store and records its size on the session row. */
+  async finish(sessionId: string): Promise<{ bytes: number; truncated: boolean }> {
+    const r = { bytes: this.cast.bytes, truncated: this.cast.truncated };
+    if (this.finished) return r;
+    this.finished = true;
+    this.cast.end(this.now());
+    r.bytes = this.cast.bytes;
+    await this.sink.close();
+    await recordingFinished(this.deps.db, sessionId, r);
+    return r;
+  }
+}

@@ -1,0 +1,94 @@
+import { mkdirSync } from "node:fs";
+import { open, rm, type FileHandle } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { checkKey, type RecordingSink, type RecordingStore } from "./store.ts";
+
+/** Written out at this many bytes, or after FLUSH_MS, whichever comes first. */
+const FLUSH_BYTES = 64 * 1024;
+const FLUSH_MS = 200;
+
+/**
+ * Recordings as files under `root` (the embedded default). A sink appends in the background, one
+ * write at a time; a crash loses at most the last FLUSH_MS of output.
+ */
+export function createFsStore(root: string): RecordingStore {
+  const pathOf = (key: string) => join(root, checkKey(key));
+  return {
+    kind: "fs",
+    create(key: string): RecordingSink {
+      const path = pathOf(key);
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      return new FsSink(path);
+    },
+    async read(key, from, max) {
+      let fh: FileHandle;
+      try {
+        fh = await open(pathOf(key), "r");
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+        throw err;
+      }
+      try {
+        const buf = Buffer.allocUnsafe(max);
+        const { bytesRead } = await fh.read(buf, 0, max, from);
+        return buf.subarray(0, bytesRead);
+      } finally {
+        await fh.close();
+      }
+    },
+    async delete(key) {
+      await rm(pathOf(key), { force: true });
+    },
+  };
+}
+
+class FsSink implements RecordingSink {
+  private parts: string[] = [];
+  private partsBytes = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private chain: Promise<void>;
+  private readonly fh: Promise<FileHandle>;
+  error: unknown = null;
+
+  constructor(path: string) {
+    this.fh = open(path, "w", 0o600);
+    this.chain = this.fh.then(
+      () => undefined,
+      (err: unknown) => {
+        this.error = err;
+      },
+    );
+  }
+
+  write(data: string): void {
+    if (this.error) return;
+    this.parts.push(data);
+    this.partsBytes += data.length;
+    if (this.partsBytes >= FLUSH_BYTES) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
+  }
+
+  private flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.parts.length === 0) return;
+    const data = this.parts.join("");
+    this.parts = [];
+    this.partsBytes = 0;
+    this.chain = this.chain.then(async () => {
+      if (this.error) return;
+      try {
+        await (await this.fh).write(data);
+      } catch (err) {
+        this.error = err;
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.flush();
+    await this.chain;
+    if (!this.error) await (await this.fh).close();
+    if (this.error) throw this.error;
+  }
+}
