@@ -355,17 +355,17 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     }
   }
 
-  function imageFor(ws: WorkspaceRow): string {
-    const template = o.images?.[ws.runtime] ?? o.image;
-    const image = template.replaceAll("{runtime}", ws.runtime);
-    if (!IMAGE_REF_RE.test(image)) throw new ProviderError(`invalid workspace image ${JSON.stringify(image)} for runtime ${ws.runtime}`, false, "docker_image");
+  function imageFor(workspace: WorkspaceRow): string {
+    const template = o.images?.[workspace.runtime] ?? o.image;
+    const image = template.replaceAll("{runtime}", workspace.runtime);
+    if (!IMAGE_REF_RE.test(image)) throw new ProviderError(`invalid workspace image ${JSON.stringify(image)} for runtime ${workspace.runtime}`, false, "docker_image");
     return image;
   }
 
-  function runArgs(ws: WorkspaceRow, name: string, image: string): string[] {
-    const id = checkUuid(ws.id, "workspace id");
-    const org = checkUuid(ws.orgId, "org id");
-    const tier = o.limits?.[ws.tier] ?? {};
+  function runArgs(workspace: WorkspaceRow, name: string, image: string): string[] {
+    const id = checkUuid(workspace.id, "workspace id");
+    const org = checkUuid(workspace.orgId, "org id");
+    const tier = o.limits?.[workspace.tier] ?? {};
     const cpus = tier.cpus ?? defaults.cpus;
     const memory = tier.memory ?? defaults.memory;
     return [
@@ -453,11 +453,11 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     }
   }
 
-  async function create(ws: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId: string }> {
-    const id = checkUuid(ws.id, "workspace id");
-    checkUuid(ws.orgId, "org id");
+  async function create(workspace: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId: string }> {
+    const id = checkUuid(workspace.id, "workspace id");
+    checkUuid(workspace.orgId, "org id");
     const name = containerName(id);
-    const image = imageFor(ws);
+    const image = imageFor(workspace);
     const step = async <T>(doing: string, fn: () => Promise<T>): Promise<T> => {
       try {
         return await fn();
@@ -487,7 +487,7 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
       ctx.step?.("starting_container");
       let out = "";
       try {
-        out = await cli(runArgs(ws, name, image));
+        out = await cli(runArgs(workspace, name, image));
       } catch (err) {
         const kind = classifyDockerError(err);
         // name_conflict: another attempt of this job made it meanwhile; adopted below.
@@ -524,8 +524,8 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     return c.networkMode === network && c.securityOpt.includes("no-new-privileges");
   }
 
-  async function destroy(ws: WorkspaceRow): Promise<void> {
-    const name = containerName(checkUuid(ws.id, "workspace id"));
+  async function destroy(workspace: WorkspaceRow): Promise<void> {
+    const name = containerName(checkUuid(workspace.id, "workspace id"));
     try {
       await cli(["rm", "-f", name]);
     } catch (err) {
@@ -597,9 +597,9 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     name: "docker",
     create,
     // A restart gives the workspace a fresh container from its image.
-    async restart(ws, ctx) {
-      await destroy(ws);
-      return create(ws, ctx);
+    async restart(workspace, ctx) {
+      await destroy(workspace);
+      return create(workspace, ctx);
     },
     destroy,
     terminalCommand,
