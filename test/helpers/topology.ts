@@ -20,7 +20,9 @@ export interface NodeHandle {
 export async function startTopology(o: { apis?: number; workers?: number; env?: Record<string, string> } = {}) {
   const ns = uniqueNs();
   const sandboxRoot = mkdtempSync(join(tmpdir(), "molecule-topo-"));
-  const env = childEnv(ns, { MOLECULE_SANDBOX_ROOT: sandboxRoot, ...o.env });
+  // Sessions are recorded (the default): into this test's own directory, shared by its nodes.
+  const recordingDir = mkdtempSync(join(tmpdir(), "molecule-topo-rec-"));
+  const env = childEnv(ns, { MOLECULE_SANDBOX_ROOT: sandboxRoot, MOLECULE_RECORDING_DIR: recordingDir, ...o.env });
   const procs: Proc[] = [];
   const logDir = process.env.TEST_LOG_DIR;
   const apis: NodeHandle[] = [];
@@ -66,6 +68,7 @@ export async function startTopology(o: { apis?: number; workers?: number; env?: 
     db,
     token: org.token,
     sandboxRoot,
+    recordingDir,
     addApi,
     addWorker,
     async close() {
@@ -73,6 +76,7 @@ export async function startTopology(o: { apis?: number; workers?: number; env?: 
       await db.close();
       // Retried: a sandbox shell killed with its worker may still be writing (its history) as we remove it.
       rmSync(sandboxRoot, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+      rmSync(recordingDir, { recursive: true, force: true });
     },
   };
 }
