@@ -1,4 +1,4 @@
-import { createDb, createLogger, createRedis, createRedisWriter, handleShutdownSignals, migrateDatabase } from "@molecule/shared";
+import { createDb, createLogger, createRedis, createWriterFor, handleShutdownSignals, migrateDatabase, redisTarget } from "@molecule/shared";
 import { createApi } from "./app.ts";
 import { apiConfigFromEnv } from "./config.ts";
 import { loadApiEnv } from "./env.ts";
@@ -10,9 +10,11 @@ const log = createLogger("api", env.LOG_LEVEL).child({ node: env.MOLECULE_NODE_I
 await migrateDatabase(env.DATABASE_URL);
 const db = createDb(env.DATABASE_URL);
 // REST calls fail within a few seconds while Redis is down instead of hanging.
-const redis = createRedis(env.REDIS_URL, { maxRetriesPerRequest: 10, connectionName: `${env.MOLECULE_NODE_ID}:cmd` });
-const sub = createRedis(env.REDIS_URL, { connectionName: `${env.MOLECULE_NODE_ID}:sub` });
-const writer = createRedisWriter({ url: env.REDIS_URL, name: `${env.MOLECULE_NODE_ID}:in`, log });
+// REDIS_CLUSTER_NODES, when set, makes these Redis Cluster connections (config.ts).
+const target = redisTarget(env);
+const redis = createRedis(target, { maxRetriesPerRequest: 10, connectionName: `${env.MOLECULE_NODE_ID}:cmd` });
+const sub = createRedis(target, { connectionName: `${env.MOLECULE_NODE_ID}:sub` });
+const writer = createWriterFor(target, { name: `${env.MOLECULE_NODE_ID}:in`, log });
 for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
   r.on("error", (err) => log.warn({ err, conn: name }, "redis connection error"));
 }

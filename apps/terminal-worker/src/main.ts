@@ -1,5 +1,5 @@
 import * as pty from "node-pty";
-import { createDb, createLogger, createRedis, createRedisWriter, handleShutdownSignals, migrateDatabase, workerConnectionName } from "@molecule/shared";
+import { createDb, createLogger, createRedis, createWriterFor, handleShutdownSignals, migrateDatabase, redisTarget, workerConnectionName } from "@molecule/shared";
 import { dockerOptionsFromEnv, localOptionsFromEnv, workerConfigFromEnv } from "./config.ts";
 import { awsChildEnv, loadWorkerEnv } from "./env.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
@@ -13,9 +13,11 @@ await migrateDatabase(env.DATABASE_URL);
 const db = createDb(env.DATABASE_URL);
 // Named, so API nodes can tell a stalled worker from a dead one (workerConnectionName).
 const named = (role: "cmd" | "sub" | "out") => workerConnectionName(env.MOLECULE_REDIS_PREFIX, env.MOLECULE_WORKER_ID, role);
-const redis = createRedis(env.REDIS_URL, { connectionName: named("cmd") });
-const sub = createRedis(env.REDIS_URL, { connectionName: named("sub") });
-const writer = createRedisWriter({ url: env.REDIS_URL, name: named("out"), log });
+// REDIS_CLUSTER_NODES, when set, makes these Redis Cluster connections (config.ts).
+const target = redisTarget(env);
+const redis = createRedis(target, { connectionName: named("cmd") });
+const sub = createRedis(target, { connectionName: named("sub") });
+const writer = createWriterFor(target, { name: named("out"), log });
 for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
   r.on("error", (err) => log.warn({ err, conn: name }, "redis connection error"));
 }

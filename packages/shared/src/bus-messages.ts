@@ -16,6 +16,8 @@ export const endReason = z.enum([
   "no_capacity",
   "eic_wiring_incomplete",
   "spawn_failed",
+  // Redis Cluster: the session's shard (primary and replicas) stayed unreachable (REDIS_SHARD_LOST_MS).
+  "store_unavailable",
 ]);
 export type EndReason = z.infer<typeof endReason>;
 

@@ -32,6 +32,12 @@ export const baseEnvSchema = z.object({
     .string()
     .optional()
     .refine((v) => v === undefined || v.trim() === "" || parseClusterNodes(v) !== null, "must be host:port[,host:port…] (or redis[s]:// URLs)"),
+  /**
+   * Cluster mode: a session whose shard (primary and replicas) has been unreachable this long
+   * ends with `store_unavailable`. Keep it above cluster-node-timeout plus a failover's
+   * election, or an ordinary failover would end sessions it should only delay.
+   */
+  REDIS_SHARD_LOST_MS: z.coerce.number().int().min(500).default(30_000),
   /** Key prefix in Redis: one per deployment (or test run) sharing a Redis. */
   MOLECULE_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default("molecule"),
   MOLECULE_PROVIDER: z.enum(["local", "docker", "aws"]).default("local"),
@@ -94,12 +100,20 @@ export function parseClusterNodes(v: string): { nodes: ClusterNode[]; url: strin
 export interface RedisTarget {
   url: string;
   cluster: ClusterNode[] | null;
+  /** REDIS_SHARD_LOST_MS (cluster mode). */
+  shardLostMs?: number;
 }
 
-export function redisTarget(env: Pick<BaseEnv, "REDIS_URL" | "REDIS_CLUSTER_NODES">): RedisTarget {
+export function redisTarget(env: Pick<BaseEnv, "REDIS_URL" | "REDIS_CLUSTER_NODES"> & { REDIS_SHARD_LOST_MS?: number }): RedisTarget {
   const parsed = env.REDIS_CLUSTER_NODES?.trim() ? parseClusterNodes(env.REDIS_CLUSTER_NODES) : null;
   if (!parsed) return { url: env.REDIS_URL, cluster: null };
-  return { url: parsed.url ?? env.REDIS_URL, cluster: parsed.nodes };
+  return { url: parsed.url ?? env.REDIS_URL, cluster: parsed.nodes, shardLostMs: env.REDIS_SHARD_LOST_MS ?? 30_000 };
+}
+
+/** What createRedis was told about a cluster connection, for the hub made from it. */
+const clusterSettings = new WeakMap<object, { shardLostMs: number }>();
+export function shardLostMsOf(cluster: object): number {
+  return clusterSettings.get(cluster)?.shardLostMs ?? 30_000;
 }
 
 /** What a target's URL says about credentials, database and TLS (the host and port of a cluster's URL are not used). */
@@ -150,6 +164,7 @@ export function createRedis(target: string | RedisTarget, opts: RedisOptions = {
     // A topology change is also noticed without a redirect (a shard that went away entirely).
     slotsRefreshInterval: 2000,
   });
+  clusterSettings.set(cluster, { shardLostMs: t.shardLostMs ?? 30_000 });
   return cluster as unknown as Redis;
 }
 

@@ -38,6 +38,7 @@ export const CLOSE = {
   worker_lost: 4500,
   eic_wiring_incomplete: 4502,
   no_capacity: 4503,
+  store_unavailable: 4504,
 } as const;
 
 /** read_only: a viewer's input or resize (not closing); session_closed: the controller closed the session (then 1000). */

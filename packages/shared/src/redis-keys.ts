@@ -1,4 +1,5 @@
-import type { Redis } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
+import { isCluster } from "./config.ts";
 
 /**
  * Every Redis key name in one place. `ns` is the deployment's key prefix
@@ -64,8 +65,13 @@ export async function workerConnected(redis: Pick<Redis, "client">, ns: string, 
   return list === null ? null : workerConnectedIn(list, ns, workerId);
 }
 
-/** CLIENT LIST, or null when Redis refuses it. */
+/** CLIENT LIST (of every primary, on a cluster: a worker's connections are spread over them), or null when Redis refuses it. */
 export async function clientList(redis: Pick<Redis, "client">): Promise<string | null> {
+  if (isCluster(redis)) {
+    const lists = await Promise.all((redis as unknown as Cluster).nodes("master").map((n) => clientList(n)));
+    const answered = lists.filter((l): l is string => l !== null);
+    return answered.length ? answered.join("\n") : null;
+  }
   try {
     return (await redis.client("LIST")) as string;
   } catch {
@@ -101,6 +107,20 @@ export function namespacePatterns(ns: string): string[] {
 
 /** Deletes every key matching any of `patterns` (SCAN + UNLINK, never KEYS): tests and the benchmark clean up with it. */
 export async function deleteKeysMatching(redis: Redis, patterns: string[]): Promise<void> {
+  if (isCluster(redis)) {
+    // SCAN walks one node: each primary in turn, each key deleted on its own slot.
+    for (const node of (redis as unknown as Cluster).nodes("master")) {
+      for (const pattern of patterns) {
+        let cursor = "0";
+        do {
+          const [next, keys] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+          cursor = next;
+          for (const k of keys) await node.unlink(k);
+        } while (cursor !== "0");
+      }
+    }
+    return;
+  }
   for (const pattern of patterns) {
     let cursor = "0";
     do {

@@ -2,6 +2,7 @@ import net from "node:net";
 import tls from "node:tls";
 import type { Cluster } from "ioredis";
 import { keySlot } from "./key-slot.ts";
+import { shardLostMsOf } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import { encodeCommand } from "./redis-writer.ts";
 import { parseResp, RespError, type RespValue } from "./resp.ts";
@@ -21,6 +22,8 @@ interface Shard {
   pending: { kind: "ssubscribe" | "sunsubscribe"; channel: string; resolve(): void; reject(err: Error): void }[];
   retry: NodeJS.Timeout | null;
   attempt: number;
+  /** performance.now() when the connection was lost (and not back since); null while it is up. */
+  downSince: number | null;
   /** Commands waiting for the connection. */
   queue: Buffer[];
 }
@@ -42,6 +45,37 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
   const placed = new Map<string, Placed>();
   const shards = new Map<string, Shard>();
   const reconnectListeners = new Set<() => void>();
+  const lostListeners = new Map<string, Set<() => void>>();
+  const lostMs = shardLostMsOf(cluster);
+  let lostTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * While any shard is down: a channel whose slot still has no reachable primary after
+   * `lostMs` (no replica was promoted: the whole shard is gone) is reported lost, once.
+   */
+  function watchLost(): void {
+    if (lostTimer || closed) return;
+    lostTimer = setInterval(() => {
+      const down = [...shards.values()].filter((s) => s.downSince !== null);
+      if (down.length === 0 || closed) {
+        if (lostTimer) clearInterval(lostTimer);
+        lostTimer = null;
+        return;
+      }
+      const t = performance.now();
+      for (const [channel, ls] of lostListeners) {
+        const p = placed.get(channel);
+        if (p?.shard.ready) continue;
+        const owner = ownerOf(channel);
+        const s = owner ? shards.get(owner) : undefined;
+        if (!s || s.downSince === null || t - s.downSince < lostMs) continue;
+        lostListeners.delete(channel);
+        log.error({ node: s.key, channel, down_ms: Math.round(t - s.downSince) }, "redis subscriber: the shard of this channel is unreachable and no replica took over: giving the session up");
+        for (const l of ls) l();
+      }
+    }, Math.min(1000, Math.max(100, lostMs / 5)));
+    lostTimer.unref();
+  }
   const ro = cluster.options.redisOptions ?? {};
   const name = typeof ro.connectionName === "string" ? ro.connectionName : "molecule:sub";
   let closed = false;
@@ -52,7 +86,7 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
   function shardFor(key: string): Shard {
     let s = shards.get(key);
     if (!s) {
-      s = { key, socket: null, ready: false, pending: [], retry: null, attempt: 0, queue: [] };
+      s = { key, socket: null, ready: false, pending: [], retry: null, attempt: 0, queue: [], downSince: null };
       shards.set(key, s);
       connect(s);
     }
@@ -107,6 +141,8 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
       if (s.socket === sock) s.socket = null;
       const was = s.ready;
       s.ready = false;
+      s.downSince ??= performance.now();
+      watchLost();
       for (const p of s.pending.splice(0)) p.reject(new Error("redis subscriber connection lost"));
       s.queue = [];
       // Its channels are placed again, on this node once it is back or on whichever node owns them now.
@@ -129,6 +165,7 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
   function becomeReady(s: Shard): void {
     s.ready = true;
     s.attempt = 0;
+    s.downSince = null;
     const q = s.queue;
     s.queue = [];
     for (const c of q) s.socket?.write(c);
@@ -244,6 +281,7 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
 
   function close(): void {
     closed = true;
+    if (lostTimer) clearInterval(lostTimer);
     for (const s of shards.values()) {
       if (s.retry) clearTimeout(s.retry);
       s.socket?.destroy();
@@ -282,6 +320,18 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
     onReconnect(l: () => void): () => void {
       reconnectListeners.add(l);
       return () => reconnectListeners.delete(l);
+    },
+    onLost(channel: string, l: () => void): () => void {
+      let ls = lostListeners.get(channel);
+      if (!ls) {
+        ls = new Set();
+        lostListeners.set(channel, ls);
+      }
+      ls.add(l);
+      return () => {
+        ls.delete(l);
+        if (ls.size === 0 && lostListeners.get(channel) === ls) lostListeners.delete(channel);
+      };
     },
     get channels() {
       return handlers.size;

@@ -25,6 +25,12 @@ export interface Hub {
   subscribe(channel: string, handler: ChannelHandler): Promise<void>;
   unsubscribe(channel: string, handler: ChannelHandler): Promise<void>;
   onReconnect(l: () => void): () => void;
+  /**
+   * Calls `l` once if `channel` can no longer be served: on a cluster, its shard (primary and
+   * replicas) unreachable past REDIS_SHARD_LOST_MS. A single Redis never gives up (a restart is
+   * waited out). Returns an unsubscribe function.
+   */
+  onLost(channel: string, l: () => void): () => void;
   readonly channels: number;
 }
 
@@ -69,6 +75,10 @@ function createSingleHub(sub: Redis, log: Logger): Hub {
     onReconnect(l: () => void): () => void {
       reconnectListeners.add(l);
       return () => reconnectListeners.delete(l);
+    },
+    onLost(): () => void {
+      // One server: an outage is waited out (sessions fill their gaps once it is back).
+      return () => undefined;
     },
     get channels() {
       return handlers.size;

@@ -130,6 +130,8 @@ export class TerminalBridge {
   };
   private readonly catchUpLater = () => this.catchUp();
   private unReconnect: (() => void) | null = null;
+  /** Redis Cluster: the session's shard gone for good (subscriber-hub.ts, onLost). */
+  private unLost: (() => void) | null = null;
   private cols: number;
   private rows: number;
   readonly role: Role;
@@ -169,6 +171,7 @@ export class TerminalBridge {
     this.ws.on("pong", () => this.reader.pong());
     await Promise.all([this.deps.hub.subscribe(this.opts.keys.out, this.onOut), this.deps.hub.subscribe(this.opts.keys.presence, this.onPresence)]);
     this.unReconnect = this.deps.hub.onReconnect(() => this.catchUp());
+    this.unLost = this.deps.hub.onLost(this.opts.keys.out, () => this.finish({ reason: "store_unavailable", offset: 0 }));
     if (this.state === "closed") return;
     this.presenceId = this.deps.presence.join(this.opts.keys, { role: this.role, ...this.opts.who }).catch((err: unknown) => {
       this.deps.log.warn({ err }, "joining the session's presence failed (others do not see this client)");
@@ -410,6 +413,7 @@ export class TerminalBridge {
     this.gate.shutDown();
     this.flushInput();
     this.unReconnect?.();
+    this.unLost?.();
     void this.deps.hub.unsubscribe(this.opts.keys.out, this.onOut);
     void this.deps.hub.unsubscribe(this.opts.keys.presence, this.onPresence);
     void this.presenceId?.then((id) => (id ? this.deps.presence.leave(this.opts.keys, id) : undefined)).catch(logged(this.deps.log, "debug", "leaving presence failed (the entry expires with the session)"));

@@ -38,6 +38,8 @@ export function closeFor(end: SessionEnd): CloseSpec {
       };
     case "orphaned":
       return { error: "session_not_found", close: CLOSE.session_not_found, message: m ?? "the session ended after no viewer was attached" };
+    case "store_unavailable":
+      return { error: "store_unavailable", close: CLOSE.store_unavailable, message: m ?? "the Redis shard holding this session is unreachable; the session cannot continue" };
     case "spawn_failed":
       return { error: "internal", close: CLOSE.internal, message: m ?? "the shell could not be started" };
   }

@@ -5,6 +5,7 @@ import {
   encodeControl,
   execWrites,
   openSessionIds,
+  publishSession,
   recordCancel,
   sessionKeys,
   type ByteRedis,
@@ -51,7 +52,7 @@ export function createSessionControl(deps: SessionControlDeps) {
     const keys = sessionKeys(deps.ns, sessionId);
     // Key first, then the message: a worker that (re)subscribes or claims later still sees it.
     await execWrites(recordCancel(deps.redis.pipeline(), keys, reason));
-    await deps.redis.publish(keys.in, encodeControl({ t: "cancel", reason }));
+    await publishSession(deps.redis, keys.in, encodeControl({ t: "cancel", reason }));
     if (reason === "client_closed" || reason === "no_capacity") {
       // Not claimed yet: take the job back so it does not occupy a worker; close its audit row here.
       const removed = await deps.queue.remove(sessionId).catch((err: unknown) => {

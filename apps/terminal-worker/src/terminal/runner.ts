@@ -5,6 +5,7 @@ import {
   TERMINAL_QUEUE,
   bullPrefix,
   logged,
+  publishSession,
   claimTerminalSession,
   createAuditOutbox,
   encodeEvent,
@@ -118,7 +119,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
     }
     // Claimed: the viewer's claim deadline stops here, though the shell may take a while yet
     // (a provider pushing a key, spawns taking turns on a busy worker).
-    void deps.redis.publish(keys.out, encodeEvent({ kind: "claimed", workerId: deps.workerId })).catch(logged(log, "debug", "could not announce the claim (the ready event follows)"));
+    void publishSession(deps.redis, keys.out, encodeEvent({ kind: "claimed", workerId: deps.workerId })).catch(logged(log, "debug", "could not announce the claim (the ready event follows)"));
     let cmd;
     try {
       cmd = await providerFor(deps.providers, data.provider).terminalCommand({

@@ -7,6 +7,7 @@ import {
   encodeEvent,
   LIVE_LOG_TTL_MS,
   parseCancel,
+  publishSessionIn,
   recordEnded,
   recordReseeded,
   recordRunning,
@@ -163,6 +164,8 @@ export class PtySession {
   private resolveDone!: (e: SessionEnd) => void;
   readonly done = new Promise<SessionEnd>((r) => (this.resolveDone = r));
   private readonly onIn = (msg: Buffer) => this.handleIn(msg);
+  /** Redis Cluster: the session's shard gone for good (subscriber-hub.ts, onLost). */
+  private unLost: (() => void) | null = null;
   readonly log: Logger;
 
   constructor(
@@ -188,6 +191,7 @@ export class PtySession {
   /** Subscribe, then check the cancel key (a cancel that raced the claim is never lost), then spawn. */
   async start(): Promise<void> {
     await this.deps.hub.subscribe(this.keys.in, this.onIn);
+    this.unLost = this.deps.hub.onLost(this.keys.in, () => void this.end("store_unavailable", { message: "the Redis shard holding this session is unreachable" }));
     const [cancelRaw] = await Promise.all([this.deps.redis.get(this.keys.cancel), this.startRecording()]);
     const cancelled = parseCancel(cancelRaw);
     if (cancelled) {
@@ -214,9 +218,11 @@ export class PtySession {
     writeKeystrokesDirectly(pty);
     pty.onData((data) => this.output(data as unknown as Buffer));
     pty.onExit(({ exitCode, signal }) => this.exited(exitCode, signal ?? null));
-    await recordRunning(this.deps.redis.multi(), this.keys, { workerId: this.deps.workerId, pid: pty.pid })
-      .publish(this.keys.out, encodeEvent({ kind: "ready", workerId: this.deps.workerId, cols: this.job.cols, rows: this.job.rows, pid: pty.pid }))
-      .exec();
+    await publishSessionIn(
+      recordRunning(this.deps.redis.multi(), this.keys, { workerId: this.deps.workerId, pid: pty.pid }),
+      this.keys.out,
+      encodeEvent({ kind: "ready", workerId: this.deps.workerId, cols: this.job.cols, rows: this.job.rows, pid: pty.pid }),
+    ).exec();
     const audit = this.cmd.audit;
     // worker_id was set by the claim; what the provider knows (the instance, the OS user) goes with it.
     if (audit?.instanceId || audit?.osUser) {
@@ -485,6 +491,7 @@ export class PtySession {
       const signal = reason === "exit" ? (extra.signal ?? this.exitInfo?.signal ?? null) : null;
       const end: SessionEnd = { reason, offset: this.produced, code, signal, ...(extra.message ? { message: extra.message } : {}) };
       await recordEnded(this.deps.redis.multi(), this.keys, end, { expireLog: true }).exec();
+      this.unLost?.();
       await this.deps.hub.unsubscribe(this.keys.in, this.onIn);
       await this.deps.outbox.close(auditRecord(this.sessionId, this.deps.workerId, end, this.bytesIn, this.produced, endedAt));
       await this.cmd.cleanup?.().catch((err) => this.log.warn({ err }, "cleanup failed"));
