@@ -2,7 +2,8 @@
 # (shared stages are built once):
 #   docker build --target api             -t molecule-api .
 #   docker build --target terminal-worker -t molecule-terminal-worker .
-# Both run the TypeScript sources under tsx, exactly as ./start does. docs/deployment.md.
+# Both run compiled JavaScript under plain node (scripts/build.ts: the same build ./start and
+# ./cluster run; no tsx loader or esbuild child at run time). docs/deployment.md.
 # No `# syntax=` line: BuildKit's built-in frontend needs no registry (deploy/local-images).
 # Behind a TLS-inspecting proxy, hand npm/pnpm the CA bundle that trusts it (optional):
 #   DOCKER_BUILDKIT=1 docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt …
@@ -43,6 +44,8 @@ COPY apps/canvas apps/canvas
 COPY scripts scripts
 COPY docs docs
 RUN pnpm --filter @molecule/canvas build
+# dist/server/{api,worker}.js: the Lua scripts, migrations, Canvas and docs stay beside their sources in /app.
+RUN node --import tsx scripts/build.ts
 
 # ---- AWS CLI v2 (optional) from the official installer zip -------------------------------
 # Off by default, so the image builds without internet. --build-arg AWS_CLI=true downloads it at
@@ -117,7 +120,7 @@ VOLUME ["/var/lib/molecule/sandboxes"]
 EXPOSE 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+process.env.MOLECULE_METRICS_PORT+'/metrics').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--import", "tsx", "apps/terminal-worker/src/main.ts"]
+CMD ["node", "dist/server/worker.js"]
 
 # ---- api: REST, the terminal WebSocket gateway, the Canvas (the default target) --------
 FROM runtime AS api
@@ -127,4 +130,4 @@ USER node
 EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--import", "tsx", "apps/api/src/main.ts"]
+CMD ["node", "dist/server/api.js"]

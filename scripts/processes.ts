@@ -3,10 +3,32 @@ import { createWriteStream, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { ensureBuilt, SERVER_ENTRIES, type ServerEntry } from "./build.ts";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
-export const API_MAIN = join(ROOT, "apps/api/src/main.ts");
-export const WORKER_MAIN = join(ROOT, "apps/terminal-worker/src/main.ts");
+/** The sources of the mains; startNode runs their compiled build (scripts/build.ts). */
+export const API_MAIN = join(ROOT, SERVER_ENTRIES.api);
+export const WORKER_MAIN = join(ROOT, SERVER_ENTRIES.worker);
+export const BARE_BRIDGE_MAIN = join(ROOT, SERVER_ENTRIES["bare-bridge"]);
+
+const compiledNames = new Map(Object.entries(SERVER_ENTRIES).map(([name, src]) => [join(ROOT, src), name as ServerEntry]));
+
+/**
+ * How `entry` runs: an entry scripts/build.ts compiles runs as plain JavaScript
+ * from the current build (built first when its sources changed), so launchers,
+ * tests and the benchmark run what production runs; `watch` (./start --watch)
+ * runs the sources under tsx, restarted on every change; anything else under tsx.
+ */
+export function nodeArgs(entry: string, o: { watch?: boolean } = {}): string[] {
+  const name = compiledNames.get(entry);
+  if (o.watch) return ["--watch", "--import", "tsx", entry];
+  if (name) {
+    const file = ensureBuilt().files[name];
+    if (!file) throw new Error(`${entry} is not in this checkout's build`);
+    return [file];
+  }
+  return ["--import", "tsx", entry];
+}
 
 /** Whoever started them (a launcher, a test) going away must not leave them running. */
 const running = new Set<ChildProcess>();
@@ -23,11 +45,11 @@ export interface Proc {
 }
 
 /**
- * Starts a TypeScript entry point under node + tsx. JSON event lines on stdout
- * are parsed; everything (pino logs included) goes to `logFile` when given.
+ * Starts an entry point (see nodeArgs: the mains compiled). JSON event lines on
+ * stdout are parsed; everything (pino logs included) goes to `logFile` when given.
  */
-export function startNode(name: string, entry: string, env: NodeJS.ProcessEnv, logFile?: string): Proc {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+export function startNode(name: string, entry: string, env: NodeJS.ProcessEnv, logFile?: string, o: { watch?: boolean } = {}): Proc {
+  const child = spawn(process.execPath, nodeArgs(entry, o), {
     cwd: ROOT,
     env,
     stdio: ["ignore", "pipe", "pipe"],

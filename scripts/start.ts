@@ -1,13 +1,23 @@
 /**
  * The single-node stack on local defaults: checks Redis and PostgreSQL, creates
  * and migrates the database, makes sure the default org has a token, builds the
- * Canvas if needed, then runs one API node and one terminal-worker.
+ * Canvas if needed, then runs one API node and one terminal-worker: compiled
+ * (scripts/build.ts, rebuilt when the sources changed), or with --watch from the
+ * sources under tsx, each restarted when a file it loaded changes.
  */
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 import { loadApiEnv } from "../apps/api/src/env.ts";
 import { API_MAIN, WORKER_MAIN, startNode, stopProc } from "./processes.ts";
 import { banner, buildCanvasIfNeeded, defaultOrgToken, nodeEnv, prepareServices, stateDir } from "./stack-setup.ts";
 
+let watch = false;
+try {
+  watch = parseArgs({ options: { watch: { type: "boolean", default: false } } }).values.watch;
+} catch (err) {
+  process.stderr.write(`${(err as Error).message}\nusage: ./start [--watch]\n`);
+  process.exit(2);
+}
 const env = loadApiEnv();
 await prepareServices(env);
 // The dev token is kept (0600) in the state dir so every start can print it again.
@@ -17,8 +27,8 @@ buildCanvasIfNeeded();
 
 const logs = join(state, "logs");
 const childEnv = nodeEnv(process.env);
-const worker = startNode("terminal-worker", WORKER_MAIN, childEnv, join(logs, "worker.log"));
-const api = startNode("api", API_MAIN, childEnv, join(logs, "api.log"));
+const worker = startNode("terminal-worker", WORKER_MAIN, childEnv, join(logs, "worker.log"), { watch });
+const api = startNode("api", API_MAIN, childEnv, join(logs, "api.log"), { watch });
 try {
   const [ready] = await Promise.all([api.ready, worker.ready]);
   const url = `http://${env.HOST}:${ready.port}`;

@@ -209,7 +209,8 @@ describe("the cluster launcher (haproxy + 2 API + 2 workers)", () => {
     expect(names).toContain("sleep");
     // api-1 and both workers (api-2 was killed above).
     expect(names.filter((n) => n === "node").length).toBeGreaterThanOrEqual(3);
-    const mains = processesWithPrefix(ns).filter((pid) => cmdlineOf(pid).includes("/src/main.ts"));
+    // The compiled mains (scripts/build.ts): dist/server/<build>/{api,worker}.js.
+    const mains = processesWithPrefix(ns).filter((pid) => /dist\/server\/\w+\/(api|worker)\.js/.test(cmdlineOf(pid)));
     expect(mains.length).toBe(3);
 
     const t0 = Date.now();
@@ -248,8 +249,8 @@ describe("./cluster (the CLI)", () => {
       expect(lists.status).toBe(200);
       const nodes = processesWithPrefix(ns).map(cmdlineOf);
       // haproxy, 2 API nodes, 1 worker (besides the launcher itself)
-      expect(nodes.filter((c) => c.includes("apps/api/src/main.ts")).length).toBe(2);
-      expect(nodes.filter((c) => c.includes("apps/terminal-worker/src/main.ts")).length).toBe(1);
+      expect(nodes.filter((c) => /dist\/server\/\w+\/api\.js/.test(c)).length).toBe(2);
+      expect(nodes.filter((c) => /dist\/server\/\w+\/worker\.js/.test(c)).length).toBe(1);
       const cfg = /behind haproxy: (\S+haproxy\.cfg)/.exec(out)![1]!;
       expect(readFileSync(cfg, "utf8")).toMatch(/server api-2 127\.0\.0\.1:\d+ check/);
       expect(processesMatching(cfg)).toHaveLength(1);

@@ -85,6 +85,7 @@ describe("docker-compose.yml", () => {
     expect(text).toMatch(/pnpm install --frozen-lockfile/);
     const stages = new Map(text.split(/^(?=FROM )/m).slice(1).map((st) => [/^FROM \S+ AS (\S+)/.exec(st)![1]!, st]));
     expect([...stages.keys()]).toEqual(["build", "awscli", "dockercli", "runtime", "terminal-worker", "api"]);
+    expect(stages.get("build")).toMatch(/^RUN node --import tsx scripts\/build\.ts$/m);
     // BuildKit's built-in frontend: a `# syntax=` line would pull a frontend image from a registry.
     expect(text).not.toMatch(/^# *syntax=/m);
     expect(text).toMatch(/^ARG DEBIAN_IMAGE=debian:bookworm-slim$/m);
@@ -93,7 +94,8 @@ describe("docker-compose.yml", () => {
     expect(stages.get("terminal-worker")).toMatch(/^USER root$/m);
     for (const target of ["api", "terminal-worker"]) {
       expect(stages.get(target)).toMatch(/^FROM runtime AS /);
-      expect(stages.get(target)).toMatch(/^CMD \["node", "--import", "tsx", "apps\/(api|terminal-worker)\/src\/main\.ts"\]$/m);
+      // Compiled JavaScript (scripts/build.ts in the build stage), no tsx at run time.
+      expect(stages.get(target)).toMatch(/^CMD \["node", "dist\/server\/(api|worker)\.js"\]$/m);
     }
     expect(stages.get("terminal-worker")).toMatch(/openssh-client .*bubblewrap/);
     expect(stages.get("terminal-worker")).toMatch(/COPY --from=awscli \/usr\/local\/aws-cli/);
