@@ -11,6 +11,8 @@
  *   --only a,b         scenarios: open, echo, cli (molecule ssh echo vs the bench client), throughput, flood, concurrent, thousand
  *   --out DIR          where latest.json / latest.md go (default bench/results)
  *   --system KIND      cluster (default) or node (one API + one worker, no load balancer)
+ *   --redis cluster    the system runs on a Redis Cluster of its own (6 local redis-server
+ *                      processes: 3 primaries, 3 replicas; test/cluster-redis/harness.ts) instead of REDIS_URL
  *   --note TEXT        added to the machine line of the report
  *   --bytes N          bytes the throughput scenario produces (default 64000000):
  *                      a larger N shows whether server memory depends on output size
@@ -22,7 +24,8 @@ import os from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
-import { createDb, deleteKeysMatching, namespacePatterns } from "@molecule/shared";
+import { createDb, createRedis, deleteKeysMatching, namespacePatterns, redisTarget } from "@molecule/shared";
+import { startRedisCluster } from "../test/cluster-redis/harness.ts";
 import { ROOT } from "../scripts/processes.ts";
 import { redisInfo, waitForQuiet } from "./measure.ts";
 import { markdown, ratios, verdicts, type Results } from "./report.ts";
@@ -41,8 +44,10 @@ const { values: args } = parseArgs({
     system: { type: "string", default: "cluster" },
     note: { type: "string" },
     bytes: { type: "string" },
+    redis: { type: "string", default: "single" },
   },
 });
+if (args.redis !== "single" && args.redis !== "cluster") throw new Error(`--redis must be single or cluster, got ${args.redis}`);
 const quick = args.quick!;
 const only = new Set((args.only ?? ALL.join(",")).split(",").map((s) => s.trim()) as Scenario[]);
 for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s}; known: ${ALL.join(", ")}`);
@@ -82,12 +87,19 @@ function openFilesLimit(): number {
   return !m || m[1] === "unlimited" ? Infinity : Number(m[1]);
 }
 
-const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
-await redis.connect().catch((err) => {
+// --redis cluster: a cluster of the benchmark's own; every server process gets REDIS_CLUSTER_NODES.
+const redisCluster = args.redis === "cluster" ? await startRedisCluster() : null;
+const clusterEnv: Record<string, string> = redisCluster ? { REDIS_CLUSTER_NODES: redisCluster.seeds } : {};
+const redis = redisCluster
+  ? createRedis(redisTarget({ REDIS_URL: redisUrl, REDIS_CLUSTER_NODES: redisCluster.seeds }), { maxRetriesPerRequest: 2 })
+  : new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
+await (redisCluster ? Promise.resolve() : redis.connect()).catch((err) => {
   process.stderr.write(`Redis is not reachable at ${redisUrl} (${(err as Error).message}). Start it: redis-server --daemonize yes --bind 127.0.0.1\n`);
   process.exit(2);
 });
-const rInfo = await redisInfo(redis);
+const rInfo = redisCluster
+  ? { ...(await redisInfo(redis)), pid: redisCluster.nodes.map((n) => n.proc!.pid!) }
+  : await redisInfo(redis);
 
 function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
@@ -97,6 +109,7 @@ function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.Pro
     DATABASE_URL: databaseUrl,
     REDIS_URL: redisUrl,
     MOLECULE_REDIS_PREFIX: prefix,
+    ...clusterEnv,
     MOLECULE_SANDBOX_ROOT: join(workDir, "sandboxes"),
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
     // Profiling (docs/benchmark.md): every server process writes a .cpuprofile there when it exits;
@@ -269,6 +282,7 @@ try {
   await cleanRedis(`${ns}-k`).catch(() => {});
   await dropBenchOrgs().catch((err: Error) => log(`could not delete the benchmark's orgs: ${err.message}`));
   redis.disconnect();
+  await redisCluster?.close();
 }
 
 machine.loadEnd = load();

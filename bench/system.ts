@@ -29,7 +29,8 @@ export interface SystemOptions {
   kind: "cluster" | "node";
   apis?: number;
   workers?: number;
-  redisPid: number;
+  /** The Redis server's pid, or every node's of a Redis Cluster (their CPU is summed as "redis"). */
+  redisPid: number | number[];
   logDir: string;
 }
 
@@ -65,7 +66,7 @@ export async function readyWorkspace(url: string, token: string): Promise<string
 }
 
 export async function startSystem(o: SystemOptions): Promise<Target> {
-  const redis: Proc = { role: "redis", pid: o.redisPid };
+  const redisProcs: Proc[] = [o.redisPid].flat().map((pid) => ({ role: "redis", pid }));
   if (o.kind === "cluster") {
     const { startCluster } = await import("../scripts/cluster.ts");
     const c = await startCluster({ port: 0, env: o.env, apis: o.apis ?? 2, workers: o.workers ?? 2, logDir: o.logDir });
@@ -75,7 +76,7 @@ export async function startSystem(o: SystemOptions): Promise<Target> {
         ...c.apis.map((p) => ({ role: "api", pid: p.child.pid! })),
         ...c.workers.map((p) => ({ role: "worker", pid: p.child.pid! })),
         { role: "lb", pid: c.lb.pid! },
-        redis,
+        ...redisProcs,
       ];
       return {
         name: "system",
@@ -118,7 +119,7 @@ export async function startSystem(o: SystemOptions): Promise<Target> {
       procs: [
         { role: "api", pid: api.child.pid! },
         { role: "worker", pid: worker.child.pid! },
-        redis,
+        ...redisProcs,
       ],
       describe: "1 API + 1 worker process (no load balancer), Redis, PostgreSQL, local provider",
       stop,
