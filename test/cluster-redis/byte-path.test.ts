@@ -232,3 +232,27 @@ describe("byte path on a Redis Cluster", () => {
     }
   });
 });
+
+describe("the in-process stack on a Redis Cluster (startStack({ redisClusterNodes }))", () => {
+  it("opens a shell, echoes, and re-attaches through a second API node of the stack", async () => {
+    const { startStack } = await import("../helpers/stack.ts");
+    const { readyWorkspace } = await import("../helpers/http.ts");
+    const { openShell } = await import("../helpers/term-client.ts");
+    const s = await startStack({ redisClusterNodes: c.seeds });
+    try {
+      const { token } = await s.org();
+      const ws = await readyWorkspace(s.url, token);
+      const a = await openShell(s.wsUrl, ws, { token });
+      expect((await a.run("echo in-process-$((3*3))")).trim()).toBe("in-process-9");
+      // A dropped connection (no close frame) keeps the session for its orphan grace.
+      a.drop();
+      await a.closed;
+      const b2 = await s.addApi();
+      const r = await openShell(b2.wsUrl, ws, { token, session: a.hello!.session, offset: a.offset });
+      expect((await r.run("echo again")).trim()).toBe("again");
+      await r.close();
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pty from "node-pty";
-import { createDb, createLogger, createRedis, createRedisWriter, dropDatabase, workerConnectionName, migrateDatabase, type DbHandle } from "@molecule/shared";
+import { createDb, createLogger, createRedis, createWriterFor, dropDatabase, redisTarget, workerConnectionName, migrateDatabase, type DbHandle } from "@molecule/shared";
 import { createApi, type ApiConfig } from "../../apps/api/src/app.ts";
 import { apiConfigFromEnv } from "../../apps/api/src/config.ts";
 import { loadApiEnv } from "../../apps/api/src/env.ts";
@@ -26,6 +26,10 @@ export interface StackOptions {
   /** More providers for the worker next to `local` (e.g. aws pointed at local fakes). */
   providers?: ProviderRegistry;
   redisUrl?: string;
+  /** REDIS_CLUSTER_NODES: the stack on a Redis Cluster (test/cluster-redis/harness.ts) instead of `redisUrl`. */
+  redisClusterNodes?: string;
+  /** REDIS_SHARD_LOST_MS with a cluster (default 30 s). */
+  shardLostMs?: number;
   /** Session recording: the store the worker writes and the API serves (default: none, nothing recorded). */
   recording?: { store: RecordingStore; maxBytes?: number };
 }
@@ -40,22 +44,23 @@ export async function startStack(o: StackOptions = {}) {
     await migrateDatabase(databaseUrl);
   }
   const redisUrl = o.redisUrl ?? testUrls().redisUrl;
+  const target = redisTarget({ REDIS_URL: redisUrl, REDIS_CLUSTER_NODES: o.redisClusterNodes, ...(o.shardLostMs ? { REDIS_SHARD_LOST_MS: o.shardLostMs } : {}) });
   const ns = o.api?.ns ?? uniqueNs();
   const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
   const db: DbHandle = createDb(databaseUrl, { max: 5 });
   const workerId = `w-${ns}`;
   const conns = [
-    createRedis(redisUrl),
-    createRedis(redisUrl),
-    createRedis(redisUrl, { connectionName: workerConnectionName(ns, workerId, "cmd") }),
-    createRedis(redisUrl, { connectionName: workerConnectionName(ns, workerId, "sub") }),
+    createRedis(target),
+    createRedis(target),
+    createRedis(target, { connectionName: workerConnectionName(ns, workerId, "cmd") }),
+    createRedis(target, { connectionName: workerConnectionName(ns, workerId, "sub") }),
   ];
   for (const c of conns) c.on("error", () => {});
   // Connected before anything subscribes or publishes through them.
   await Promise.all(conns.map((c) => c.ping()));
   const [apiRedis, apiSub, wRedis, wSub] = conns as [ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>, ReturnType<typeof createRedis>];
-  const apiWriter = createRedisWriter({ url: redisUrl, name: `api-${ns}:in`, log });
-  const workerWriter = createRedisWriter({ url: redisUrl, name: workerConnectionName(ns, workerId, "out"), log });
+  const apiWriter = createWriterFor(target, { name: `api-${ns}:in`, log });
+  const workerWriter = createWriterFor(target, { name: workerConnectionName(ns, workerId, "out"), log });
   const sandboxRoot = mkdtempSync(join(tmpdir(), "molecule-sbx-"));
   const apiConfig = (nodeId: string) => ({
     // The deployment's defaults (one mapping: apiConfigFromEnv), then what tests need.
@@ -109,10 +114,10 @@ export async function startStack(o: StackOptions = {}) {
   /** Another API node of this stack (same namespace, Redis and database; its own connections). */
   async function addApi(): Promise<{ url: string; wsUrl: string; api: ReturnType<typeof createApi>; close(): Promise<void> }> {
     const n = extraApis.length + 1;
-    const cs = [createRedis(redisUrl), createRedis(redisUrl)] as const;
+    const cs = [createRedis(target), createRedis(target)] as const;
     for (const c of cs) c.on("error", () => {});
     await Promise.all(cs.map((c) => c.ping()));
-    const w = createRedisWriter({ url: redisUrl, name: `api-${ns}-${n}:in`, log });
+    const w = createWriterFor(target, { name: `api-${ns}-${n}:in`, log });
     const extra = createApi({ config: apiConfig(`api-${ns}-${n}`), db, redis: cs[0], sub: cs[1], writer: w, log, ...recording });
     const p = await extra.listen(0, "127.0.0.1");
     const handle = {
