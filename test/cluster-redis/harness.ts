@@ -19,15 +19,18 @@ export interface ClusterNodeProc {
   dir: string;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
+/** `n` distinct free loopback ports: all held open until every one is chosen, so none is handed out twice. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
+      const s = net.createServer();
+      s.once("error", reject);
+      s.listen(0, "127.0.0.1", () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 async function until<T>(what: string, f: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
@@ -85,7 +88,8 @@ function parseNodes(text: string): NodeLine[] {
 export async function startRedisCluster(o: { nodeTimeoutMs?: number } = {}) {
   const root = mkdtempSync(join(tmpdir(), "molecule-rcluster-"));
   const nodes: ClusterNodeProc[] = [];
-  for (let i = 0; i < 6; i++) nodes.push({ port: await freePort(), busPort: await freePort(), proc: null, dir: join(root, String(i)) });
+  const ports = await freePorts(12);
+  for (let i = 0; i < 6; i++) nodes.push({ port: ports[2 * i]!, busPort: ports[2 * i + 1]!, proc: null, dir: join(root, String(i)) });
 
   function launch(n: ClusterNodeProc): void {
     spawnSync("mkdir", ["-p", n.dir]);
