@@ -90,6 +90,12 @@ describe("pnpm bench --quick", () => {
       expect(s.concurrent[t], JSON.stringify(s.concurrent[t].errors)).toMatchObject({ opened: r.settings.concurrent.sessions, errorCount: 0 });
       expect(s.thousand[t], JSON.stringify(s.thousand[t].errors)).toMatchObject({ opened: r.settings.thousand.sessions, errorCount: 0 });
     }
+    // The failover storm: every session re-attached through the other node with every byte once.
+    expect(s.storm.system, JSON.stringify(s.storm.system)).toMatchObject({ sessions: r.settings.storm.sessions, bytesLost: 0, bytesRepeated: 0, gaps: 0, sessionsWithWrongTicks: 0 });
+    expect(s.storm.system.lastEchoMs).toBeGreaterThan(0);
+    // Idle: each server process (Redis apart) with its CPU per second and memory.
+    expect(Object.keys(s.idle.system.cpuMsPerSec).sort()).toEqual(["api-1", "api-2", "lb-1", "worker-1", "worker-2"]);
+    expect(s.idle.system.rssMiB["api-1"]).toBeGreaterThan(0);
     expect(s.echo.bareLb).toMatchObject({ keystrokes: 2 * r.settings.echo.pairs, errors: [] });
     expect(s.echo.bareLb.cpuUsPerKey).toHaveProperty("lb");
     expect(s.echo.system.cpuUsPerKey).toHaveProperty("api");
@@ -103,6 +109,8 @@ describe("pnpm bench --quick", () => {
     expect(md).toContain("| figure | system | bare bridge | ratio | target |");
     expect(md).toContain("echo p50");
     expect(md).toContain("bare bridge behind the same haproxy");
+    expect(md).toContain("## Failover storm");
+    expect(md).toContain("## Idle");
     expect(md).toContain(String(r.machine.cpu));
   }, 240_000);
 });

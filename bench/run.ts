@@ -8,7 +8,8 @@
  * run, and writes bench/results/latest.json and latest.md.
  *
  *   --quick            tiny counts (the smoke test; figures not comparable)
- *   --only a,b         scenarios: open, echo, cli (molecule ssh echo vs the bench client), throughput, flood, concurrent, thousand
+ *   --only a,b         scenarios: idle, open, echo, cli (molecule ssh echo vs the bench client), throughput, flood, concurrent,
+ *                      storm (an API node holding many sessions killed; bench/failover-storm.ts), thousand
  *   --out DIR          where latest.json / latest.md go (default bench/results)
  *   --system KIND      cluster (default) or node (one API + one worker, no load balancer)
  *   --redis cluster    the system runs on a Redis Cluster of its own (6 local redis-server
@@ -16,6 +17,9 @@
  *   --note TEXT        added to the machine line of the report
  *   --bytes N          bytes the throughput scenario produces (default 64000000):
  *                      a larger N shows whether server memory depends on output size
+ *   --recording off    the system records nothing (MOLECULE_RECORDING_STORE=off); by default it
+ *                      records (fs store), and the `recording` scenario compares throughput and
+ *                      server CPU per MB with the org's recording on and off, rounds alternating
  */
 import { randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
@@ -32,8 +36,10 @@ import { markdown, ratios, verdicts, type Results } from "./report.ts";
 import { combineThroughput, scenarioConcurrent, scenarioEchoInterleaved, scenarioFlood, scenarioOpen, scenarioThroughput } from "./scenarios.ts";
 import { startBare, startBareBehindLb, startSystem, type Target } from "./system.ts";
 import { scenarioCliEcho } from "./cli-echo.ts";
+import { idleMarkdown, scenarioIdle } from "./idle.ts";
+import { scenarioStorm, stormMarkdown } from "./failover-storm.ts";
 
-const ALL = ["open", "echo", "cli", "throughput", "flood", "concurrent", "thousand"] as const;
+const ALL = ["idle", "open", "echo", "cli", "throughput", "recording", "flood", "concurrent", "storm", "thousand"] as const;
 type Scenario = (typeof ALL)[number];
 
 const { values: args } = parseArgs({
@@ -45,8 +51,10 @@ const { values: args } = parseArgs({
     note: { type: "string" },
     bytes: { type: "string" },
     redis: { type: "string", default: "single" },
+    recording: { type: "string", default: "on" },
   },
 });
+if (args.recording !== "on" && args.recording !== "off") throw new Error(`--recording must be on or off, got ${args.recording}`);
 if (args.redis !== "single" && args.redis !== "cluster") throw new Error(`--redis must be single or cluster, got ${args.redis}`);
 const quick = args.quick!;
 const only = new Set((args.only ?? ALL.join(",")).split(",").map((s) => s.trim()) as Scenario[]);
@@ -57,8 +65,8 @@ const bytesArg = args.bytes === undefined ? undefined : Number(args.bytes);
 if (bytesArg !== undefined && !(Number.isInteger(bytesArg) && bytesArg > 0)) throw new Error(`--bytes must be a positive integer, got ${args.bytes}`);
 
 const settings = quick
-  ? { opens: 3, echo: { pairs: 20, blocks: 2, warmup: 5 }, throughputBytes: 1_000_000, throughputRounds: 1, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
-  : { opens: 100, echo: { pairs: 1000, blocks: 10, warmup: 200 }, throughputBytes: 64_000_000, throughputRounds: 3, floodMs: 2000, floodRate: 1_000_000, concurrent: { sessions: 200, active: 20, pairs: 50 }, thousand: { sessions: 1000, openConcurrency: 100, active: 1000, pairs: 1, echoConcurrency: 100 } };
+  ? { opens: 3, echo: { pairs: 20, blocks: 2, warmup: 5 }, throughputBytes: 1_000_000, throughputRounds: 1, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, storm: { sessions: 10, ticks: 12 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
+  : { opens: 100, echo: { pairs: 1000, blocks: 10, warmup: 200 }, throughputBytes: 64_000_000, throughputRounds: 3, floodMs: 2000, floodRate: 1_000_000, concurrent: { sessions: 200, active: 20, pairs: 50 }, storm: { sessions: 500, ticks: 40 }, thousand: { sessions: 1000, openConcurrency: 100, active: 1000, pairs: 1, echoConcurrency: 100 } };
 
 const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 
@@ -111,6 +119,8 @@ function baseEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.Pro
     MOLECULE_REDIS_PREFIX: prefix,
     ...clusterEnv,
     MOLECULE_SANDBOX_ROOT: join(workDir, "sandboxes"),
+    MOLECULE_RECORDING_DIR: join(workDir, "recordings"),
+    ...(args.recording === "off" ? { MOLECULE_RECORDING_STORE: "off" } : {}),
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
     // Profiling (docs/benchmark.md): every server process writes a .cpuprofile there when it exits;
     // BENCH_NODE_OPTIONS (e.g. --perf-basic-prof, for JavaScript names in `perf report`) go to every server process.
@@ -130,7 +140,7 @@ const cleanRedis = (prefix: string) => deleteKeysMatching(redis, namespacePatter
 async function dropBenchOrgs(): Promise<void> {
   const h = createDb(databaseUrl, { max: 1 });
   try {
-    await h.sql`DELETE FROM orgs WHERE name = ${`cluster-${ns}`} OR name = ${`cluster-${ns}-k`} OR name LIKE ${`bench-${ns}-%`}`;
+    await h.sql`DELETE FROM orgs WHERE name = ${`cluster-${ns}`} OR name = ${`cluster-${ns}-k`} OR name = ${`cluster-${ns}-s`} OR name LIKE ${`bench-${ns}-%`}`;
   } finally {
     await h.close();
   }
@@ -204,6 +214,13 @@ try {
   systemDescribe = s.describe;
   bareDescribe = b.describe;
 
+  if (only.has("idle")) {
+    // First, before any session: heartbeats, sweepers, queue polling and health checks only.
+    await waitForQuiet();
+    log("idle: system…");
+    scenarios.idle = { system: await scenarioIdle(s, quick ? 3 : 30) };
+    log(`idle: ${JSON.stringify(scenarios.idle.system)}`);
+  }
   await both("open", b, s, (t) => scenarioOpen(t, settings.opens));
   if (only.has("echo")) {
     // Bare, bare behind haproxy and the system in alternating blocks (scenarioEchoInterleaved).
@@ -247,9 +264,48 @@ try {
     const result = (n: "bare" | "system") => (failed[n] ? { failed: failed[n] } : combineThroughput(per[n]));
     scenarios.throughput = { bare: result("bare"), system: result("system"), ratio: ratios(result("system"), result("bare")) };
   }
+  if (only.has("recording")) {
+    // The same system, the same processes: only the org's setting changes between rounds (on, off, on, ...).
+    const per: Record<"on" | "off", Awaited<ReturnType<typeof scenarioThroughput>>[]> = { on: [], off: [] };
+    let failed: string | null = null;
+    for (let i = 0; i < settings.throughputRounds && !failed; i++) {
+      for (const mode of ["on", "off"] as const) {
+        await setRecording(s, mode === "on");
+        await waitForQuiet();
+        log(`recording round ${i + 1}/${settings.throughputRounds}: ${mode}…`);
+        try {
+          per[mode].push(await scenarioThroughput(s, redis, bytesArg ?? settings.throughputBytes));
+        } catch (err) {
+          failed = (err as Error).message;
+          break;
+        }
+      }
+    }
+    await setRecording(s, true).catch((err: Error) => log(`could not turn recording back on: ${err.message}`));
+    if (failed) scenarios.recording = { system: { failed } };
+    else {
+      const on = combineThroughput(per.on);
+      const off = combineThroughput(per.off);
+      scenarios.recording = {
+        system: { on, off, recorderOff: args.recording === "off" },
+        ratio: { mbPerSec: round2(on.mbPerSec / off.mbPerSec), serverCpuMsPerMB: round2(on.serverCpuMsPerMB / off.serverCpuMsPerMB) },
+      };
+    }
+  }
   await both("flood", b, s, (t) => scenarioFlood(t, redis, { floodMs: settings.floodMs, rate: settings.floodRate }));
   await s.stop();
   system = null;
+  if (only.has("storm")) {
+    // A cluster of its own (2 API nodes, 2 workers): one API node is killed under its sessions.
+    await waitForQuiet();
+    log(`storm: ${settings.storm.sessions} sessions on one API node, then SIGKILL…`);
+    const prefix = `${ns}-s`;
+    scenarios.storm = {
+      system: await scenarioStorm(baseEnv(prefix), logDir, settings.storm).catch((err: Error) => ({ failed: err.stack ?? err.message })),
+    };
+    await cleanRedis(prefix).catch(() => {});
+    log(`storm: ${JSON.stringify(scenarios.storm.system)}`);
+  }
   // The 1000 shells of the last part drive the load average up by themselves.
   machine.loadBeforeThousand = load();
 
@@ -280,6 +336,7 @@ try {
   await cleanup();
   await cleanRedis(ns).catch(() => {});
   await cleanRedis(`${ns}-k`).catch(() => {});
+  await cleanRedis(`${ns}-s`).catch(() => {});
   await dropBenchOrgs().catch((err: Error) => log(`could not delete the benchmark's orgs: ${err.message}`));
   redis.disconnect();
   await redisCluster?.close();
@@ -299,8 +356,43 @@ const results: Results = {
 };
 mkdirSync(outDir, { recursive: true });
 writeFileSync(join(outDir, "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
-writeFileSync(join(outDir, "latest.md"), markdown(results));
-process.stdout.write(markdown(results));
+const md = markdown(results) + recordingMarkdown() + idleMarkdown(scenarios.idle as never) + stormMarkdown(scenarios.storm as never);
+writeFileSync(join(outDir, "latest.md"), md);
+process.stdout.write(md);
 log(`wrote ${join(outDir, "latest.json")} and latest.md (${results.durationSec.toFixed(0)} s)`);
 if (existsSync(workDir) && process.exitCode !== 1) rmSync(workDir, { recursive: true, force: true });
 process.exit(process.exitCode ?? 0);
+
+/** The org's recording setting, through the API as a user would change it. */
+async function setRecording(t: Target, enabled: boolean): Promise<void> {
+  const base = t.terminalUrl.replace(/^ws/, "http").replace(/\/workspaces\/.*$/, "");
+  const res = await fetch(`${base}/orgs/current/recording`, {
+    method: "PATCH",
+    headers: { authorization: `Bearer ${t.token}`, "content-type": "application/json" },
+    body: JSON.stringify({ enabled }),
+  });
+  if (res.status !== 200) throw new Error(`PATCH /orgs/current/recording: ${res.status} ${await res.text()}`);
+}
+
+function round2(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+/** The recording scenario as a table (on vs off in the same run). */
+function recordingMarkdown(): string {
+  const r = scenarios.recording as { system?: { on?: { mbPerSec: number; serverCpuMsPerMB: number; everyByte: boolean }; off?: { mbPerSec: number; serverCpuMsPerMB: number; everyByte: boolean }; failed?: string }; ratio?: { mbPerSec: number; serverCpuMsPerMB: number } } | undefined;
+  if (!r?.system) return "";
+  if (r.system.failed || !r.system.on || !r.system.off) return `\n## Recording on vs off\n\nfailed: ${r.system.failed ?? "no result"}\n`;
+  const { on, off } = r.system;
+  return [
+    "",
+    "## Recording on vs off (same system, same run, rounds alternating)",
+    "",
+    "| recording | MB/s | server CPU ms per MB | every byte |",
+    "|---|---:|---:|:-:|",
+    `| on | ${on.mbPerSec} | ${on.serverCpuMsPerMB} | ${on.everyByte ? "yes" : "NO"} |`,
+    `| off | ${off.mbPerSec} | ${off.serverCpuMsPerMB} | ${off.everyByte ? "yes" : "NO"} |`,
+    `| on / off | ${r.ratio?.mbPerSec} | ${r.ratio?.serverCpuMsPerMB} | |`,
+    "",
+  ].join("\n");
+}
