@@ -185,6 +185,12 @@ describe("the terminal contract on a Redis Cluster", () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(2500);
     expect((await b.run("echo after-$((2+2))", 15_000)).trim()).toBe("after-4");
     expect(b.closeInfo).toBeNull();
+    // The worker gave the shell up too: its audit row says why (PostgreSQL, not the lost shard).
+    const row = await waitFor(async () => {
+      const r = await sessionRow(a!.hello!.session);
+      return r?.closed_at ? r : null;
+    }, 20_000);
+    expect(row.close_reason).toBe("store_unavailable");
     await b.close();
   }, 90_000);
 });

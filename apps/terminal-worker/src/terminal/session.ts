@@ -486,11 +486,16 @@ export class PtySession {
         await this.waitExit(2000);
       }
       this.flush();
-      await Promise.all([this.outputInLog(), this.finishRecording()]);
+      // store_unavailable: the session's shard is gone (Redis Cluster): nothing to wait for there.
+      const storeGone = reason === "store_unavailable";
+      await Promise.all([storeGone ? undefined : this.outputInLog(), this.finishRecording()]);
       const code = reason === "exit" ? (extra.code ?? this.exitInfo?.code ?? null) : null;
       const signal = reason === "exit" ? (extra.signal ?? this.exitInfo?.signal ?? null) : null;
       const end: SessionEnd = { reason, offset: this.produced, code, signal, ...(extra.message ? { message: extra.message } : {}) };
-      await recordEnded(this.deps.redis.multi(), this.keys, end, { expireLog: true }).exec();
+      const stored = recordEnded(this.deps.redis.multi(), this.keys, end, { expireLog: true }).exec();
+      // The end is stored if the shard comes back (a re-attach learns it); the audit row below does not wait for it.
+      if (storeGone) void stored.catch((err: unknown) => this.log.warn({ err }, "the end could not be stored: the session's Redis shard is unreachable"));
+      else await stored;
       this.unLost?.();
       await this.deps.hub.unsubscribe(this.keys.in, this.onIn);
       await this.deps.outbox.close(auditRecord(this.sessionId, this.deps.workerId, end, this.bytesIn, this.produced, endedAt));
