@@ -20,6 +20,8 @@ export interface AuditSession {
   exit_signal: string | null;
   bytes_in: number;
   bytes_out: number;
+  /** The session's recording (asciicast v2), or null when there is none. */
+  recording?: { bytes: number; truncated: boolean; complete: boolean } | null;
 }
 
 export interface FieldError {
@@ -99,6 +101,17 @@ export function createApiClient(token: string, base = "") {
     deleteWorkspace: (id: string) => call<Workspace>("DELETE", ws(id)),
     restartWorkspace: (id: string) => call<Workspace>("POST", `${ws(id)}/restart`),
     terminalTicket: (id: string) => call<{ ticket: string; expires_at: string }>("POST", `${ws(id)}/terminal/tickets`).then((r) => r.ticket),
+    /** A ticket that opens only a viewer (session=…&mode=view). */
+    viewTicket: (id: string) => call<{ ticket: string; expires_at: string }>("POST", `${ws(id)}/terminal/tickets`, { mode: "view" }).then((r) => r.ticket),
+    /** A session's recording, the .cast text (complete once the session has ended). */
+    async recording(id: string, sessionId: string): Promise<string> {
+      const res = await fetch(`${base}${ws(id)}/terminal/sessions/${encodeURIComponent(sessionId)}/recording`, {
+        headers: { authorization: `Bearer ${token}` },
+        cache: "no-store",
+      });
+      if (!res.ok) throw new ApiError(res.status, "recording", `could not load the recording (HTTP ${res.status})`, null);
+      return res.text();
+    },
     /** One page of the terminal audit, newest first; `cursor` from the previous page. */
     terminalSessions: (id: string, cursor: string | null = null, limit = 100) =>
       call<{ sessions: AuditSession[]; next_cursor: string | null }>(

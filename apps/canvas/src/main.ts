@@ -5,6 +5,7 @@ import { h } from "./dom.ts";
 import { announce, mountAnnouncer } from "./ui/announce.ts";
 import { createAuditTab } from "./ui/audit-tab.ts";
 import { createTabs } from "./ui/tabs.ts";
+import { createPlayerTab } from "./ui/player-tab.ts";
 import { createTerminalTab } from "./ui/terminal-tab.ts";
 import { createWorkspacesView } from "./ui/workspaces.ts";
 
@@ -75,7 +76,13 @@ function showApp(token: string): void {
   const view = createWorkspacesView({
     api,
     openTerminal: (ws: Workspace) => tabs.open(createTerminalTab({ api, workspace: ws, leave: () => tabs.focusStrip() })),
-    openSessions: (ws: Workspace) => tabs.open(createAuditTab(api, ws)),
+    openSessions: (ws: Workspace) =>
+      tabs.open(
+        createAuditTab(api, ws, {
+          play: (sid) => tabs.open(createPlayerTab(api, ws, sid)),
+          watch: (sid) => tabs.open(createTerminalTab({ api, workspace: ws, leave: () => tabs.focusStrip(), watch: sid })),
+        }),
+      ),
     unauthorized: (message) => end(`Signed out: ${message}`),
   });
   const aside = h("aside", { class: "side", "aria-label": "Workspaces" }, view.root);

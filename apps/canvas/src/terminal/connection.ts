@@ -1,4 +1,4 @@
-import { SUBPROTOCOL_V1, type ServerMessage } from "@molecule/shared/protocol-constants";
+import { SUBPROTOCOL_V1, type ServerMessage, type ViewersMessage } from "@molecule/shared/protocol-constants";
 import { describeClose, type CloseMeaning } from "./close-codes.ts";
 
 /** The part of the browser's WebSocket this client uses (a fake stands in for it in unit tests). */
@@ -50,6 +50,8 @@ export interface ConnectionOptions {
   pingEveryMs?: number;
   /** Keystrokes kept while (re)connecting, sent once the shell is back. */
   maxPendingInputBytes?: number;
+  /** Watch this live session as a viewer (mode=view): output only, no input or resizes. */
+  watch?: string;
 }
 
 export type ConnectionState =
@@ -74,6 +76,8 @@ export interface ConnectionEvents {
   state(s: ConnectionState): void;
   /** A new session replaces an ended one (the Reconnect button). */
   newSession?(): void;
+  /** Who watches the session changed (presence). */
+  viewers?(m: ViewersMessage): void;
 }
 
 const defaultTimers: Timers = {
@@ -93,7 +97,9 @@ const encoder = new TextEncoder();
  * with backoff), and turns each real end into words. No DOM in here.
  */
 export class TerminalConnection {
-  private readonly opts: Required<Omit<ConnectionOptions, "timers" | "random">> & { timers: Timers; random: () => number };
+  private readonly opts: Required<Omit<ConnectionOptions, "timers" | "random" | "watch">> & { timers: Timers; random: () => number };
+  /** The session this connection only watches (mode=view), or null for a controller. */
+  readonly watch: string | null;
   private ws: SocketLike | null = null;
   private st: ConnectionState = { kind: "idle" };
   /** Session id from the last hello; null before the first one and after a real end. */
@@ -134,6 +140,8 @@ export class TerminalConnection {
     };
     this.cols = size.cols;
     this.rows = size.rows;
+    this.watch = opts.watch ?? null;
+    this.session = this.watch;
   }
 
   get state(): ConnectionState {
@@ -150,7 +158,7 @@ export class TerminalConnection {
 
   /** After a real end (the Reconnect button): a new shell, appended below the old output. */
   restart(): void {
-    if (this.disposed || this.st.kind !== "ended") return;
+    if (this.disposed || this.st.kind !== "ended" || this.watch) return;
     this.session = null;
     this.received = 0;
     this.consumedOffset = 0;
@@ -172,6 +180,7 @@ export class TerminalConnection {
 
   /** Keyboard input (xterm's onData gives a string, onBinary raw bytes). */
   send(data: string | Uint8Array): void {
+    if (this.watch) return;
     const bytes = typeof data === "string" ? encoder.encode(data) : data;
     if (bytes.length === 0 || this.disposed || this.st.kind === "ended") return;
     if (this.st.kind === "open" && this.ws?.readyState === OPEN) {
@@ -225,6 +234,7 @@ export class TerminalConnection {
       q.set("session", this.session);
       q.set("offset", String(this.received));
     }
+    if (this.watch) q.set("mode", "view");
     return `${this.opts.endpoint}?${q}`;
   }
 
@@ -295,6 +305,9 @@ export class TerminalConnection {
         if (m.code !== "bad_message") this.lastError = { code: m.code, message: m.message };
         return;
       case "pong":
+        return;
+      case "viewers":
+        this.ev.viewers?.(m);
         return;
     }
   }
@@ -372,7 +385,8 @@ export class TerminalConnection {
   }
 
   private syncSize(): void {
-    if (this.st.kind !== "open" || this.ws?.readyState !== OPEN) return;
+    // A viewer's size is its own: the shell keeps the controller's.
+    if (this.watch || this.st.kind !== "open" || this.ws?.readyState !== OPEN) return;
     const s = this.serverSize;
     if (s && s.cols === this.cols && s.rows === this.rows) return;
     this.serverSize = { cols: this.cols, rows: this.rows };

@@ -5,7 +5,26 @@ import type { Tab } from "./tabs.ts";
 
 let counter = 0;
 
-function row(s: AuditSession): HTMLTableRowElement {
+/** What a row offers: Play for a recorded session, Watch for a live one. */
+export interface SessionActions {
+  play(sessionId: string): void;
+  watch(sessionId: string): void;
+}
+
+function recordingCell(s: AuditSession, actions: SessionActions | undefined): HTMLTableCellElement {
+  const cell = h("td", { class: "recording" });
+  const rec = s.recording;
+  if (rec && actions) {
+    const play = h("button", { type: "button", class: "play", onclick: () => actions.play(s.id), "aria-label": `Play the recording of session ${s.id.slice(0, 8)}` }, "Play");
+    cell.append(play, ` ${formatBytes(rec.bytes)}${rec.truncated ? " (truncated)" : ""}`);
+  } else cell.append(rec ? formatBytes(rec.bytes) : "—");
+  if (!s.closed_at && actions) {
+    cell.append(" ", h("button", { type: "button", class: "watch", onclick: () => actions.watch(s.id), "aria-label": `Watch session ${s.id.slice(0, 8)} live` }, "Watch"));
+  }
+  return cell;
+}
+
+function row(s: AuditSession, actions?: SessionActions): HTMLTableRowElement {
   const opened = new Date(s.opened_at);
   const duration = s.duration_ms ?? Date.now() - opened.getTime();
   return h(
@@ -19,11 +38,12 @@ function row(s: AuditSession): HTMLTableRowElement {
     h("td", { class: "num" }, formatBytes(s.bytes_in)),
     h("td", { class: "num" }, formatBytes(s.bytes_out)),
     h("td", {}, [s.worker_id, s.instance_id, s.os_user].filter(Boolean).join(" · ") || "—"),
+    recordingCell(s, actions),
   );
 }
 
 /** The audit of a workspace's terminal sessions: who, when, how long, why it ended, bytes. */
-export function createAuditTab(api: ApiClient, workspace: { id: string; name: string }): Tab {
+export function createAuditTab(api: ApiClient, workspace: { id: string; name: string }, actions?: SessionActions): Tab {
   const n = ++counter;
   const status = h("p", { class: "muted", role: "status" });
   const body = h("tbody");
@@ -38,7 +58,7 @@ export function createAuditTab(api: ApiClient, workspace: { id: string; name: st
       h(
         "tr",
         {},
-        ...["Session", "Who", "Opened", "Duration", "Ended because", "Bytes in", "Bytes out", "Worker · instance · user"].map((c) =>
+        ...["Session", "Who", "Opened", "Duration", "Ended because", "Bytes in", "Bytes out", "Worker · instance · user", "Recording"].map((c) =>
           h("th", { scope: "col" }, c),
         ),
       ),
@@ -58,8 +78,9 @@ export function createAuditTab(api: ApiClient, workspace: { id: string; name: st
     more.disabled = true;
     try {
       const page = await api.terminalSessions(workspace.id, append ? cursor : null);
-      if (append) body.append(...page.sessions.map(row));
-      else body.replaceChildren(...page.sessions.map(row));
+      const toRow = (x: AuditSession) => row(x, actions);
+      if (append) body.append(...page.sessions.map(toRow));
+      else body.replaceChildren(...page.sessions.map(toRow));
       shown = (append ? shown : 0) + page.sessions.length;
       cursor = page.next_cursor;
       more.hidden = cursor === null;

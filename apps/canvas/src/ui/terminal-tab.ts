@@ -15,6 +15,8 @@ export interface TerminalTabDeps {
   workspace: { id: string; name: string };
   /** F6: leave the terminal (it keeps Tab for the shell's completion). */
   leave(): void;
+  /** Watch this live session (read-only viewer) instead of opening a shell. */
+  watch?: string;
 }
 
 function terminalEndpoint(workspaceId: string): string {
@@ -28,7 +30,10 @@ function terminalEndpoint(workspaceId: string): string {
  */
 export function createTerminalTab(d: TerminalTabDeps): Tab {
   const n = ++counter;
-  const title = `${d.workspace.name} · Terminal ${n}`;
+  const title = d.watch ? `${d.workspace.name} · Watching ${d.watch.slice(0, 8)}` : `${d.workspace.name} · Terminal ${n}`;
+  // "2 watching": presence, shown once anyone watches this session.
+  const watchingEl = h("span", { class: "term-watching", "aria-live": "polite" });
+  watchingEl.hidden = true;
   const stateEl = h("span", { class: "term-state", "data-state": "connecting" }, "Connecting…");
   const detailEl = h("span", { class: "term-detail" });
   const linkEl = h("a", { class: "term-link", target: "_blank", rel: "noopener" });
@@ -46,6 +51,7 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
     { class: "term-bar" },
     stateEl,
     detailEl,
+    watchingEl,
     linkEl,
     retryBtn,
     reconnectBtn,
@@ -187,7 +193,7 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
       endpoint: terminalEndpoint(d.workspace.id),
       ticket: async () => {
         try {
-          return await d.api.terminalTicket(d.workspace.id);
+          return await (d.watch ? d.api.viewTicket(d.workspace.id) : d.api.terminalTicket(d.workspace.id));
         } catch (err) {
           // A revoked token or a gone workspace will not come back by retrying.
           const fatal = err instanceof ApiError && [401, 403, 404].includes(err.status);
@@ -195,6 +201,7 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
         }
       },
       socket: (url, protocol) => new WebSocket(url, protocol) as unknown as SocketLike,
+      ...(d.watch ? { watch: d.watch } : {}),
     },
     {
       output: (data, end) => term.write(data, () => conn.consumed(end)),
@@ -204,6 +211,11 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
         ),
       state: (s) => showState(s),
       newSession: () => term.write("\r\n\x1b[2m--- new session ---\x1b[0m\r\n"),
+      viewers: (m) => {
+        watchingEl.hidden = m.count === 0;
+        setText(watchingEl, `${m.count} watching`);
+        watchingEl.title = m.viewers.map((v) => `${v.label ?? "?"} from ${v.address ?? "?"} since ${new Date(v.since).toLocaleTimeString()}`).join("\n");
+      },
     },
   );
   term.onData((data) => conn.send(data));
@@ -220,7 +232,7 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
     stateEl.dataset.state = s.kind;
     panel.dataset.state = s.kind;
     retryBtn.hidden = s.kind !== "reconnecting";
-    reconnectBtn.hidden = s.kind !== "ended";
+    reconnectBtn.hidden = s.kind !== "ended" || d.watch !== undefined;
     linkEl.hidden = true;
     let said = "";
     switch (s.kind) {
@@ -231,7 +243,7 @@ export function createTerminalTab(d: TerminalTabDeps): Tab {
         said = `Terminal ${n} of ${d.workspace.name}: connecting`;
         break;
       case "open":
-        setText(stateEl, "Connected");
+        setText(stateEl, d.watch ? "Watching (read-only)" : "Connected");
         setText(detailEl, "");
         said = `Terminal ${n} of ${d.workspace.name}: connected`;
         break;

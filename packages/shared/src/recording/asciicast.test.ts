@@ -5,7 +5,7 @@ const header = { width: 80, height: 24, timestamp: 1_700_000_000, term: "xterm-2
 
 function writer(maxBytes = 1 << 20) {
   const lines: string[] = [];
-  const w = new CastWriter(header, { maxBytes, write: (l) => lines.push(l) });
+  const w = new CastWriter(header, { maxBytes, write: (l) => lines.push(l.toString()) });
   const events = () =>
     lines
       .join("")

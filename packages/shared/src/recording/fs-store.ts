@@ -43,7 +43,7 @@ export function createFsStore(root: string): RecordingStore {
 }
 
 class FsSink implements RecordingSink {
-  private parts: string[] = [];
+  private parts: Buffer[] = [];
   private partsBytes = 0;
   private timer: NodeJS.Timeout | null = null;
   private chain: Promise<void>;
@@ -60,7 +60,7 @@ class FsSink implements RecordingSink {
     );
   }
 
-  write(data: string): void {
+  write(data: Buffer): void {
     if (this.error) return;
     this.parts.push(data);
     this.partsBytes += data.length;
@@ -72,13 +72,14 @@ class FsSink implements RecordingSink {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     if (this.parts.length === 0) return;
-    const data = this.parts.join("");
+    const data = this.parts;
     this.parts = [];
     this.partsBytes = 0;
     this.chain = this.chain.then(async () => {
       if (this.error) return;
       try {
-        await (await this.fh).write(data);
+        // One system call for the batch, no copy into one buffer first.
+        await (await this.fh).writev(data);
       } catch (err) {
         this.error = err;
       }

@@ -60,7 +60,7 @@ export function createS3Store(o: S3StoreOptions): RecordingStore {
 }
 
 class S3Sink implements RecordingSink {
-  private parts: string[] = [];
+  private parts: Buffer[] = [];
   private partsBytes = 0;
   private readonly done: { PartNumber: number; ETag: string }[] = [];
   private readonly uploadId: Promise<string>;
@@ -84,7 +84,7 @@ class S3Sink implements RecordingSink {
     );
   }
 
-  write(data: string): void {
+  write(data: Buffer): void {
     if (this.error) return;
     this.parts.push(data);
     this.partsBytes += data.length;
@@ -93,7 +93,7 @@ class S3Sink implements RecordingSink {
 
   private uploadPart(): void {
     if (this.parts.length === 0) return;
-    const body = Buffer.from(this.parts.join(""));
+    const body = Buffer.concat(this.parts, this.partsBytes);
     this.parts = [];
     this.partsBytes = 0;
     this.chain = this.chain.then(async () => {

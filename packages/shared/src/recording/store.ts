@@ -17,8 +17,8 @@ export interface RecordingStore {
 }
 
 export interface RecordingSink {
-  /** Never blocks and never throws: bytes are handed to the store in the background. */
-  write(data: string): void;
+  /** Never blocks and never throws: bytes are handed to the store in the background (the sink keeps `data`). */
+  write(data: Buffer): void;
   /** Everything written is in the store; the recording is complete. */
   close(): Promise<void>;
   /** The first failure the sink met (writes after it are dropped), if any. */

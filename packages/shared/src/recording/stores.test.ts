@@ -40,14 +40,14 @@ describe("filesystem store", () => {
     const k = key();
     const sink = store.create(k);
     const all = lines(20_000);
-    for (const l of all.slice(0, 10_000)) sink.write(l);
+    for (const l of all.slice(0, 10_000)) sink.write(Buffer.from(l));
     // Readable while being written: what is there is a prefix of what was written.
     let seen: Buffer | null = null;
     for (let i = 0; i < 100 && !(seen && seen.length > 0); i++) {
       seen = await readAll(store, k);
       await new Promise((r) => setImmediate(r));
     }
-    for (const l of all.slice(10_000)) sink.write(l);
+    for (const l of all.slice(10_000)) sink.write(Buffer.from(l));
     await sink.close();
     const text = all.join("");
     expect(seen!.length).toBeGreaterThan(0);
@@ -88,7 +88,7 @@ describe("S3 store against a local S3-compatible server (s3rver)", () => {
     const k = key();
     const sink = s.create(k);
     const all = lines(30_000); // ~1.5 MB: about two dozen parts of 64 KiB
-    for (const l of all) sink.write(l);
+    for (const l of all) sink.write(Buffer.from(l));
     // Not readable until the upload is complete.
     expect(await s.read(k, 0, 10)).toBeNull();
     await sink.close();
@@ -107,7 +107,7 @@ describe("S3 store against a local S3-compatible server (s3rver)", () => {
   it("a failing server makes close() fail (the worker logs it), writes never throw", async () => {
     const s = createS3Store({ bucket: "no-such-bucket", prefix: "", region: "us-east-1", endpoint, credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" }, partBytes: 64 * 1024 });
     const sink = s.create(key());
-    for (const l of lines(100)) sink.write(l);
+    for (const l of lines(100)) sink.write(Buffer.from(l));
     await expect(sink.close()).rejects.toBeTruthy();
   });
 });
