@@ -137,6 +137,8 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
 
   let closed = false;
   let mapReady = false;
+  /** What a node last answered to the connection's set-up when it refused it (WRONGPASS, NOPERM…). */
+  let refusal: string | null = null;
   /** Owners learnt from MOVED before the next refresh says so too. */
   const moved = new Map<number, string>();
   /** Units dispatched (queued or in flight) and not yet answered, per slot. */
@@ -152,7 +154,6 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
   class NodeConn {
     socket: net.Socket | null = null;
     ready = false;
-    everReady = false;
     attempt = 0;
     retry: NodeJS.Timeout | null = null;
     /** Written, awaiting replies, oldest first; `got` counts the replies of the first. */
@@ -191,7 +192,8 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
             at = r.end;
             if (handshake > 0) {
               if (r.error) {
-                log.error({ node: this.key, error: r.error }, "redis cluster writer: a node refused the connection set-up (credentials or ACL?)");
+                if (refusal !== r.error) log.error({ node: this.key, error: r.error }, "redis cluster writer: a node refused the connection set-up (credentials or ACL?)");
+                refusal = r.error;
                 s.destroy();
                 return;
               }
@@ -239,7 +241,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
     }
     becomeReady(): void {
       this.ready = true;
-      this.everReady = true;
+      refusal = null;
       this.attempt = 0;
       // Listeners first (a worker re-appends its sessions' recent output): older entries
       // go out before what waited in the queue, so a log the new primary lacks is filled in order.
@@ -433,7 +435,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
       return n;
     },
     get refusal() {
-      return null;
+      return refusal;
     },
     send(args) {
       const a = sharded(args);
