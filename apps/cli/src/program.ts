@@ -172,6 +172,25 @@ export async function run(argv: string[]): Promise<number> {
     });
 
   program
+    .command("play <session>")
+    .description("replay a session's recording in this terminal, with its timing (pauses over 2 s shortened)")
+    .option("-w, --workspace <workspace>", "the session's workspace (default: searched)")
+    .option("--speed <n>", "playback speed (default 1)")
+    .option("--raw", "print the .cast file (asciicast v2) instead")
+    .action(async (session: string, ...a: unknown[]) => {
+      const { play } = await import("./commands/recording.ts");
+      code = await play(context(a[a.length - 1] as Command), session, opts(a));
+    });
+  program
+    .command("watch <session>")
+    .description("watch a live session read-only (its controller keeps typing; Ctrl-C stops watching)")
+    .option("-w, --workspace <workspace>", "the session's workspace (default: searched)")
+    .action(async (session: string, ...a: unknown[]) => {
+      const { watch } = await import("./commands/recording.ts");
+      code = await watch(context(a[a.length - 1] as Command), session, opts(a));
+    });
+
+  program
     .command("completion <shell>")
     .description('shell completion: eval "$(molecule completion bash)" (or zsh)')
     .action(async (shell: string) => {

@@ -2,7 +2,7 @@ import { Router, type Response } from "express";
 import { and, eq } from "drizzle-orm";
 import { z } from "zod";
 import { AppError, BadRequestError, NotFoundError, UnavailableError, isUuid, schema, type Db, type Logger } from "@molecule/shared";
-import { readRecordingSettings, updateRecordingSettings, type RecordingSettings, type RecordingStore } from "@molecule/shared/recording/index";
+import { TapeToCast, readRecordingSettings, updateRecordingSettings, type RecordingSettings, type RecordingStore } from "@molecule/shared/recording/index";
 import type { Authenticator } from "../auth.ts";
 import { validationError } from "../error-handler.ts";
 import { loadOwned, parseId } from "../workspaces/service.ts";
@@ -82,6 +82,8 @@ export function recordingRoutes(d: RecordingRoutesDeps): Router {
     res.on("close", () => {
       gone = true;
     });
+    // Stored as a tape (tape.ts), served as asciicast v2, converted as it is read.
+    const cast = new TapeToCast();
     let offset = 0;
     let current = row;
     for (;;) {
@@ -89,7 +91,8 @@ export function recordingRoutes(d: RecordingRoutesDeps): Router {
       const chunk = await store.read(key, offset, READ_BYTES);
       if (chunk && chunk.length > 0) {
         offset += chunk.length;
-        if (!res.write(chunk)) await drained(res);
+        const out = cast.push(chunk);
+        if (out.length > 0 && !res.write(out)) await drained(res);
         continue;
       }
       // Nothing new: the end is when the worker completed the file (and it is all sent), or when
@@ -103,7 +106,7 @@ export function recordingRoutes(d: RecordingRoutesDeps): Router {
       if (!next?.recordingKey) break;
       current = next;
     }
-    res.end();
+    res.end(cast.end());
   });
 
   return r;

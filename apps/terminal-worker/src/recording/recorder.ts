@@ -1,5 +1,5 @@
 import type { Db, Logger } from "@molecule/shared";
-import { CastWriter, recordingFinished, recordingKey, recordingStarted, type CastHeader, type RecordingSink, type RecordingStore } from "@molecule/shared/recording/index";
+import { TapeWriter, recordingFinished, recordingKey, recordingStarted, type CastHeader, type RecordingSink, type RecordingStore } from "@molecule/shared/recording/index";
 
 export interface RecorderDeps {
   store: RecordingStore;
@@ -9,14 +9,15 @@ export interface RecorderDeps {
 }
 
 /**
- * One session's recording: output, resizes and (when the org asks) input, as asciicast v2 lines
- * into the store's sink, with the time since the shell started. Every call is synchronous and
- * cheap (one decode and one JSON string per output flush); the store writes in the background.
+ * One session's recording: output, resizes and (when the org asks) input, with the time since the
+ * shell started, as a tape (tape.ts: the PTY's bytes behind a 13-byte record head; the API serves it
+ * as asciicast v2). Every call is synchronous and cheap: no decoding or escaping on the byte path,
+ * the reads themselves handed to the store, which writes in the background.
  */
 export class SessionRecorder {
   private readonly t0 = performance.now();
   private readonly sink: RecordingSink;
-  private readonly cast: CastWriter;
+  private readonly cast: TapeWriter;
   private finished = false;
   readonly key: string;
 
@@ -28,7 +29,7 @@ export class SessionRecorder {
   ) {
     this.key = recordingKey(ids.orgId, ids.workspaceId, ids.sessionId);
     this.sink = deps.store.create(this.key);
-    this.cast = new CastWriter({ ...header, timestamp: Math.floor(Date.now() / 1000) }, { maxBytes: deps.maxBytes, write: (line) => this.sink.write(line) });
+    this.cast = new TapeWriter({ ...header, timestamp: Math.floor(Date.now() / 1000) }, { maxBytes: deps.maxBytes, write: (line) => this.sink.write(line) });
   }
 
   private now(): number {
@@ -57,7 +58,6 @@ export class SessionRecorder {
     const r = { bytes: this.cast.bytes, truncated: this.cast.truncated };
     if (this.finished) return r;
     this.finished = true;
-    this.cast.end(this.now());
     r.bytes = this.cast.bytes;
     await this.sink.close();
     await recordingFinished(this.deps.db, sessionId, r);

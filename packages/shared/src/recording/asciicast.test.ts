@@ -80,3 +80,48 @@ describe("asciicast v2 writer", () => {
     expect(total - Buffer.byteLength(lines[lines.length - 1]!)).toBeLessThanOrEqual(1024);
   });
 });
+
+describe("tape (what the worker stores) to asciicast v2 (what the API serves)", () => {
+  it("gives the same events as writing the cast directly, however the tape is cut into reads", async () => {
+    const { TapeWriter, TapeToCast } = await import("./tape.ts");
+    const chunks: Buffer[] = [];
+    const tape = new TapeWriter(header, { maxBytes: 1 << 20, write: (b) => chunks.push(Buffer.from(b)) });
+    const text = Buffer.from("héllo €uro 𝄞 ✓\r\n\x1b[31mred\x1b[0m \"quoted\" back\\slash\r\n");
+    // Output split in the middle of characters, a resize, input.
+    tape.output(0.5, [text.subarray(0, 2), text.subarray(2, 13)]);
+    tape.resize(0.75, 100, 30);
+    tape.output(1, [text.subarray(13)]);
+    tape.input(1.25, Buffer.from("ls\r"));
+    const all = Buffer.concat(chunks);
+    for (const step of [1, 7, 13, all.length]) {
+      const conv = new TapeToCast();
+      const out: Buffer[] = [];
+      for (let i = 0; i < all.length; i += step) out.push(conv.push(Buffer.from(all.subarray(i, i + step))));
+      out.push(conv.end());
+      const lines = Buffer.concat(out).toString().split("\n").filter(Boolean);
+      expect(JSON.parse(lines[0]!)).toEqual({ version: 2, width: 80, height: 24, timestamp: 1_700_000_000, env: { TERM: "xterm-256color", SHELL: "/bin/bash" }, title: "ws" });
+      const ev = lines.slice(1).map((l) => JSON.parse(l) as [number, string, string]);
+      expect(ev.filter((e) => e[1] === "o").map((e) => e[2]).join("")).toBe(text.toString());
+      expect(ev.filter((e) => e[1] === "o").every((e) => !e[2].includes("\uFFFD"))).toBe(true);
+      expect(ev.find((e) => e[1] === "r")).toEqual([0.75, "r", "100x30"]);
+      expect(ev.find((e) => e[1] === "i")).toEqual([1.25, "i", "ls\r"]);
+    }
+  });
+
+  it("stops at the cap with a marker record that the cast shows as an m event", async () => {
+    const { TapeWriter, TapeToCast } = await import("./tape.ts");
+    const chunks: Buffer[] = [];
+    const tape = new TapeWriter(header, { maxBytes: 2048, write: (b) => chunks.push(b) });
+    for (let i = 0; i < 100; i++) tape.output(i / 10, [Buffer.from(`line ${i} ${"x".repeat(40)}\r\n`)]);
+    expect(tape.truncated).toBe(true);
+    const stored = Buffer.concat(chunks);
+    expect(stored.length).toBe(tape.bytes);
+    expect(stored.length).toBeLessThanOrEqual(2048 + 200);
+    const conv = new TapeToCast();
+    const cast = Buffer.concat([conv.push(stored), conv.end()]).toString();
+    const ev = cast.split("\n").filter(Boolean).slice(1).map((l) => JSON.parse(l) as [number, string, string]);
+    expect(ev.at(-1)![1]).toBe("m");
+    expect(ev.at(-1)![2]).toMatch(/truncated.*2048/);
+    expect(ev.filter((e) => e[1] === "m")).toHaveLength(1);
+  });
+});

@@ -82,6 +82,11 @@ export class CastWriter {
     this.event(seconds, "r", `${cols}x${rows}`, true);
   }
 
+  /** A marker event (asciicast's "m"): where the recording was cut, for one. */
+  marker(seconds: number, label: string): void {
+    this.event(seconds, "m", label, false);
+  }
+
   /** Writes what is held back (a sequence the stream ended in the middle of, as U+FFFD). */
   end(seconds: number): void {
     if (this.carry) this.event(seconds, "o", this.carry.toString("utf8"), false);

@@ -1,4 +1,5 @@
 export * from "./asciicast.ts";
+export * from "./tape.ts";
 export * from "./store.ts";
 export * from "./fs-store.ts";
 export type { S3StoreOptions } from "./s3-store.ts";

@@ -25,13 +25,16 @@ export interface RecordingSink {
   readonly error: unknown;
 }
 
-/** `<org>/<workspace>/<session>.cast`: built only from UUIDs, so a key never leaves the store's root. */
+/**
+ * `<org>/<workspace>/<session>.tape` (the stored format, tape.ts; the API serves it as .cast): built
+ * only from UUIDs, so a key never leaves the store's root.
+ */
 export function recordingKey(orgId: string, workspaceId: string, sessionId: string): string {
   for (const id of [orgId, workspaceId, sessionId]) if (!isUuid(id)) throw new Error(`not a UUID: ${JSON.stringify(id)}`);
-  return `${orgId}/${workspaceId}/${sessionId}.cast`;
+  return `${orgId}/${workspaceId}/${sessionId}.tape`;
 }
 
-const KEY_RE = /^[0-9a-f-]{36}\/[0-9a-f-]{36}\/[0-9a-f-]{36}\.cast$/;
+const KEY_RE = /^[0-9a-f-]{36}\/[0-9a-f-]{36}\/[0-9a-f-]{36}\.tape$/;
 
 /** Keys come back from the database: check them again before they name a file. */
 export function checkKey(key: string): string {

@@ -61,7 +61,7 @@ describe("filesystem store", () => {
   it("refuses a key that is not a recording key (no path out of its root)", async () => {
     const store = createFsStore(dir);
     await expect(store.read("../../etc/passwd", 0, 10)).rejects.toThrow(/not a recording key/);
-    expect(() => store.create("a/../../b.cast")).toThrow(/not a recording key/);
+    expect(() => store.create("a/../../b.tape")).toThrow(/not a recording key/);
   });
 });
 
