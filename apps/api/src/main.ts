@@ -3,6 +3,7 @@ import { createApi } from "./app.ts";
 import { apiConfigFromEnv } from "./config.ts";
 import { loadApiEnv } from "./env.ts";
 import { bootstrapDefaultOrg } from "./orgs.ts";
+import { createRecordingStore, recordingConfigFromEnv } from "@molecule/shared/recording/settings";
 
 const env = loadApiEnv();
 const log = createLogger("api", env.LOG_LEVEL).child({ node: env.MOLECULE_NODE_ID });
@@ -22,6 +23,7 @@ for (const [name, r] of [["redis", redis], ["redis-sub", sub]] as const) {
 const boot = await bootstrapDefaultOrg(db.db, env.MOLECULE_BOOTSTRAP_TOKEN);
 if (boot) log.info({ org_id: boot.orgId }, "created the default org");
 
+const recordingConfig = recordingConfigFromEnv(env);
 const api = createApi({
   config: apiConfigFromEnv(env),
   db,
@@ -29,6 +31,7 @@ const api = createApi({
   sub,
   writer,
   log,
+  ...(recordingConfig ? { recording: await createRecordingStore(recordingConfig.store) } : {}),
 });
 const port = await api.listen(env.PORT, env.HOST);
 log.info({ url: `http://${env.HOST}:${port}` }, "api listening");
@@ -42,6 +45,3 @@ handleShutdownSignals({
   close: () => api.close(),
   connections: [() => db.close(), () => redis.quit(), () => sub.quit(), () => writer.close()],
 });
-import { createRecordingStore, recordingConfigFromEnv } from "@molecule/shared/recording/settings";
-const recordingConfig = recordingConfigFromEnv(env);
-  ...(recordingConfig ? { recording: await createRecordingStore(recordingConfig.store) } : {}),

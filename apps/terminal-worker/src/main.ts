@@ -5,6 +5,7 @@ import { awsChildEnv, loadWorkerEnv } from "./env.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { awsOptionsFromEnv, bwrapAvailable, createDockerProvider, createLocalProvider, loadAwsProvider } from "./providers/index.ts";
 import { createWorker } from "./worker.ts";
+import { createRecordingStore, recordingConfigFromEnv } from "@molecule/shared/recording/settings";
 
 const env = loadWorkerEnv();
 const log = createLogger("terminal-worker", env.LOG_LEVEL).child({ worker_id: env.MOLECULE_WORKER_ID });
@@ -40,6 +41,8 @@ const aws = awsOptions ? await loadAwsProvider(awsOptions) : null;
 if (awsOptions) log.info({ region: awsOptions.region, org_id: awsOptions.orgId }, "aws provider enabled (controlplane backend)");
 
 const metrics = createWorkerMetrics(env.MOLECULE_WORKER_ID);
+const recordingConfig = recordingConfigFromEnv(env);
+const recording = recordingConfig ? { store: await createRecordingStore(recordingConfig.store), maxBytes: recordingConfig.maxBytes } : undefined;
 const worker = createWorker({
   config: workerConfigFromEnv(env),
   db,
@@ -50,6 +53,7 @@ const worker = createWorker({
   providers: aws ? { local, docker, aws } : { local, docker },
   spawn: pty.spawn as never,
   metrics,
+  ...(recording ? { recording } : {}),
 });
 await worker.start();
 const metricsServer = env.MOLECULE_METRICS_PORT > 0 ? await serveMetrics(metrics.registry, env.MOLECULE_METRICS_PORT, env.MOLECULE_METRICS_HOST) : null;
@@ -68,7 +72,3 @@ handleShutdownSignals({
   },
   connections: [() => db.close(), () => redis.quit(), () => sub.quit(), () => writer.close()],
 });
-import { createRecordingStore, recordingConfigFromEnv } from "@molecule/shared/recording/settings";
-const recordingConfig = recordingConfigFromEnv(env);
-const recording = recordingConfig ? { store: await createRecordingStore(recordingConfig.store), maxBytes: recordingConfig.maxBytes } : undefined;
-  ...(recording ? { recording } : {}),
