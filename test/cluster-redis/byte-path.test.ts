@@ -202,7 +202,12 @@ describe("byte path on a Redis Cluster", () => {
       const p = producer(cl.writer, k);
       const q = producer(cl.writer, calm);
       // What a worker does on the writer's ready: its recent output again (entries already there are skipped).
-      cl.writer.onReady(() => p.reseed());
+      // On a cluster the listener learns which keys the primary that came back serves: only those sessions re-seed.
+      const readies: { victim: boolean; calm: boolean }[] = [];
+      cl.writer.onReady((affects) => {
+        readies.push({ victim: affects?.(k.log) ?? true, calm: affects?.(calm.log) ?? true });
+        if (affects?.(k.log) ?? true) p.reseed();
+      });
       const vCalm = viewer(cl.hub, calm.out);
       await vCalm.ready;
       for (let i = 0; i < 100; i++) p.next();
@@ -227,6 +232,9 @@ describe("byte path on a Redis Cluster", () => {
       // The session on another shard never noticed: every live message, in order.
       expect(await logText(cl.redis, calm)).toBe(q.text());
       await waitFor(async () => vCalm.seen.length === q.count, 5000, 20);
+      // The promoted primary's connection said so; the calm session's shard never asked for a re-seed.
+      expect(readies).toContainEqual({ victim: true, calm: false });
+      expect(readies.filter((r) => r.calm)).toEqual([]);
     } finally {
       await cl.close();
     }

@@ -146,7 +146,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
   /** Slots waiting for their outstanding units to be answered before anything more goes out: units in order. */
   const unsettled = new Map<number, Unit[]>();
   const conns = new Map<string, NodeConn>();
-  const readyListeners = new Set<() => void>();
+  const readyListeners = new Set<(affects?: (key: string) => boolean) => void>();
   const drainListeners = new Set<() => void>();
 
   const ownerOf = (slot: number): string | null => moved.get(slot) ?? topology.slots[slot]?.[0] ?? null;
@@ -245,7 +245,8 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
       this.attempt = 0;
       // Listeners first (a worker re-appends its sessions' recent output): older entries
       // go out before what waited in the queue, so a log the new primary lacks is filled in order.
-      for (const l of readyListeners) l();
+      const affects = (key: string) => ownerOf(keySlot(key)) === this.key;
+      for (const l of readyListeners) l(affects);
       const q = this.queue;
       this.queue = [];
       this.queued = 0;

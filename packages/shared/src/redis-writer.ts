@@ -45,8 +45,12 @@ export interface RedisWriter {
   barrier(key?: string): Promise<void>;
   /** A Redis Cluster writer: per-session channels take SPUBLISH (sharded pub/sub), not PUBLISH. */
   readonly sharded: boolean;
-  /** Called after every (re)connect, once commands flow again. Returns an unsubscribe function. */
-  onReady(l: () => void): () => void;
+  /**
+   * Called after every (re)connect, once commands flow again. On a cluster, per primary, with
+   * `affects` telling which keys that primary serves (only their sessions need re-seeding).
+   * Returns an unsubscribe function.
+   */
+  onReady(l: (affects?: (key: string) => boolean) => void): () => void;
   /** Called when the socket's backlog has been written out. */
   onDrain(l: () => void): () => void;
   close(): Promise<void>;
@@ -184,7 +188,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
   let queued = 0;
   /** Barriers sent on the current socket, oldest first; each resolves on its PONG. */
   let waiting: { resolve(): void; reject(err: Error): void }[] = [];
-  const readyListeners = new Set<() => void>();
+  const readyListeners = new Set<(affects?: (key: string) => boolean) => void>();
   const drainListeners = new Set<() => void>();
 
   const handshake = (): Buffer[] => {

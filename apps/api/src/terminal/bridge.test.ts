@@ -41,7 +41,7 @@ beforeAll(async () => {
   if (sub.status !== "ready") await once(sub, "ready");
   hub = createHub(sub, log);
   writer = createRedisWriter({ url: testUrls().redisUrl, name: "bridge-test", log });
-  await new Promise<void>((resolve) => (writer.ready ? resolve() : writer.onReady(resolve)));
+  await new Promise<void>((resolve) => (writer.ready ? resolve() : writer.onReady(() => resolve())));
   wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
   await once(wss, "listening");
   url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;

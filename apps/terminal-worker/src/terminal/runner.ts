@@ -170,9 +170,12 @@ export function createTerminalRunner(deps: RunnerDeps) {
   });
   // ...and once the output writer is connected again, re-seed every session's log (output
   // written while it was away, or lost with a restarted server, goes out in order).
-  const unReady = deps.writer.onReady(() => {
-    if (sessions.size) deps.log.warn({ sessions: sessions.size }, "redis reconnected: re-seeding session logs");
-    for (const s of sessions.values()) s.reseed();
+  // On a cluster only the sessions of the shard that came back (`affects`): a failover of one
+  // shard does not make every session of every shard write its recent output again.
+  const unReady = deps.writer.onReady((affects) => {
+    const which = [...sessions].filter(([id]) => !affects || affects(sessionKeys(deps.ns, id).log));
+    if (which.length) deps.log.warn({ sessions: which.length }, "redis reconnected: re-seeding session logs");
+    for (const [, s] of which) s.reseed();
   });
 
   // Heartbeat out ("shell alive" for every session here), on its own timer (started by
