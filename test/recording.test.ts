@@ -2,6 +2,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eq } from "drizzle-orm";
+import { schema } from "@molecule/shared";
 import { createFsStore } from "@molecule/shared/recording/index";
 import { call, readyWorkspace, waitFor } from "./helpers/http.ts";
 import { startStack, type Stack } from "./helpers/stack.ts";
@@ -169,6 +171,26 @@ describe("session recording", () => {
   });
 });
 
+
+describe("a recording whose worker died", () => {
+  it("is completed by the sweep with what reached the store, and served", async () => {
+    const c = await openShell(s.wsUrl, ws, { token });
+    const sid = c.hello!.session;
+    await c.run("echo before-the-crash");
+    c.send("exit\r");
+    await c.closed;
+    await completed(sid);
+    // As a crashed worker leaves it: the session closed long ago, the recording never completed.
+    const t = schema.terminalSessions;
+    const closedAt = new Date(Date.now() - 120_000);
+    await s.db.db.update(t).set({ recordingEndedAt: null, recordingBytes: 0, closedAt }).where(eq(t.id, sid));
+    expect((await sessionRow(sid)).recording.complete).toBe(false);
+    expect(await s.api.recoverAbandonedRecordings(new Date())).toBeGreaterThanOrEqual(1);
+    const row = await sessionRow(sid);
+    expect(row.recording).toEqual({ bytes: statSync(join(dir, orgId, ws, `${sid}.tape`)).size, truncated: false, complete: true });
+    expect(outputOf(parseCast((await recordingOf(sid)).body).events)).toContain("before-the-crash");
+  });
+});
 
 describe("org recording settings", () => {
   it("defaults on, 30 days, no input; PATCH validates; off: new sessions are not recorded, older ones keep theirs; input recorded when asked", async () => {

@@ -23,7 +23,7 @@ import { createTerminalGateway, type GatewayConfig } from "./terminal/gateway.ts
 import { terminalRoutes } from "./terminal/routes.ts";
 import { createTickets } from "./terminal/tickets.ts";
 import { periodic, realTimers, type Timers } from "./terminal/timers.ts";
-import { sweepRecordings, type RecordingStore } from "@molecule/shared/recording/index";
+import { recoverRecordings, sweepRecordings, type RecordingStore } from "@molecule/shared/recording/index";
 
 /** How often a node deletes recordings past their org's retention. */
 const RETENTION_SWEEP_MS = 3600_000;
@@ -107,7 +107,17 @@ export function createApi(deps: ApiDeps) {
   const timers = deps.timers ?? realTimers;
   /** One round of the recording retention sweep at `now` (tests pass their own clock). */
   const sweepExpiredRecordings = (now = new Date(timers.now())) => (store ? sweepRecordings({ db, store, log }, now) : Promise.resolve(0));
-  const retention = periodic(timers, RETENTION_SWEEP_MS, () => sweepExpiredRecordings(), (err) => log.warn({ err }, "recording retention sweep failed (retried next round)"));
+  /** One round of completing recordings whose worker died (tests pass their own clock). */
+  const recoverAbandonedRecordings = (now = new Date(timers.now())) => (store ? recoverRecordings({ db, store, log }, now) : Promise.resolve(0));
+  const retention = periodic(
+    timers,
+    RETENTION_SWEEP_MS,
+    async () => {
+      await recoverAbandonedRecordings();
+      await sweepExpiredRecordings();
+    },
+    (err) => log.warn({ err }, "recording retention sweep failed (retried next round)"),
+  );
   const canvasDir = c.canvasDir ?? defaultCanvasDir;
   if (existsSync(canvasDir)) {
     // Vite's hashed asset names change with every build: cache them for good, and make
@@ -143,6 +153,7 @@ export function createApi(deps: ApiDeps) {
     provisioner,
     metrics,
     sweepExpiredRecordings,
+    recoverAbandonedRecordings,
     listen(port: number, host: string): Promise<number> {
       return new Promise((resolve, reject) => {
         server.once("error", reject);

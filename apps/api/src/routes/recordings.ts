@@ -1,7 +1,7 @@
 import { Router, type Response } from "express";
 import { and, eq } from "drizzle-orm";
 import { z } from "zod";
-import { AppError, BadRequestError, NotFoundError, UnavailableError, isUuid, schema, type Db, type Logger } from "@molecule/shared";
+import { AppError, BadRequestError, NotFoundError, UnavailableError, isUuid, logged, schema, type Db, type Logger } from "@molecule/shared";
 import { TapeToCast, readRecordingSettings, updateRecordingSettings, type RecordingSettings, type RecordingStore } from "@molecule/shared/recording/index";
 import type { Authenticator } from "../auth.ts";
 import { validationError } from "../error-handler.ts";
@@ -86,6 +86,7 @@ export function recordingRoutes(d: RecordingRoutesDeps): Router {
     const cast = new TapeToCast();
     let offset = 0;
     let current = row;
+    let recovered = false;
     for (;;) {
       if (gone) return;
       const chunk = await store.read(key, offset, READ_BYTES);
@@ -100,6 +101,12 @@ export function recordingRoutes(d: RecordingRoutesDeps): Router {
       // (`current` was read after the previous look at the store, so an empty read now is the true end.)
       const complete = current.recordingEndedAt !== null && chunk !== null;
       const abandoned = current.recordingEndedAt === null && current.closedAt !== null && Date.now() - current.closedAt.getTime() > ABANDONED_MS;
+      if (abandoned && !recovered) {
+        // Its worker died: what reached the store is made readable (S3: the uploaded parts), then served.
+        recovered = true;
+        await store.recover(key).catch(logged(d.log, "warn", "recovering an abandoned recording failed", { session_id: sid }));
+        continue;
+      }
       if (complete || abandoned) break;
       await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
       const next = await load();

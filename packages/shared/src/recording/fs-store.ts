@@ -1,5 +1,5 @@
 import { mkdirSync } from "node:fs";
-import { open, rm, type FileHandle } from "node:fs/promises";
+import { open, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { checkKey, type RecordingSink, type RecordingStore } from "./store.ts";
 
@@ -38,6 +38,14 @@ export function createFsStore(root: string): RecordingStore {
     },
     async delete(key) {
       await rm(pathOf(key), { force: true });
+    },
+    async recover(key) {
+      try {
+        return (await stat(pathOf(key))).size;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+        throw err;
+      }
     },
   };
 }

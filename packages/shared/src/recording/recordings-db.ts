@@ -79,3 +79,15 @@ export async function recordingContext(db: Db, orgId: string, workspaceId: strin
     .where(and(eq(orgs.id, orgId), eq(workspaces.id, workspaceId)));
   return row ?? null;
 }
+
+/** Recordings never completed (their worker died) of sessions closed before `closedBefore`. */
+export async function abandonedRecordings(db: Db, closedBefore: Date, limit: number): Promise<{ id: string; key: string }[]> {
+  const t = terminalSessions;
+  const rows = await db
+    .select({ id: t.id, key: t.recordingKey })
+    .from(t)
+    .where(and(isNotNull(t.recordingKey), isNull(t.recordingEndedAt), isNotNull(t.closedAt), lt(t.closedAt, closedBefore)))
+    .orderBy(t.closedAt)
+    .limit(limit);
+  return rows.flatMap((r) => (r.key ? [{ id: r.id, key: r.key }] : []));
+}

@@ -4,10 +4,17 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
   S3Client,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
+import { z } from "zod";
 import { checkKey, type RecordingSink, type RecordingStore } from "./store.ts";
+
+/** Next to an upload in progress: its id and the parts uploaded so far, so a crashed writer's parts can be completed. */
+const PARTS_SUFFIX = ".parts.json";
+const uploadState = z.object({ uploadId: z.string().min(1), parts: z.array(z.object({ PartNumber: z.number().int().min(1), ETag: z.string() })) });
 
 export interface S3StoreOptions {
   bucket: string;
@@ -56,6 +63,31 @@ export function createS3Store(o: S3StoreOptions): RecordingStore {
     async delete(key) {
       await client.send(new DeleteObjectCommand({ Bucket: o.bucket, Key: keyOf(key) }));
     },
+    async recover(key) {
+      const Key = keyOf(key);
+      // The sink's own account of its upload (ListParts is not everywhere: not in every S3-compatible server).
+      let state: { uploadId: string; parts: { PartNumber: number; ETag: string }[] } | null = null;
+      try {
+        const r = await client.send(new GetObjectCommand({ Bucket: o.bucket, Key: `${Key}${PARTS_SUFFIX}` }));
+        state = uploadState.parse(JSON.parse(await r.Body!.transformToString()));
+      } catch (err) {
+        const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+        if (!(e.name === "NoSuchKey" || e.$metadata?.httpStatusCode === 404)) throw err;
+      }
+      if (state) {
+        if (state.parts.length === 0) await client.send(new AbortMultipartUploadCommand({ Bucket: o.bucket, Key, UploadId: state.uploadId }));
+        // The parts that reached S3 are the recording up to the crash (at most the part being filled is lost).
+        else await client.send(new CompleteMultipartUploadCommand({ Bucket: o.bucket, Key, UploadId: state.uploadId, MultipartUpload: { Parts: state.parts } }));
+        await client.send(new DeleteObjectCommand({ Bucket: o.bucket, Key: `${Key}${PARTS_SUFFIX}` }));
+      }
+      try {
+        return (await client.send(new HeadObjectCommand({ Bucket: o.bucket, Key }))).ContentLength ?? null;
+      } catch (err) {
+        const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+        if (e.name === "NotFound" || e.$metadata?.httpStatusCode === 404) return null;
+        throw err;
+      }
+    },
   };
 }
 
@@ -102,6 +134,10 @@ class S3Sink implements RecordingSink {
         const PartNumber = this.done.length + 1;
         const r = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: this.key, UploadId: await this.uploadId, PartNumber, Body: body }));
         this.done.push({ PartNumber, ETag: r.ETag! });
+        // One small object per part (every partBytes of output): what recover() needs after a crash.
+        await this.client.send(
+          new PutObjectCommand({ Bucket: this.bucket, Key: `${this.key}${PARTS_SUFFIX}`, Body: JSON.stringify({ uploadId: await this.uploadId, parts: this.done }), ContentType: "application/json" }),
+        );
       } catch (err) {
         this.error = err;
       }
@@ -125,5 +161,6 @@ class S3Sink implements RecordingSink {
     await this.client.send(
       new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId: await this.uploadId, MultipartUpload: { Parts: this.done } }),
     );
+    if (this.done.length > 0) await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: `${this.key}${PARTS_SUFFIX}` }));
   }
 }

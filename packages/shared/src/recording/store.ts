@@ -14,6 +14,12 @@ export interface RecordingStore {
    */
   read(key: string, from: number, max: number): Promise<Buffer | null>;
   delete(key: string): Promise<void>;
+  /**
+   * A recording whose writer died (its worker crashed): makes what reached the store readable and
+   * returns its size, or null when nothing of it is there. S3 completes the upload with the parts
+   * that were uploaded; a file is readable as it is.
+   */
+  recover(key: string): Promise<number | null>;
 }
 
 export interface RecordingSink {

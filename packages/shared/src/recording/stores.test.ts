@@ -54,8 +54,10 @@ describe("filesystem store", () => {
     expect(Buffer.from(text).subarray(0, seen!.length).equals(seen!)).toBe(true);
     expect(readFileSync(join(dir, k), "utf8")).toBe(text);
     expect((await readAll(store, k))!.toString()).toBe(text);
+    expect(await store.recover(k)).toBe(Buffer.byteLength(text));
     await store.delete(k);
     expect(await store.read(k, 0, 10)).toBeNull();
+    expect(await store.recover(k)).toBeNull();
   });
 
   it("refuses a key that is not a recording key (no path out of its root)", async () => {
@@ -102,6 +104,31 @@ describe("S3 store against a local S3-compatible server (s3rver)", () => {
     expect((await s.read(k, got!.length, 10))!.length).toBe(0);
     await s.delete(k);
     expect(await s.read(k, 0, 10)).toBeNull();
+  });
+
+  it("a writer that died mid-upload: recover() completes the upload with the parts that reached S3, a prefix of what was written", async () => {
+    const s = store();
+    const k = key();
+    const sink = s.create(k);
+    const all = lines(30_000);
+    for (const l of all) sink.write(Buffer.from(l));
+    // The "crash": close() is never called; wait until some parts are up.
+    const done = (sink as unknown as { done: unknown[] }).done;
+    for (let i = 0; i < 200 && done.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(done.length).toBeGreaterThanOrEqual(4);
+    // The writer dies here: nothing more goes up once what is in flight has landed.
+    const dead = sink as unknown as { error: unknown; chain: Promise<void> };
+    dead.error = new Error("worker crashed");
+    await dead.chain;
+    expect(await s.read(k, 0, 10)).toBeNull();
+    const size = await s.recover(k);
+    // Every uploaded part (each at least partBytes) is in the recording.
+    expect(size).toBeGreaterThanOrEqual(done.length * 64 * 1024);
+    const got = (await readAll(s, k))!;
+    expect(got.length).toBe(size);
+    expect(Buffer.from(all.join("")).subarray(0, got.length).equals(got)).toBe(true);
+    // Nothing of it: null, and nothing left behind.
+    expect(await s.recover(key())).toBeNull();
   });
 
   it("a failing server makes close() fail (the worker logs it), writes never throw", async () => {
