@@ -48,6 +48,32 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
   const lostListeners = new Map<string, Set<() => void>>();
   const lostMs = shardLostMsOf(cluster);
   let lostTimer: NodeJS.Timeout | null = null;
+  let refreshPoll: NodeJS.Timeout | null = null;
+
+  /**
+   * While a wanted channel is not subscribed on a reachable primary, the slot map is asked again
+   * every 200 ms rather than at the periodic refresh: a replica promoted is used within a fraction
+   * of a second, so little input published to it meanwhile (with no subscriber yet) is lost.
+   */
+  function pollRefresh(): void {
+    if (refreshPoll || closed) return;
+    refreshPoll = setInterval(() => {
+      let waiting = false;
+      for (const ch of handlers.keys()) {
+        if (!placed.get(ch)?.shard.ready) {
+          waiting = true;
+          break;
+        }
+      }
+      if (!waiting || closed) {
+        if (refreshPoll) clearInterval(refreshPoll);
+        refreshPoll = null;
+        return;
+      }
+      cluster.refreshSlotsCache();
+    }, 200);
+    refreshPoll.unref();
+  }
 
   /**
    * While any shard is down: a channel whose slot still has no reachable primary after
@@ -156,6 +182,7 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
       if (was) log.warn({ node: s.key, channels: lost }, "redis subscriber: connection lost");
       if (closed) return;
       cluster.refreshSlotsCache();
+      pollRefresh();
       if (lost) scheduleReplace();
       s.retry = setTimeout(() => connect(s), Math.min(50 * ++s.attempt, 1000));
       s.retry.unref();
@@ -282,6 +309,7 @@ export function createShardedHub(cluster: Cluster, log: Logger) {
   function close(): void {
     closed = true;
     if (lostTimer) clearInterval(lostTimer);
+    if (refreshPoll) clearInterval(refreshPoll);
     for (const s of shards.values()) {
       if (s.retry) clearTimeout(s.retry);
       s.socket?.destroy();
