@@ -4,7 +4,14 @@
  * (/proc/<pid>/status), Redis memory (INFO), and percentiles.
  */
 import { readdirSync, readFileSync } from "node:fs";
-import type { Redis } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
+import { isCluster } from "@molecule/shared";
+
+/** `INFO <section>` of each primary of a cluster (`--redis cluster`), or of the one Redis. */
+async function infoEach(redis: Redis, section: string): Promise<string[]> {
+  if (!isCluster(redis)) return [await redis.info(section)];
+  return Promise.all((redis as unknown as Cluster).nodes("master").map((n) => n.info(section)));
+}
 
 export interface Proc {
   role: string;
@@ -54,9 +61,11 @@ export async function redisInfo(redis: Redis): Promise<{ pid: number; usedMemory
   return { pid: Number(get("process_id")), usedMemory: Number(get("used_memory")), version: get("redis_version") };
 }
 
+/** used_memory (summed over the primaries of a cluster). */
 export async function redisUsedMemory(redis: Redis): Promise<number> {
-  const info = await redis.info("memory");
-  return Number(/^used_memory:(\d+)/m.exec(info)?.[1] ?? 0);
+  let sum = 0;
+  for (const info of await infoEach(redis, "memory")) sum += Number(/^used_memory:(\d+)/m.exec(info)?.[1] ?? 0);
+  return sum;
 }
 
 export function cpuSnapshot(procs: Proc[]): Map<number, number> {
@@ -155,11 +164,12 @@ export async function waitForQuiet(busyFraction = 0.15, maxMs = 15_000): Promise
   return performance.now() - t0;
 }
 
-/** Calls per command so far (INFO commandstats), lower-case names. */
+/** Calls per command so far (INFO commandstats, summed over the primaries of a cluster), lower-case names. */
 export async function redisCommandCalls(redis: Redis): Promise<Record<string, number>> {
-  const info = await redis.info("commandstats");
   const out: Record<string, number> = {};
-  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out[m[1]!] = Number(m[2]);
+  for (const info of await infoEach(redis, "commandstats")) {
+    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]);
+  }
   return out;
 }
 
