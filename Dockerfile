@@ -83,7 +83,11 @@ FROM ${NODE_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-ENV NODE_ENV=production
+# Session recordings (the filesystem store), shared by API nodes and workers through one volume:
+# owned by `node`, the API's user; the worker (root) hands what it writes there to that owner.
+RUN mkdir -p /var/lib/molecule/recordings && chown node:node /var/lib/molecule/recordings && chmod 700 /var/lib/molecule/recordings
+ENV NODE_ENV=production \
+    MOLECULE_RECORDING_DIR=/var/lib/molecule/recordings
 WORKDIR /app
 ENTRYPOINT ["/usr/bin/tini", "--"]
 

@@ -1,15 +1,22 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { composeHaproxyConfig } from "../scripts/cluster.ts";
 import { ROOT } from "../scripts/processes.ts";
 
 const COMPOSE = process.env.MOLECULE_DOCKER_COMPOSE ?? "docker-compose";
+// docker-compose 1.29 wants a regular file ("/dev/null is not a file").
+const EMPTY_ENV = join(mkdtempSync(join(tmpdir(), "molecule-compose-")), "empty.env");
+writeFileSync(EMPTY_ENV, "");
 
-/** docker-compose in the repository root with a clean environment (no PORT etc. from this shell). */
+/**
+ * docker-compose in the repository root with a clean environment (no PORT etc. from this shell)
+ * and none of the checkout's .env (deploy/gen-env and deploy/local-images write one there).
+ */
 function compose(args: string[], env: Record<string, string> = {}) {
-  return spawnSync(COMPOSE, ["-f", join(ROOT, "docker-compose.yml"), ...args], {
+  return spawnSync(COMPOSE, ["-f", join(ROOT, "docker-compose.yml"), "--env-file", EMPTY_ENV, ...args], {
     cwd: ROOT,
     encoding: "utf8",
     // The compose file has no default passwords (test/data-plane-credentials.test.ts): give it some.

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { chownSync, mkdirSync, statSync } from "node:fs";
 import { open, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { checkKey, type RecordingSink, type RecordingStore } from "./store.ts";
@@ -13,12 +13,30 @@ const FLUSH_MS = 200;
  */
 export function createFsStore(root: string): RecordingStore {
   const pathOf = (key: string) => join(root, checkKey(key));
+  /**
+   * A worker running as root (the compose image) writes for API nodes that do not (user `node`):
+   * what it makes under the store belongs to the store directory's owner, so they can read and
+   * delete it. Null when this process is not root or the root is root's own.
+   */
+  let owner: { uid: number; gid: number } | null | undefined;
+  const ownerOfRoot = () => {
+    if (owner === undefined) {
+      const st = process.getuid?.() === 0 ? statSync(root, { throwIfNoEntry: false }) : undefined;
+      owner = st && st.uid !== 0 ? { uid: st.uid, gid: st.gid } : null;
+    }
+    return owner;
+  };
   return {
     kind: "fs",
     create(key: string): RecordingSink {
       const path = pathOf(key);
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      return new FsSink(path);
+      const first = mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      const o = ownerOfRoot();
+      if (o) {
+        // Every directory just made, from the first one down to the file's own.
+        for (let d = dirname(path); first !== undefined && d.length >= first.length; d = dirname(d)) chownSync(d, o.uid, o.gid);
+      }
+      return new FsSink(path, o);
     },
     async read(key, from, max) {
       let fh: FileHandle;
@@ -58,8 +76,11 @@ class FsSink implements RecordingSink {
   private readonly fh: Promise<FileHandle>;
   error: unknown = null;
 
-  constructor(path: string) {
-    this.fh = open(path, "w", 0o600);
+  constructor(path: string, owner: { uid: number; gid: number } | null = null) {
+    this.fh = open(path, "w", 0o600).then(async (fh) => {
+      if (owner) await fh.chown(owner.uid, owner.gid);
+      return fh;
+    });
     this.chain = this.fh.then(
       () => undefined,
       (err: unknown) => {

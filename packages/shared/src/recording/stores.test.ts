@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
@@ -34,6 +34,19 @@ describe("filesystem store", () => {
     dir = mkdtempSync(join(tmpdir(), "molecule-rec-"));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it.skipIf(process.getuid?.() !== 0)("written by root (the compose worker), belongs to the store directory's owner (the API's user)", async () => {
+    const root = join(dir, "owned");
+    mkdirSync(root);
+    chownSync(root, 4321, 4321);
+    const store = createFsStore(root);
+    const k = key();
+    const sink = store.create(k);
+    sink.write(Buffer.from("x"));
+    await sink.close();
+    const [org, workspace] = k.split("/");
+    for (const p of [join(root, org!), join(root, org!, workspace!), join(root, k)]) expect(statSync(p).uid, p).toBe(4321);
+  });
 
   it("appends in order, is readable while it grows and after close, and deletes", async () => {
     const store = createFsStore(dir);
