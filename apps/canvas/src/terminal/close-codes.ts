@@ -45,6 +45,8 @@ export function describeClose(code: number): CloseMeaning {
       };
     case CLOSE.no_capacity:
       return { title: "No capacity: no terminal worker was free to open the shell", resumable: false };
+    case CLOSE.store_unavailable:
+      return { title: "The session's data store became unreachable: the session has ended", resumable: false };
     default:
       return { title: `The connection closed (code ${code})`, resumable: false };
   }
