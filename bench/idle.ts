@@ -25,9 +25,15 @@ function labels(procs: Proc[]): [string, Proc][] {
   });
 }
 
-export async function scenarioIdle(t: Target, seconds: number): Promise<IdleResult> {
+/**
+ * `settleSec` first: for its first half minute a process just started still spends CPU on its
+ * start (lazy compilation, the heap shrinking back, the first sweeps), which is not what a
+ * cluster that has been idle costs.
+ */
+export async function scenarioIdle(t: Target, seconds: number, settleSec = 0): Promise<IdleResult> {
   // Redis serves others on a shared machine: its CPU is not this system's alone.
   const procs = labels(t.procs.filter((p) => p.role !== "redis"));
+  await new Promise((r) => setTimeout(r, settleSec * 1000));
   const before = new Map(procs.map(([k, p]) => [k, cpuMs(p.pid)]));
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));

@@ -218,7 +218,7 @@ try {
     // First, before any session: heartbeats, sweepers, queue polling and health checks only.
     await waitForQuiet();
     log("idle: system…");
-    scenarios.idle = { system: await scenarioIdle(s, quick ? 3 : 30) };
+    scenarios.idle = { system: await scenarioIdle(s, quick ? 3 : 30, quick ? 0 : 30) };
     log(`idle: ${JSON.stringify(scenarios.idle.system)}`);
   }
   await both("open", b, s, (t) => scenarioOpen(t, settings.opens));
