@@ -39,9 +39,9 @@ export const SERVER_DIST = join(ROOT, "dist/server");
 const STAMP = join(SERVER_DIST, "current.json");
 const LOCK = join(SERVER_DIST, ".build.lock");
 const LOCK_STALE_MS = 120_000;
-/** Older builds kept for processes still running from them (their lazily loaded chunks). */
+/** Older builds kept for processes still running from them (chunks load lazily, at start: the AWS provider, the S3 store). */
 const KEEP_BUILDS = 4;
-const PRUNE_AFTER_MS = 30 * 60_000;
+const PRUNE_AFTER_MS = 10 * 60_000;
 /** Not in the bundle's inputs, but a change to them changes what it should be. */
 const EXTRA_INPUTS = ["scripts/build.ts", "package.json", "pnpm-lock.yaml"];
 /** Loaded by node at run time: native (node-pty), or optional helpers ws runs without. */
