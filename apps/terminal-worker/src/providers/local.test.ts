@@ -1,11 +1,13 @@
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { bwrapAvailable, createLocalProvider } from "./local.ts";
-import { CGROUP_JOIN_SCRIPT, EGRESS_RESOLV_FILE, sandboxArgv, type SandboxArgvOptions } from "./sandbox-argv.ts";
+import { bwrapArgs, CGROUP_JOIN_SCRIPT, EGRESS_RESOLV_FILE, sandboxArgv, type SandboxArgvOptions } from "./sandbox-argv.ts";
+import { prepareEtcTree } from "./sandbox-etc.ts";
+import { prepareSandboxRoot } from "./sandbox-root.ts";
 import { egressArgv } from "./sandbox-egress.ts";
 import { parseSize } from "./local-settings.ts";
 import { claimUid, releaseUid } from "./sandbox-uid.ts";
@@ -135,5 +137,18 @@ describe.skipIf(!bwrapAvailable() && process.env.CI !== "true")("shells opened a
     );
     for (const r of results) expect(r, r.err).toEqual({ code: 0, err: "" });
     await provider.destroy({ id } as never);
+  });
+});
+
+describe("the sandbox's /etc", () => {
+  it("is one prepared tree: the allowed host files and the generated ones, never shadow or private keys, made once per host content", () => {
+    const root = tmp();
+    const generated = prepareSandboxRoot(root, { shell: "/bin/bash", checkTraversable: false });
+    const tree = prepareEtcTree(root, generated);
+    expect(readFileSync(join(tree, "passwd"), "utf8")).toBe(readFileSync(join(generated, "passwd"), "utf8"));
+    for (const secret of ["shadow", "gshadow", "sudoers", "ssh", "ssl/private"]) expect(existsSync(join(tree, secret)), secret).toBe(false);
+    if (existsSync("/etc/ssl/certs")) expect(existsSync(join(tree, "ssl/certs"))).toBe(true);
+    expect(prepareEtcTree(root, generated)).toBe(tree);
+    expect(bwrapArgs({ ...base, etcTree: tree }).join(" ")).toContain(`--ro-bind ${tree} /etc`);
   });
 });

@@ -7,6 +7,7 @@ import { isUuid, type Logger } from "@molecule/shared";
 import { ensureSystemLinks, sandboxArgv, systemDirArgs } from "./sandbox-argv.ts";
 import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, runsAsRoot, type SandboxLimits } from "./local-settings.ts";
 import { detectCgroups, type Cgroups } from "./sandbox-limits.ts";
+import { prepareEtcTree } from "./sandbox-etc.ts";
 import { prepareSandboxRoot } from "./sandbox-root.ts";
 import { claimUid, releaseUid, type UidRange } from "./sandbox-uid.ts";
 import { ProviderError, TerminalUnavailableError, type Provider, type ShellCommand, type TerminalContext } from "./types.ts";
@@ -93,16 +94,18 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
   };
 
   // Set up once, on first use: the probe and the cgroup detection cost a few ms each.
-  let setup: { sandboxed: boolean; dropUid: boolean; etcDir: string; cgroups: Cgroups | null } | undefined;
+  let setup: { sandboxed: boolean; dropUid: boolean; etcDir: string; etcTree: string; cgroups: Cgroups | null } | undefined;
   const ready = () => {
     if (setup) return setup;
     const sandboxed = useBwrap();
     const dropUid = sandboxed && runsAsRoot();
     let etcDir = "";
+    let etcTree = "";
     let cgroups: Cgroups | null = null;
     if (sandboxed) {
       try {
         etcDir = prepareSandboxRoot(o.root, { shell: o.shell, checkTraversable: dropUid });
+        etcTree = prepareEtcTree(o.root, etcDir);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         throw new ProviderError(code ? `cannot create the sandbox directory under ${o.root}: ${code}` : (err as Error).message, false);
@@ -114,7 +117,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       o.log?.info({ cgroup: cgroups?.version ?? null, controllers: cgroups?.controllers ?? [], limits, network, uid_drop: dropUid }, "local sandbox");
       if (missing.length) o.log?.warn({ missing }, "local sandbox: no cgroup limit for some of processes, memory, CPU");
     }
-    setup = { sandboxed, dropUid, etcDir, cgroups };
+    setup = { sandboxed, dropUid, etcDir, etcTree, cgroups };
     return setup;
   };
 
@@ -141,6 +144,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       nproc: uid !== null ? limits.pids : null,
       fileSizeBytes: limits.fileSizeBytes,
       etcDir: s.etcDir,
+      etcTree: s.etcTree,
       network,
       wrap: o.egressWrap,
       ...(ctx.command ? { command: ctx.command } : {}),

@@ -29,6 +29,8 @@ export interface SandboxArgvOptions {
   fileSizeBytes: number | null;
   /** Directory holding the generated passwd, group and hosts. */
   etcDir: string;
+  /** The prepared /etc (sandbox-etc.ts): bound as one read-only directory instead of file by file. */
+  etcTree?: string;
   network: "none" | "egress";
   /** Applied between the setpriv prefix and bwrap (the egress wrapper). */
   wrap?: (bwrapArgv: string[]) => string[];
@@ -123,17 +125,21 @@ export function bwrapArgs(o: SandboxArgvOptions): string[] {
     // The workspace is the root filesystem, writable like a container's; system dirs on top.
     "--bind", o.dir, "/",
     ...systemDirArgs(o.dir),
-    "--tmpfs", "/etc",
   ];
-  for (const f of ETC_GENERATED) a.push("--ro-bind", `${o.etcDir}/${f}`, `/etc/${f}`);
-  for (const f of ETC_ALLOW) {
-    // With egress the host's resolver is out of reach (loopback or a private range): pasta's forwarder instead.
-    if (f === "resolv.conf" && o.network === "egress") continue;
-    if (existsSync(`/etc/${f}`)) a.push("--ro-bind-try", `/etc/${f}`, `/etc/${f}`);
+  if (o.etcTree) {
+    a.push("--ro-bind", o.etcTree, "/etc");
+  } else {
+    a.push("--tmpfs", "/etc");
+    for (const f of ETC_GENERATED) a.push("--ro-bind", `${o.etcDir}/${f}`, `/etc/${f}`);
+    for (const f of ETC_ALLOW) {
+      // With egress the host's resolver is out of reach (loopback or a private range): pasta's forwarder instead.
+      if (f === "resolv.conf" && o.network === "egress") continue;
+      if (existsSync(`/etc/${f}`)) a.push("--ro-bind-try", `/etc/${f}`, `/etc/${f}`);
+    }
   }
   if (o.network === "egress") a.push("--ro-bind", `${o.etcDir}/${EGRESS_RESOLV_FILE}`, "/etc/resolv.conf");
+  if (!o.etcTree) a.push("--remount-ro", "/etc");
   a.push(
-    "--remount-ro", "/etc",
     // Minimal /dev (null, zero, tty, urandom, pts…) on a tmpfs of its own: /dev/shm is private.
     "--dev", "/dev",
     "--proc", "/proc",
