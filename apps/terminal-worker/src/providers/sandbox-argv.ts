@@ -106,7 +106,8 @@ export async function ensureSystemLinks(root: string, uid: number | null): Promi
   }
 }
 
-function lexists(p: string): boolean {
+/** The path exists, a dangling symlink included. */
+export function lexists(p: string): boolean {
   try {
     lstatSync(p);
     return true;

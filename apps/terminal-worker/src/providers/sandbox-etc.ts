@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ETC_ALLOW, ETC_GENERATED } from "./sandbox-argv.ts";
+import { ETC_ALLOW, ETC_GENERATED, lexists } from "./sandbox-argv.ts";
 
 /** Never copied, even inside an allowed directory: private keys stay where they are. */
 const NEVER = new Set(["/etc/ssl/private"]);
@@ -51,13 +51,4 @@ export function prepareEtcTree(root: string, generated: string): string {
     if (!existsSync(join(tree, "passwd"))) throw err;
   }
   return tree;
-}
-
-function lexists(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
