@@ -123,10 +123,12 @@ defaults
   option dontlognull
   # The API takes the client address from X-Forwarded-For (audit rows, logs).
   option forwardfor
-  # A node that refuses the connection (killed, restarting): try another one.
+  # A node that refuses the connection (killed, restarting): try another one. A node that dies
+  # with a GET or HEAD in flight (an idle kept-alive connection to it reused) answers nothing:
+  # those are retried too; other methods never are (they may have been processed).
   option redispatch 1
   retries 3
-  retry-on conn-failure
+  retry-on conn-failure empty-response
   maxconn 8000
   timeout connect 5s
   timeout client 60s
@@ -152,6 +154,7 @@ frontend molecule
 
 backend api
   balance roundrobin
+  http-request disable-l7-retry unless METH_GET
   option httpchk
   http-check send meth GET uri /readyz
   http-check expect status 200
