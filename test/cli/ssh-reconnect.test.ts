@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readyWorkspace } from "../helpers/http.ts";
 import { startTopology, type Topology } from "../helpers/topology.ts";
 import { buildCli, cliHome, PtyProc } from "./harness.ts";
-import { startSwitchProxy } from "./switch-proxy.ts";
+import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 
 let t: Topology;
 let ws: string;
@@ -40,7 +40,7 @@ async function sshVia(url: string): Promise<PtyProc> {
 describe("molecule ssh across API node failures", () => {
   it("SIGKILL of the node holding the socket mid-output: one notice, then every line exactly once, in order", async () => {
     const [a, b] = live() as [(typeof t.apis)[0], (typeof t.apis)[0]];
-    const proxy = await startSwitchProxy(port(a.url));
+    const proxy = await startTcpProxy(port(a.url));
     try {
       const p = await sshVia(proxy.url);
       const from = p.text.length;
@@ -65,7 +65,7 @@ describe("molecule ssh across API node failures", () => {
 
   it("a cut network (no close frame, the node alive) and a drain (1012): re-attached to the same shell", async () => {
     const [a, b] = live() as [(typeof t.apis)[0], (typeof t.apis)[0]];
-    const proxy = await startSwitchProxy(port(a.url));
+    const proxy = await startTcpProxy(port(a.url));
     try {
       const p = await sshVia(proxy.url);
       expect((await p.run("export MARK=kept-$((40+2)); echo $MARK")).trim()).toBe("kept-42");

@@ -3,10 +3,12 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 /**
  * A TCP forwarder on 127.0.0.1 to one loopback service, that a test can take
  * down (every connection dropped, new ones refused: nothing listens on the port)
- * and bring back on the same port. Stands in for "PostgreSQL is down" for one
- * client while the service itself stays up for everyone else.
+ * and bring back on the same port — "PostgreSQL is down" for one client while the
+ * service stays up for everyone else —, cut (a network drop), or point at another
+ * port (a load balancer moving to another API node).
  */
-export async function startTcpProxy(targetPort: number, targetHost = "127.0.0.1") {
+export async function startTcpProxy(initialPort: number, targetHost = "127.0.0.1") {
+  let targetPort = initialPort;
   const sockets = new Set<Socket>();
   let server: Server | null = null;
   let port = 0;
@@ -41,6 +43,18 @@ export async function startTcpProxy(targetPort: number, targetHost = "127.0.0.1"
   return {
     get port(): number {
       return port;
+    },
+    get url(): string {
+      return `http://127.0.0.1:${port}`;
+    },
+    /** New connections go to this port; open ones stay where they are. */
+    setTarget(p: number): void {
+      targetPort = p;
+    },
+    /** Cuts every open connection without a close frame (a network drop); new ones still go through. */
+    cut(): void {
+      for (const sock of sockets) sock.destroy();
+      sockets.clear();
     },
     get up(): boolean {
       return server !== null;
