@@ -15,7 +15,6 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -34,6 +33,7 @@ import {
   type RedisWriter,
 } from "@molecule/shared";
 import { startRedisCluster } from "../test/cluster-redis/harness.ts";
+import { freePort } from "../scripts/cluster.ts";
 
 const { values: args } = parseArgs({ options: { sessions: { type: "string", default: "200" }, seconds: { type: "string", default: "5" }, out: { type: "string" } } });
 const SESSIONS = Number(args.sessions);
@@ -41,14 +41,6 @@ const SECONDS = Number(args.seconds);
 const log = createLogger("bench", "warn");
 const say = (m: string) => process.stderr.write(`[redis-bench] ${m}\n`);
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** CPU microseconds of a process (utime + stime from /proc, clock ticks of 10 ms). */
 function cpuUs(pid: number): number {

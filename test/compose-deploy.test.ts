@@ -9,7 +9,6 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +17,7 @@ import { ROOT } from "../scripts/processes.ts";
 import { DOCKER_ENV, docker, engineUp, ipOf, LISTENER, localImages, tcpFrom, TEST_TAG } from "./docker/real-engine.ts";
 import { call, waitFor } from "./helpers/http.ts";
 import { openShell, type TermClient } from "./helpers/term-client.ts";
+import { freePort } from "../scripts/cluster.ts";
 
 const COMPOSE = process.env.MOLECULE_DOCKER_COMPOSE ?? "docker-compose";
 const project = `mtest-${randomBytes(3).toString("hex")}`;
@@ -85,16 +85,6 @@ function rebuilding<T>(build: () => T): T {
   return out;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function create(name: string): Promise<string> {
   const r = await call(base, "POST", "/workspaces", { token, body: { name, runtime: "hermes", tier: 2 } });

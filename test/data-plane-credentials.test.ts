@@ -1,6 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -14,19 +13,12 @@ import { testUrls, uniqueNs } from "./helpers/env.ts";
 import { readyWorkspace, waitFor } from "./helpers/http.ts";
 import { startStack } from "./helpers/stack.ts";
 import { openShell } from "./helpers/term-client.ts";
+import { freePort } from "../scripts/cluster.ts";
 
 const COMPOSE = process.env.MOLECULE_DOCKER_COMPOSE ?? "docker-compose";
 const dir = mkdtempSync(join(tmpdir(), "molecule-dpc-"));
 const servers: ChildProcess[] = [];
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** A redis-server of this test's own on loopback, without persistence; `args` set its users. */
 async function startRedis(args: string[], adminUrl: (port: number) => string): Promise<number> {

@@ -1,44 +1,22 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import net from "node:net";
+import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readyWorkspace, waitFor } from "./helpers/http.ts";
 import { nextLog } from "./helpers/proc-log.ts";
 import { openShell } from "./helpers/term-client.ts";
 import { startTopology, type Topology } from "./helpers/topology.ts";
+import { portOpen, startRedisServer } from "./helpers/redis-server.ts";
+import { freePort } from "../scripts/cluster.ts";
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** A Redis of this test's own, without persistence, as on the machines we run on. */
-function startRedis(port: number): ChildProcess {
-  return spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"], {
-    stdio: "ignore",
-  });
-}
-async function pingable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1", () => {
-      s.end();
-      resolve(true);
-    });
-    s.on("error", () => resolve(false));
-  });
-}
-
 let redis: ChildProcess;
 let port: number;
 let t: Topology;
 let ws: string;
 beforeAll(async () => {
   port = await freePort();
-  redis = startRedis(port);
-  await waitFor(() => pingable(port), 5000);
+  redis = startRedisServer(port);
+  await waitFor(() => portOpen(port), 5000);
   // The test waits for the worker's warning that Redis is gone: warn lines must reach its stdout.
   const logLevel = ["trace", "debug", "info"].includes(process.env.TEST_LOG_LEVEL ?? "") ? process.env.TEST_LOG_LEVEL! : "warn";
   t = await startTopology({ apis: 1, workers: 1, env: { REDIS_URL: `redis://127.0.0.1:${port}`, LOG_LEVEL: logLevel } });
@@ -61,7 +39,7 @@ describe("Redis restarted mid-session", () => {
     redis.kill("SIGKILL");
     await new Promise((r) => redis.once("exit", r));
     await lost;
-    redis = startRedis(port);
+    redis = startRedisServer(port);
     await c.waitText("counter-1-done", 30_000);
     const nums = [...c.text().slice(from).matchAll(/^line (\d+)\r$/gm)].map((m) => Number(m[1]));
     expect(nums).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));

@@ -13,23 +13,13 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { SERVER_BIN, type FakeInstance } from "./fake-cloud.ts";
+import { freePort } from "../../scripts/cluster.ts";
 
 export const SSHD = "/usr/sbin/sshd";
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export class SshdHarness {
   private procs = new Map<string, ChildProcess>();
