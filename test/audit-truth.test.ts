@@ -72,6 +72,8 @@ beforeAll(async () => {
       idleTimeoutMs: 30 * 60_000,
       maxSessionMs: 3600_000,
       drainTimeoutMs: 0,
+      spareShells: 8,
+      spareShellIdleMs: 60_000,
       terminal: true,
       provisioning: true,
     },

@@ -1,12 +1,13 @@
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionKeys } from "@molecule/shared";
 import { bwrapAvailable } from "../apps/terminal-worker/src/providers/index.ts";
 import { DEFAULT_UID_RANGE } from "../apps/terminal-worker/src/providers/local.ts";
-import { readyWorkspace } from "./helpers/http.ts";
+import { readyWorkspace, waitFor } from "./helpers/http.ts";
 import { startStack, type Stack } from "./helpers/stack.ts";
+import { hostPidsOfSession, processesOf, statusField } from "./helpers/procs.ts";
 import { openShell, type TermClient } from "./helpers/term-client.ts";
 
 /**
@@ -33,37 +34,6 @@ let wsB: string;
 let a: TermClient;
 let b: TermClient;
 
-/** Host pids whose environment says they are shells of session `sid`. */
-function hostPidsOfSession(sid: string): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (readFileSync(`/proc/${e}/environ`, "latin1").split("\0").includes(`MOLECULE_SESSION_ID=${sid}`)) out.push(Number(e));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-function statusField(pid: number, field: string): string {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith(`${field}:`));
-  return (line ?? "").slice(field.length + 1).trim();
-}
-/** Host processes running as `uid`. */
-function processesOf(uid: number): number {
-  let n = 0;
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (statusField(Number(e), "Uid").split(/\s+/)[0] === String(uid)) n++;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return n;
-}
-
 // In CI (root, the tools installed by ensure-deps) nothing is skipped: a missing tool fails the run.
 describe.skipIf(!usable && process.env.CI !== "true")("tenant boundary (local provider)", () => {
   beforeAll(async () => {
@@ -78,7 +48,16 @@ describe.skipIf(!usable && process.env.CI !== "true")("tenant boundary (local pr
     otherToken = (await s.org("victim")).token;
     wsA = await readyWorkspace(s.url, token, "attacker");
     wsB = await readyWorkspace(s.url, otherToken, "victim");
+    // The attacker's shell is its workspace's second, so it comes from a spare (terminal/spare-shells.ts):
+    // every attack below runs in a spare-started shell (a) and some in a shell spawned at its open (b).
+    const firstA = await openShell(s.wsUrl, wsA, { token });
+    await firstA.waitText(/[#$] $/);
+    await waitFor(async () => s.worker!.terminal!.spares.stats().ready === 1, 10_000);
+    await firstA.close();
+    const taken = s.worker!.terminal!.spares.stats().taken;
     [a, b] = await Promise.all([openShell(s.wsUrl, wsA, { token }), openShell(s.wsUrl, wsB, { token: otherToken })]);
+    await a.waitText(/[#$] $/);
+    expect(s.worker!.terminal!.spares.stats().taken).toBe(taken + 1);
     // The victim's secret, written by its own shell.
     await b.run(`echo ${marker}-secret > /secret.txt`);
   }, 60_000);

@@ -78,3 +78,34 @@ export function fdsExceptDbPool(pid: number, dbPort = 5432): string[] {
     return !(m && peers.get(m[1]!) === dbPort);
   });
 }
+
+/** Host pids whose environment says they are shells of session `sid`. */
+export function hostPidsOfSession(sid: string): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readFileSync(`/proc/${e}/environ`, "latin1").split("\0").includes(`MOLECULE_SESSION_ID=${sid}`)) out.push(Number(e));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+export function statusField(pid: number, field: string): string {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith(`${field}:`));
+  return (line ?? "").slice(field.length + 1).trim();
+}
+/** Host processes running as `uid`. */
+export function processesOf(uid: number): number {
+  let n = 0;
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (statusField(Number(e), "Uid").split(/\s+/)[0] === String(uid)) n++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return n;
+}

@@ -9,6 +9,10 @@ export interface ConnectOptions {
   rows?: number;
   session?: string;
   offset?: number;
+  /** The client's TERM for a new session (protocol `term`). */
+  term?: string;
+  /** An argv to run instead of the login shell (protocol `command`). */
+  command?: string[];
   /** Attach to `session` as a read-only viewer (mode=view). */
   view?: boolean;
   /** Ack output as soon as it arrives (a fast client). Off: the test acks by itself. */
@@ -48,6 +52,8 @@ export class TermClient {
     if (o.cols) q.set("cols", String(o.cols));
     if (o.rows) q.set("rows", String(o.rows));
     if (o.session) q.set("session", o.session);
+    if (o.term) q.set("term", o.term);
+    if (o.command) q.set("command", JSON.stringify(o.command));
     if (o.offset !== undefined) q.set("offset", String(o.offset));
     if (o.ticket) q.set("ticket", o.ticket);
     if (o.view) q.set("mode", "view");

@@ -18,6 +18,8 @@ export function workerConfigFromEnv(env: WorkerEnv): WorkerConfig {
     idleTimeoutMs: env.MOLECULE_IDLE_TIMEOUT_MS,
     maxSessionMs: env.MOLECULE_MAX_SESSION_MS,
     drainTimeoutMs: env.MOLECULE_DRAIN_TIMEOUT_MS,
+    spareShells: env.MOLECULE_SPARE_SHELLS,
+    spareShellIdleMs: env.MOLECULE_SPARE_SHELL_IDLE_MS,
     terminal: env.MOLECULE_TERMINAL_ENABLED,
     provisioning: env.MOLECULE_PROVISIONING_ENABLED,
   };

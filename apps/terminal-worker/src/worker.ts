@@ -20,6 +20,9 @@ export interface WorkerConfig {
   idleTimeoutMs: number;
   maxSessionMs: number;
   drainTimeoutMs: number;
+  /** Spare shells (terminal/spare-shells.ts): at most this many per worker (0: none), each kept this long unused. */
+  spareShells: number;
+  spareShellIdleMs: number;
   terminal: boolean;
   provisioning: boolean;
 }
@@ -74,6 +77,7 @@ export function createWorker(deps: WorkerDeps) {
         orphanGraceMs: c.orphanGraceMs,
         idleTimeoutMs: c.idleTimeoutMs,
         maxSessionMs: c.maxSessionMs,
+        spareShells: { max: c.spareShells, idleMs: c.spareShellIdleMs },
         metrics: deps.metrics,
         ...(deps.recording ? { recording: deps.recording } : {}),
       })

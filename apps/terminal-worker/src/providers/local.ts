@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { lchown, lstat, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
-import { isUuid, type Logger } from "@molecule/shared";
+import { isUuid, TERM_RE, type Logger } from "@molecule/shared";
 import { ensureSystemLinks, sandboxArgv, systemDirArgs } from "./sandbox-argv.ts";
 import { DEFAULT_SANDBOX_LIMITS, DEFAULT_UID_RANGE, runsAsRoot, type SandboxLimits } from "./local-settings.ts";
 import { detectCgroups, type Cgroups } from "./sandbox-limits.ts";
@@ -132,12 +132,12 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
   function bwrapCommand(ctx: TerminalContext, dir: string, uid: number | null): ShellCommand {
     const s = ready();
     const hostname = `ws-${ctx.workspaceId.slice(0, 12)}`;
-    const env = { ...BASE_ENV, ...(ctx.term ? { TERM: ctx.term } : {}), MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId, HOME: "/root", USER: "root", SHELL: o.shell, HOSTNAME: hostname };
-    const argv = sandboxArgv({
+    const shared = { ...BASE_ENV, MOLECULE_WS_ID: ctx.workspaceId, HOME: "/root", USER: "root", SHELL: o.shell, HOSTNAME: hostname };
+    const env = { ...shared, ...(ctx.term ? { TERM: ctx.term } : {}), MOLECULE_SESSION_ID: ctx.sessionId };
+    const sandbox = {
       dir,
       hostname,
       shell: o.shell,
-      env,
       uid,
       cgroupProcs: s.cgroups ? s.cgroups.procsFor(ctx.workspaceId) : [],
       // RLIMIT_NPROC counts every process of the real uid: only meaningful with a uid of the workspace's own.
@@ -147,9 +147,16 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       etcTree: s.etcTree,
       network,
       wrap: o.egressWrap,
-      ...(ctx.command ? { command: ctx.command } : {}),
-    });
-    return { file: argv[0]!, args: argv.slice(1), env, cwd: dir };
+    };
+    const argv = sandboxArgv({ ...sandbox, env, ...(ctx.command ? { command: ctx.command } : {}) });
+    const cmd: ShellCommand = { file: argv[0]!, args: argv.slice(1), env, cwd: dir };
+    if (ctx.command || !isUuid(ctx.sessionId) || !TERM_RE.test(env.TERM)) return cmd;
+    // The same shell from a spare that waits at its gate (spare-shells.ts): every session of
+    // the workspace shares the template, so its argv is the pool's key.
+    const tpl = sandboxArgv({ ...sandbox, env: shared, gate: true });
+    const key = `${ctx.workspaceId}:${createHash("sha256").update(JSON.stringify([tpl, dir])).digest("hex").slice(0, 16)}`;
+    const release = `${ctx.sessionId} ${env.TERM}\n`;
+    return { ...cmd, spare: { key, template: { file: tpl[0]!, args: tpl.slice(1), env: shared, cwd: dir }, release } };
   }
 
   return {

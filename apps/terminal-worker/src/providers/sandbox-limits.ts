@@ -98,8 +98,10 @@ export function detectCgroups(limits: CgroupLimits, group: string, fsRoot = "/sy
       const path = own.get(name);
       const mount = join(fsRoot, name);
       const base = join(mount, path ?? "/", group);
-      if (path === undefined || !existsSync(join(mount, v1[name].file))) missing.push(`${name}: controller not mounted`);
+      // The limit file is looked for in our own group: a root cgroup has none (v1 pids has no pids.max there).
+      if (path === undefined || !existsSync(join(mount, "cgroup.procs"))) missing.push(`${name}: controller not mounted`);
       else if (!writable(base)) missing.push(`${name}: ${base} not writable`);
+      else if (!existsSync(join(base, v1[name].file))) missing.push(`${name}: no ${v1[name].file} in ${base}`);
       else controllers.push({ name, base, apply: v1[name].apply });
     }
   } else if (existsSync(join(fsRoot, "cgroup.controllers")) && own.has("")) {

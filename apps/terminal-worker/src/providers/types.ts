@@ -19,6 +19,19 @@ export interface ShellCommand {
    * the exit code, the last output bytes and how long the command ran.
    */
   diagnoseExit?: (exit: { code: number; signal: number | null; tail: Buffer; ranMs: number }) => TerminalDiagnosis | null;
+  /** The same shell can come from a spare started earlier (terminal/spare-shells.ts). */
+  spare?: SpareSpec;
+}
+
+/**
+ * A spare: `template` started ahead of time stops at a gate (in the workspace's cgroups, its
+ * limits and uid, before its namespaces) and prints SPARE_READY; writing `release` to its PTY
+ * lets it go on as this session's shell. Every session that shares the template shares `key`.
+ */
+export interface SpareSpec {
+  key: string;
+  template: { file: string; args: string[]; env: Record<string, string>; cwd?: string };
+  release: string;
 }
 
 export interface TerminalContext {

@@ -26,6 +26,8 @@ import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
 import { endWithoutShell, PtySession } from "./session.ts";
 import { createSpawnTurns } from "./spawn-turns.ts";
+import { createSparePool } from "./spare-shells.ts";
+import { SPARE_READY } from "../providers/sandbox-argv.ts";
 import type { SpawnPty } from "./types.ts";
 
 export interface RunnerDeps {
@@ -48,6 +50,8 @@ export interface RunnerDeps {
   metrics?: Pick<WorkerMetrics, "session" | "jobWait">;
   /** Session recording (session.ts); absent, nothing is recorded. */
   recording?: { store: RecordingStore; maxBytes: number };
+  /** Spare shells kept at most (spare-shells.ts; 0: none) and how long one waits unused. */
+  spareShells?: { max: number; idleMs: number };
   /** The audit outbox's retry timing (tests drive it). */
   auditRetry?: Pick<AuditOutboxOptions, "retryBaseMs" | "retryMaxMs" | "timers">;
 }
@@ -71,12 +75,16 @@ export function createTerminalRunner(deps: RunnerDeps) {
   const alive = workerAliveKey(deps.ns, deps.workerId);
   const metrics = deps.metrics;
   const outbox = createAuditOutbox({ db: deps.db, redis: deps.redis, ns: deps.ns, workerId: deps.workerId, log: deps.log, ...deps.auditRetry });
+  const spawnTurn = createSpawnTurns();
+  const spawn = metrics ? countPtyBytes(deps.spawn, metrics.session) : deps.spawn;
+  const spares = createSparePool({ spawn, spawnTurn, log: deps.log, max: deps.spareShells?.max ?? 0, idleMs: deps.spareShells?.idleMs ?? 600_000, readyMarker: SPARE_READY });
   const sessionDeps = {
     ...deps,
     outbox,
-    spawnTurn: createSpawnTurns(),
+    spawnTurn,
+    spawn,
+    spares,
     recentBytes: Math.min(deps.replayWindowBytes, RESEED_BYTES),
-    ...(metrics ? { spawn: countPtyBytes(deps.spawn, metrics.session) } : {}),
   };
 
   async function process(job: Job<TerminalJob>): Promise<void> {
@@ -232,6 +240,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
     worker,
     sessions,
     outbox,
+    spares,
     /** One round of the viewer, idle and maximum-length checks, as the timer runs it (tests drive it directly). */
     tick,
     /** Says this worker is alive, starts its heartbeat and checks, takes over its outbox, then claims jobs. */
@@ -252,6 +261,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
      */
     async drain(drainMs: number): Promise<void> {
       const closing = worker.close();
+      spares.close();
       const deadline = Date.now() + drainMs;
       while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       await Promise.all([...sessions.values()].map((s) => s.end("worker_shutdown")));

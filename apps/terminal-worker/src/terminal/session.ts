@@ -29,6 +29,7 @@ import type { ShellCommand } from "../providers/index.ts";
 import { SessionRecorder } from "../recording/recorder.ts";
 import { killTree } from "./kill-tree.ts";
 import { spawnPiped } from "./pipe-process.ts";
+import type { SparePool } from "./spare-shells.ts";
 import type { SpawnPty, SpawnTurn } from "./types.ts";
 
 export interface SessionDeps {
@@ -44,6 +45,8 @@ export interface SessionDeps {
   spawn: SpawnPty;
   /** The runner's spawn queue: its sessions fork one per event-loop turn (spawn-turns.ts). */
   spawnTurn: SpawnTurn;
+  /** Shells started ahead of time (spare-shells.ts); absent, every shell is spawned at its open. */
+  spares?: SparePool;
   replayWindowBytes: number;
   /** Output kept in memory per session to re-seed the replay log after a Redis restart. */
   recentBytes: number;
@@ -198,17 +201,21 @@ export class PtySession {
       await this.end(cancelled);
       return;
     }
-    await this.deps.spawnTurn();
+    const size = { cols: this.job.cols, rows: this.job.rows };
+    const spare = this.cmd.spare && !this.job.command ? this.cmd.spare : null;
+    // A spare needs no fork: it does not wait for a spawn turn.
+    const warm = spare ? (this.deps.spares?.take(spare, size) ?? null) : null;
+    if (!warm) await this.deps.spawnTurn();
     try {
       // An exec session without a PTY runs with pipes, its output framed (pipe-process.ts).
-      this.pty = this.job.command && this.job.pty === false ? spawnPiped(this.cmd.file, this.cmd.args, { cwd: this.cmd.cwd, env: this.cmd.env }) : this.deps.spawn(this.cmd.file, this.cmd.args, {
+      this.pty = warm ?? (this.job.command && this.job.pty === false ? spawnPiped(this.cmd.file, this.cmd.args, { cwd: this.cmd.cwd, env: this.cmd.env }) : this.deps.spawn(this.cmd.file, this.cmd.args, {
         name: this.job.term ?? "xterm-256color",
         cols: this.job.cols,
         rows: this.job.rows,
         cwd: this.cmd.cwd,
         env: this.cmd.env,
         encoding: null,
-      });
+      }));
     } catch (err) {
       this.log.error({ err }, "spawn failed");
       await this.end("spawn_failed", { message: `the shell could not be started: ${(err as Error).message}` });
@@ -228,7 +235,9 @@ export class PtySession {
     if (audit?.instanceId || audit?.osUser) {
       void recordSessionTarget(this.deps.db, this.sessionId, this.deps.workerId, audit).catch((err: unknown) => this.log.warn({ err }, "audit update failed"));
     }
-    this.log.info({ pid: pty.pid, file: this.cmd.file }, "shell started");
+    // The next open of this workspace finds one waiting.
+    if (spare) this.deps.spares?.replenish(spare, size);
+    this.log.info({ pid: pty.pid, file: this.cmd.file, spare: warm !== null }, "shell started");
   }
 
   /** Reads the org's settings; a failure leaves the session unrecorded (logged), never without a shell. */
