@@ -18,7 +18,7 @@ import {
 import type { Authenticator, Principal } from "../auth.ts";
 import { bearerToken } from "../auth.ts";
 import { validationError } from "../error-handler.ts";
-import { loadOwned, type WorkspaceRow } from "../workspaces/service.ts";
+import { loadById, ownedBy, type WorkspaceRow } from "../workspaces/service.ts";
 import { sendError } from "./frames.ts";
 import type { Tickets } from "./tickets.ts";
 
@@ -81,8 +81,16 @@ export function createUpgradeAuth(d: UpgradeAuthDeps) {
     checkSubprotocols(req);
     const q = terminalQuery.safeParse(Object.fromEntries(url.searchParams));
     if (!q.success) throw validationError(q.error, "terminal query");
+    // Two round trips at once; the token is judged first, so a bad one is a 401 whatever the id.
+    // Settled into a value: a failure is thrown below, and never unhandled when authentication fails first.
+    const row = loadById(d.db, workspaceId).then(
+      (r) => ({ r }),
+      (err: unknown) => ({ err }),
+    );
     const principal = await authenticate(req, workspaceId, q.data);
-    const workspace = await loadOwned(d.db, principal, workspaceId);
+    const loaded = await row;
+    if ("err" in loaded) throw loaded.err;
+    const workspace = ownedBy(loaded.r, principal);
     return { principal, workspace, query: q.data };
   }
 

@@ -21,3 +21,18 @@ export async function loadOwned(db: Db, p: Principal, id: string): Promise<Works
   if (!row) throw new NotFoundError();
   return row;
 }
+
+/**
+ * Loads a workspace by id alone, for a caller who proves who it is at the same time (the
+ * terminal upgrade: the token lookup and this run in parallel); `ownedBy` then decides.
+ */
+export async function loadById(db: Db, id: string): Promise<WorkspaceRow | null> {
+  const [row] = await db.select().from(schema.workspaces).where(eq(schema.workspaces.id, id));
+  return row ?? null;
+}
+
+/** The row as the principal may see it: another org's workspace is indistinguishable from a missing one. */
+export function ownedBy(row: WorkspaceRow | null, p: Principal): WorkspaceRow {
+  if (!row || row.orgId !== p.orgId) throw new NotFoundError();
+  return row;
+}
