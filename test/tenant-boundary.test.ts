@@ -52,7 +52,7 @@ describe.skipIf(!usable && process.env.CI !== "true")("tenant boundary (local pr
     // every attack below runs in a spare-started shell (a) and some in a shell spawned at its open (b).
     const firstA = await openShell(s.wsUrl, wsA, { token });
     await firstA.waitText(/[#$] $/);
-    await waitFor(async () => s.worker!.terminal!.spares.stats().ready === 1, 10_000);
+    await waitFor(async () => s.worker!.terminal!.spares.stats().ready >= 1, 10_000);
     await firstA.close();
     const taken = s.worker!.terminal!.spares.stats().taken;
     [a, b] = await Promise.all([openShell(s.wsUrl, wsA, { token }), openShell(s.wsUrl, wsB, { token: otherToken })]);

@@ -31,7 +31,7 @@ export const workerEnvSchema = baseEnvSchema.extend({
   MOLECULE_MAX_SESSION_MS: int(12 * 3600_000, 1000),
   MOLECULE_REPLAY_WINDOW_BYTES: int(1024 * 1024, 4096),
   MOLECULE_DRAIN_TIMEOUT_MS: int(10_000, 0),
-  /** Sandboxed shells started ahead of time, one per recently used workspace: at most this many (0: none). */
+  /** Sandboxed shells started ahead of time, two per recently used workspace: at most this many (0: none). */
   MOLECULE_SPARE_SHELLS: int(64, 0),
   /** A spare shell nobody takes for this long is stopped. */
   MOLECULE_SPARE_SHELL_IDLE_MS: int(10 * 60_000, 1000),

@@ -121,6 +121,9 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
     return setup;
   };
 
+  /** Workspaces whose /bin links this process made (ensureSystemLinks). */
+  const linked = new Set<string>();
+
   /** A workspace's uid: its dir's owner when claimed; else (a dir from before per-workspace uids) claim one now. */
   async function workspaceUid(id: string, dir: string, owner: number): Promise<number> {
     if (owner >= uids.base && owner < uids.base + uids.count) return owner;
@@ -161,6 +164,8 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
 
   return {
     name: "local",
+    // Only idempotent preparation (the home dir, the /bin links, a uid for a dir from before).
+    commandBeforeClaim: true,
     sweepCgroups() {
       setup?.cgroups?.sweep(() => false);
     },
@@ -193,6 +198,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       const s = ready();
       const owner = await stat(dir).then((st) => st.uid, () => null);
       // Whatever still runs in the workspace goes with it.
+      linked.delete(workspace.id);
       await s.cgroups?.remove(workspace.id);
       await rm(dir, { recursive: true, force: true });
       if (s.dropUid) await releaseUid(o.root, workspace.id, owner, uids);
@@ -209,14 +215,17 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
         return { file: file ?? o.shell, args, env: { ...env, HOME: dir, SHELL: o.shell, USER: o.user ?? "root" }, cwd: dir };
       }
       const uid = s.dropUid ? await workspaceUid(ctx.workspaceId, dir, st.uid) : null;
-      // HOME must exist for --chdir (a workspace from before, or a tenant who removed it).
-      await mkdir(join(dir, "root"), { mode: 0o700 }).then(
-        () => (uid !== null ? lchown(join(dir, "root"), uid, uid) : undefined),
-        (err: NodeJS.ErrnoException) => {
-          if (err.code !== "EEXIST") throw err;
-        },
-      );
-      await ensureSystemLinks(dir, uid);
+      await Promise.all([
+        // HOME must exist for --chdir (a workspace from before, or a tenant who removed it).
+        mkdir(join(dir, "root"), { mode: 0o700 }).then(
+          () => (uid !== null ? lchown(join(dir, "root"), uid, uid) : undefined),
+          (err: NodeJS.ErrnoException) => {
+            if (err.code !== "EEXIST") throw err;
+          },
+        ),
+        // Once per workspace and process: later opens find the links (or bwrap makes the ones a tenant removed).
+        linked.has(ctx.workspaceId) ? undefined : ensureSystemLinks(dir, uid).then(() => void linked.add(ctx.workspaceId)),
+      ]);
       return bwrapCommand(ctx, dir, uid);
     },
   };

@@ -37,10 +37,10 @@ export interface SandboxArgvOptions {
   /** An exec session's argv, run in the same sandbox instead of `shell --login`. */
   command?: string[];
   /**
-   * A spare (spare-shells.ts): the chain stops before the wrap and bwrap at SPARE_GATE_SCRIPT,
-   * as the workspace's uid, already in its cgroups and limits, until the worker writes the
-   * session's `<session id> <TERM>` line to the PTY. `env` then holds only what every session
-   * of the workspace shares (no MOLECULE_SESSION_ID or TERM).
+   * A spare (spare-shells.ts): the whole chain runs, and inside the sandbox SPARE_GATE_SCRIPT
+   * waits in place of the shell until the worker writes the session's `<session id> <TERM>` line
+   * to the PTY, then execs the shell with them. `env` then holds only what every session of the
+   * workspace shares (no MOLECULE_SESSION_ID or TERM).
    */
   gate?: boolean;
 }
@@ -48,26 +48,27 @@ export interface SandboxArgvOptions {
 /** Joins each cgroup.procs given before `--`, then execs the rest. Constant: never interpolated. */
 export const CGROUP_JOIN_SCRIPT = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"';
 
-/** What a spare prints once it waits at its gate, echo off (the worker discards it). */
+/** What a spare prints once it waits at its gate (the worker discards it). */
 export const SPARE_READY = "molecule-spare-ready";
 
 /**
- * A spare's gate. $1 is the shell, the rest the (wrap +) bwrap argv without its command.
- * Echo is off while it waits, so the release line never reaches the screen; the saved modes
- * come back before the shell starts (readline would otherwise keep echo off for commands).
- * The line's fields are checked again here, though only the worker can write to the PTY.
+ * A spare's gate: the first process inside its sandbox; $1 is the shell. It waits for the
+ * release line on its terminal, with the terminal's modes untouched: the line's echo is the
+ * only output before the shell's, and the worker drops exactly that (spareReleaseEcho). The
+ * line's fields are checked again here, though only the worker can write to the PTY.
  * Constant: never interpolated.
  */
 export const SPARE_GATE_SCRIPT = [
-  "shell=$1; shift",
-  "saved=$(stty -g) && stty -echo || exit 126",
   `printf '${SPARE_READY}\\n'`,
   "IFS=' ' read -r sid term || exit 0",
   "case $sid in ''|*[!0-9a-f-]*) exit 126;; esac",
   "case $term in ''|*[!A-Za-z0-9._+-]*) exit 126;; esac",
-  'stty "$saved" || exit 126',
-  'exec "$@" --setenv MOLECULE_SESSION_ID "$sid" --setenv TERM "$term" -- "$shell" --login',
+  "MOLECULE_SESSION_ID=$sid TERM=$term; export MOLECULE_SESSION_ID TERM",
+  'exec "$1" --login',
 ].join("\n");
+
+/** What the terminal echoes of a release line (ECHO and ONLCR, as node-pty's PTYs start). */
+export const spareReleaseEcho = (release: string) => Buffer.from(release.replace(/\n/g, "\r\n"));
 
 /** What of the host's /etc a shell needs; never shadow, sudoers, ssh keys or platform config. */
 export const ETC_ALLOW = [
@@ -179,8 +180,8 @@ export function bwrapArgs(o: SandboxArgvOptions): string[] {
   );
   for (const [k, v] of Object.entries(o.env)) a.push("--setenv", k, v);
   // "--" ends bwrap's options: an argv starting with "-" is the command, not an option.
-  if (o.gate) return ["bwrap", ...a]; // the gate adds the session's env and the shell
-  if (o.command) a.push("--", ...o.command);
+  if (o.gate) a.push("--", "/bin/sh", "-c", SPARE_GATE_SCRIPT, "sh", o.shell);
+  else if (o.command) a.push("--", ...o.command);
   else a.push(o.shell, "--login");
   return ["bwrap", ...a];
 }
@@ -195,7 +196,6 @@ export function sandboxArgv(o: SandboxArgvOptions): string[] {
   if (o.uid !== null) {
     chain.push("setpriv", `--reuid=${o.uid}`, `--regid=${o.uid}`, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--");
   }
-  if (o.gate) chain.push("/bin/sh", "-c", SPARE_GATE_SCRIPT, "sh", o.shell);
   const bw = bwrapArgs(o);
   return [...chain, ...(o.wrap ? o.wrap(bw) : bw)];
 }

@@ -133,19 +133,27 @@ export function detectCgroups(limits: CgroupLimits, group: string, fsRoot = "/sy
 
   // v2 has one directory for all controllers; v1 one per controller.
   const dirs = (id: string) => [...new Set(controllers.map((c) => join(c.base, id)))];
+  const applied = new Set<string>();
   return {
     version: controllers.length ? version : null,
     controllers: controllers.map((c) => c.name),
     missing,
     procsFor(id) {
-      for (const c of controllers) {
-        const d = join(c.base, id);
-        mkdirSync(d, { recursive: true });
-        c.apply(d, limits);
+      const ds = dirs(id);
+      // Made and limited once per workspace and process (a stat per open after that): the limits are
+      // this process's own settings, and only destroy (or a sweep of an empty one) removes the dirs.
+      if (!applied.has(id) || !ds.every((d) => existsSync(d))) {
+        for (const c of controllers) {
+          const d = join(c.base, id);
+          mkdirSync(d, { recursive: true });
+          c.apply(d, limits);
+        }
+        applied.add(id);
       }
-      return dirs(id).map((d) => join(d, "cgroup.procs"));
+      return ds.map((d) => join(d, "cgroup.procs"));
     },
     async remove(id) {
+      applied.delete(id);
       for (const d of dirs(id)) {
         for (let i = 0; i < 50 && existsSync(d); i++) {
           try {

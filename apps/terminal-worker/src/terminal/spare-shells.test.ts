@@ -1,25 +1,36 @@
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import * as pty from "node-pty";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "@molecule/shared";
 import { SPARE_GATE_SCRIPT, SPARE_READY } from "../providers/sandbox-argv.ts";
 import type { SpareSpec } from "../providers/index.ts";
-import { createSparePool, type SparePool } from "./spare-shells.ts";
+import { createSparePool, releaseEchoFilter, type SparePool } from "./spare-shells.ts";
 import type { SpawnPty } from "./types.ts";
 
 const log = createLogger("test", process.env.TEST_LOG_LEVEL ?? "silent");
 const size = { cols: 80, rows: 24 };
 
 /**
- * The real gate script in a real PTY; what it releases into stands in for bwrap: a
- * shell that prints the arguments it was given, its window size and whether the
- * terminal echoes, then waits.
+ * The real gate script in a real PTY; the shell it execs is a stand-in that prints how it
+ * was started (its arguments, session id, TERM), its window size and whether the terminal
+ * echoes, then waits.
  */
+const dir = mkdtempSync(join(tmpdir(), "spare-test-"));
+const standIn = join(dir, "the-shell");
+writeFileSync(
+  standIn,
+  '#!/bin/sh\nprintf "<%s>" "$0" "$@"; printf "\\nsid=%s term=%s\\nsize=%s\\n" "$MOLECULE_SESSION_ID" "$TERM" "$(stty size)"; stty -a | grep -o -- " -*echo " | head -1; exec sleep 30\n',
+  { mode: 0o755 },
+);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
 function spec(key: string, sessionId = randomUUID(), term = "xterm-kitty"): SpareSpec {
-  const after = ["/bin/sh", "-c", 'printf "<%s>" "$@"; printf "\\nsize=%s\\n" "$(stty size)"; stty -a | grep -o -- " -*echo " | head -1; exec sleep 30', "stand-in"];
   return {
     key,
-    template: { file: "/bin/sh", args: ["-c", SPARE_GATE_SCRIPT, "sh", "/bin/the-shell", ...after], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } },
+    template: { file: "/bin/sh", args: ["-c", SPARE_GATE_SCRIPT, "sh", standIn], env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TERM: "dumb" } },
     release: `${sessionId} ${term}\n`,
   };
 }
@@ -41,10 +52,15 @@ async function until(cond: () => boolean, ms = 10_000): Promise<void> {
   }
 }
 
-function collect(p: pty.IPty): { text: () => string } {
+/** What the session would show: the output with the release line's echo taken off, as session.ts does. */
+function collect(t: { pty: pty.IPty; dropEcho: (b: Buffer) => Buffer }): { text: () => string; raw: () => string } {
   let out = "";
-  p.onData((d) => (out += d.toString()));
-  return { text: () => out };
+  let raw = "";
+  t.pty.onData((d) => {
+    raw += d.toString();
+    out += t.dropEcho(d as unknown as Buffer).toString();
+  });
+  return { text: () => out, raw: () => raw };
 }
 
 /** Timers the test fires by hand. */
@@ -85,8 +101,8 @@ afterEach(() => {
   }
 });
 
-function makePool(o: { max?: number; timers?: ReturnType<typeof manualTimers> } = {}): SparePool {
-  pool = createSparePool({ spawn, spawnTurn: async () => {}, log, max: o.max ?? 4, idleMs: 60_000, readyMarker: SPARE_READY, ...(o.timers ? { timers: o.timers } : {}) });
+function makePool(o: { max?: number; depth?: number; timers?: ReturnType<typeof manualTimers> } = {}): SparePool {
+  pool = createSparePool({ spawn, spawnTurn: async () => {}, log, max: o.max ?? 4, depth: o.depth ?? 1, idleMs: 60_000, readyMarker: SPARE_READY, ...(o.timers ? { timers: o.timers } : {}) });
   return pool;
 }
 
@@ -105,11 +121,13 @@ describe("spare shells", () => {
     const out = collect(shell!);
     await until(() => out.text().includes("echo"));
     const text = out.text();
-    expect(text).toContain(`<--setenv><MOLECULE_SESSION_ID><${sid}><--setenv><TERM><xterm-kitty><--></bin/the-shell><--login>`);
+    expect(text).toContain(`<${standIn}><--login>`);
+    expect(text).toContain(`sid=${sid} term=xterm-kitty`);
     expect(text).toContain("size=40 132");
-    expect(text).toMatch(/ echo /); // not " -echo ": the saved modes came back
+    expect(text).toMatch(/ echo /); // the terminal's modes as the shell would have them
     expect(text).not.toContain(SPARE_READY);
-    expect(text).not.toContain(sid + " xterm-kitty"); // the release line was never echoed
+    expect(out.raw().startsWith(`${sid} xterm-kitty\r\n`)).toBe(true); // the terminal echoed the release line…
+    expect(text).not.toContain(sid + " xterm-kitty"); // …and it is not on screen
     expect(p.stats()).toMatchObject({ spares: 0, taken: 1 });
     expect(p.take(s, size)).toBeNull(); // handed out once
   });
@@ -121,12 +139,36 @@ describe("spare shells", () => {
     await until(() => p.stats().ready === 1);
     const shell = p.take(s, size)!;
     const out = collect(shell);
-    const code = await new Promise<number>((r) => shell.onExit((e) => r(e.exitCode)));
+    const code = await new Promise<number>((r) => shell.pty.onExit((e) => r(e.exitCode)));
     expect(code).toBe(126);
-    expect(out.text()).not.toContain("<--setenv>");
+    expect(out.text()).not.toContain("<--login>");
   });
 
-  it("is bounded: past `max` the oldest spare is stopped", async () => {
+  it("the echo filter takes the release echo off however the output is split, and passes on what does not match", () => {
+    const echo = Buffer.from("abc 1\r\n");
+    const f = releaseEchoFilter(echo, log);
+    expect(f(Buffer.from("ab")).toString()).toBe("");
+    expect(f(Buffer.from("c 1\r\n$ ")).toString()).toBe("$ ");
+    expect(f(Buffer.from("more")).toString()).toBe("more");
+    const g = releaseEchoFilter(echo, log);
+    expect(g(Buffer.from("ab")).toString()).toBe("");
+    expect(g(Buffer.from("X")).toString()).toBe("abX"); // not the echo: nothing lost
+    expect(g(Buffer.from("c 1")).toString()).toBe("c 1");
+  });
+
+  it("keeps `depth` spares per template, so shells opened back to back each find one", async () => {
+    const p = makePool({ depth: 2 });
+    const s = spec("ws-deep");
+    p.replenish(s, size);
+    await until(() => p.stats().ready === 2);
+    expect(p.take(s, size)).not.toBeNull();
+    p.replenish(s, size); // its replacement starts…
+    expect(p.take(s, size)).not.toBeNull(); // …and the next open takes the other, already waiting
+    expect(p.stats().taken).toBe(2);
+    await until(() => p.stats().ready === 1);
+  });
+
+  it("is bounded: past `max` the least recently used workspace's spare is stopped", async () => {
     const p = makePool({ max: 2 });
     for (const k of ["a", "b"]) p.replenish(spec(k), size);
     await until(() => p.stats().ready === 2);
