@@ -360,7 +360,7 @@ const md = markdown(results) + recordingMarkdown() + idleMarkdown(scenarios.idle
 writeFileSync(join(outDir, "latest.md"), md);
 process.stdout.write(md);
 log(`wrote ${join(outDir, "latest.json")} and latest.md (${results.durationSec.toFixed(0)} s)`);
-if (existsSync(workDir) && process.exitCode !== 1) rmSync(workDir, { recursive: true, force: true });
+if (existsSync(workDir) && process.exitCode !== 1 && !process.env.BENCH_KEEP) rmSync(workDir, { recursive: true, force: true });
 process.exit(process.exitCode ?? 0);
 
 /** The org's recording setting, through the API as a user would change it. */

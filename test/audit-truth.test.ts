@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import * as pty from "node-pty";
 import { Queue } from "bullmq";
-import { eq } from "drizzle-orm";
+import { desc, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   TERMINAL_QUEUE,
@@ -24,7 +24,8 @@ import { testUrls } from "./helpers/env.ts";
 import { readyWorkspace, waitFor } from "./helpers/http.ts";
 import { startStack, type Stack } from "./helpers/stack.ts";
 import { startTcpProxy, type TcpProxy } from "./helpers/tcp-proxy.ts";
-import { openShell, type TermClient } from "./helpers/term-client.ts";
+import { hostPidsOfSession } from "./helpers/procs.ts";
+import { openShell, TermClient } from "./helpers/term-client.ts";
 
 /**
  * The API from startStack; the terminal worker built here on a PostgreSQL connection of its own
@@ -144,6 +145,8 @@ describe("the audit row is the truth", () => {
       await waitFor(async () => ["completed", "failed"].includes(await job.getState()), 10_000);
       expect(await job.getState()).toBe("completed");
       expect(await row(sessionId)).toEqual(before);
+      // The shell started while the claim was under way (local provider) is gone too.
+      await waitFor(async () => hostPidsOfSession(sessionId).length === 0, 5000);
       expect(worker.terminal!.sessions.has(sessionId)).toBe(false);
       expect(await s.redis.exists(k.meta)).toBe(0);
       // A round trip on the subscriber: anything published before now has been delivered.
@@ -152,6 +155,33 @@ describe("the audit row is the truth", () => {
     } finally {
       await queue.close();
       sub.disconnect();
+    }
+  });
+
+  it("a shell whose claim fails (PostgreSQL down) is stopped before anything of it is seen: spawn_failed, no output", async () => {
+    // A workspace shell opened before, so the one below can come from a spare (started at once, before the claim).
+    const warm = await openShell(s.wsUrl, ws, { token });
+    await warm.waitText(/[#$] $/);
+    await warm.close();
+    await waitFor(async () => worker.terminal!.spares.stats().ready >= 1, 10_000);
+    await waitFor(async () => (await row(warm.hello!.session)).closedAt !== null, 10_000);
+    const taken = worker.terminal!.spares.stats().taken;
+    await proxy.down();
+    try {
+      const c = new TermClient(s.wsUrl, ws, { token });
+      const err = await c.waitMessage("error", 15_000);
+      // spawn_failed reaches the client as `internal` with its message (end-mapping.ts).
+      expect(err).toMatchObject({ code: "internal", message: expect.stringContaining("could not be recorded") });
+      expect(worker.terminal!.spares.stats().taken).toBe(taken + 1); // its shell did start, during the claim…
+      expect(c.output.length).toBe(0); // …and not even its prompt was seen
+      expect(c.hello).toBeNull();
+      // The API wrote the row (its database is not behind the proxy); nothing of that session runs.
+      const [latest] = await s.db.db.select().from(schema.terminalSessions).where(eq(schema.terminalSessions.workspaceId, ws)).orderBy(desc(schema.terminalSessions.openedAt)).limit(1);
+      expect(latest!.workerId).toBeNull();
+      await waitFor(async () => hostPidsOfSession(latest!.id).length === 0, 5000);
+      await c.closed;
+    } finally {
+      await proxy.restore();
     }
   });
 

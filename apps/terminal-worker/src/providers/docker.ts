@@ -603,5 +603,7 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     },
     destroy,
     terminalCommand,
+    // It inspects the container and probes its shell: nothing the session's claim should come first for.
+    commandBeforeClaim: true,
   };
 }

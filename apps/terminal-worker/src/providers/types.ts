@@ -24,9 +24,9 @@ export interface ShellCommand {
 }
 
 /**
- * A spare: `template` started ahead of time stops at a gate (in the workspace's cgroups, its
- * limits and uid, before its namespaces) and prints SPARE_READY; writing `release` to its PTY
- * lets it go on as this session's shell. Every session that shares the template shares `key`.
+ * A spare: `template` started ahead of time runs the whole sandbox chain, then waits at a gate
+ * inside the sandbox where the shell would start, and prints SPARE_READY; writing `release` to
+ * its PTY makes it exec this session's shell. Every session that shares the template shares `key`.
  */
 export interface SpareSpec {
   key: string;
@@ -71,6 +71,11 @@ export interface Provider {
   restart?(workspace: WorkspaceRow, ctx: ProvisionContext): Promise<{ instanceId?: string | null }>;
   destroy(workspace: WorkspaceRow): Promise<void>;
   terminalCommand(ctx: TerminalContext): Promise<ShellCommand>;
+  /**
+   * terminalCommand has no effect that needs a claimed session (it pushes no key and starts
+   * nothing; at most idempotent preparation): the runner calls it while it claims the session.
+   */
+  readonly commandBeforeClaim?: boolean;
 }
 
 export interface TerminalDiagnosis {

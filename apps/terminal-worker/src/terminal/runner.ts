@@ -24,7 +24,7 @@ import {
 } from "@molecule/shared";
 import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
-import { endWithoutShell, PtySession } from "./session.ts";
+import { endWithoutShell, prefetchRecording, PtySession, type Claim } from "./session.ts";
 import { createSpawnTurns } from "./spawn-turns.ts";
 import { createSparePool } from "./spare-shells.ts";
 import { SPARE_READY } from "../providers/sandbox-argv.ts";
@@ -98,59 +98,81 @@ export function createTerminalRunner(deps: RunnerDeps) {
       metrics?.session.closed("no_capacity");
       return;
     }
-    // The claim (one UPDATE) goes with the cancel check: no round trip added to the open.
-    const [cancelled, claim] = await Promise.all([
-      deps.redis.get(keys.cancel).then(parseCancel),
-      claimTerminalSession(deps.db, data.sessionId, deps.workerId).then(
-        (ok) => (ok ? "claimed" : "taken"),
-        (err: unknown) => {
-          log.error({ err }, "claiming the audit row failed");
-          return "failed" as const;
-        },
-      ),
-    ]);
-    if (claim === "taken") {
-      // Closed already, or another worker's: a job for it (a crafted one) must not touch that session.
-      log.warn("the session's audit row is closed or held by another worker: not starting a shell");
-      return;
-    }
-    if (claim === "failed") {
-      // No unaudited shells. The row stays unclaimed; the sweeper closes it from the end recorded here.
-      await endWithoutShell(sessionDeps, keys, data.sessionId, { reason: "spawn_failed", offset: 0, message: "the session could not be recorded (database unavailable)" }, { audit: false });
-      metrics?.session.closed("spawn_failed");
-      return;
-    }
+    const ctx = {
+      sessionId: data.sessionId,
+      workspaceId: data.workspaceId,
+      orgId: data.orgId,
+      instanceId: data.instanceId,
+      cols: data.cols,
+      rows: data.rows,
+      ...(data.command ? { command: data.command, pty: data.pty !== false } : {}),
+      ...(data.term ? { term: data.term } : {}),
+    };
+    const commandOf = () =>
+      Promise.resolve()
+        .then(() => providerFor(deps.providers, data.provider).terminalCommand(ctx))
+        .then(
+          (cmd) => ({ cmd }),
+          (err: unknown) => ({ err }),
+        );
+    // The claim (one UPDATE: a PostgreSQL commit) is the slowest step before a shell. A provider
+    // whose command needs no claimed session (it pushes no key, starts nothing) prepares it, and
+    // the session starts its shell, while the claim is under way; nothing of the session is
+    // written, no input reaches the shell and no output leaves it before the claim holds
+    // (session.ts), and a shell whose claim fails is killed unseen. Other providers claim first.
+    const overlap = deps.providers[data.provider as keyof ProviderRegistry]?.commandBeforeClaim === true;
+    const claimP = claimTerminalSession(deps.db, data.sessionId, deps.workerId).then(
+      (ok): Claim => (ok ? "claimed" : "taken"),
+      (err: unknown): Claim => {
+        log.error({ err }, "claiming the audit row failed");
+        return "failed";
+      },
+    );
+    // The org's recording settings (a query) are read meanwhile too.
+    const recording = deps.recording && !(data.command && data.pty === false) ? prefetchRecording(deps.db, data.orgId, data.workspaceId) : undefined;
+    const early = overlap ? commandOf() : null;
+    const [cancelled, claimedFirst] = await Promise.all([deps.redis.get(keys.cancel).then(parseCancel), overlap ? null : claimP]);
+    const notClaimed = async (claim: Claim): Promise<boolean> => {
+      if (claim === "taken") {
+        // Closed already, or another worker's: a job for it (a crafted one) must not touch that session.
+        log.warn("the session's audit row is closed or held by another worker: not starting a shell");
+        return true;
+      }
+      if (claim === "failed") {
+        // No unaudited shells. The row stays unclaimed; the sweeper closes it from the end recorded here.
+        await endWithoutShell(sessionDeps, keys, data.sessionId, { reason: "spawn_failed", offset: 0, message: "the session could not be recorded (database unavailable)" }, { audit: false });
+        metrics?.session.closed("spawn_failed");
+        return true;
+      }
+      return false;
+    };
+    if (claimedFirst && (await notClaimed(claimedFirst))) return;
     if (cancelled) {
+      if (await notClaimed(await claimP)) return;
       await endWithoutShell(sessionDeps, keys, data.sessionId, { reason: cancelled, offset: 0 });
       metrics?.session.closed(cancelled);
       return;
     }
     // Claimed: the viewer's claim deadline stops here, though the shell may take a while yet
     // (a provider pushing a key, spawns taking turns on a busy worker).
-    void publishSession(deps.redis, keys.out, encodeEvent({ kind: "claimed", workerId: deps.workerId })).catch(logged(log, "debug", "could not announce the claim (the ready event follows)"));
-    let cmd;
-    try {
-      cmd = await providerFor(deps.providers, data.provider).terminalCommand({
-        sessionId: data.sessionId,
-        workspaceId: data.workspaceId,
-        orgId: data.orgId,
-        instanceId: data.instanceId,
-        cols: data.cols,
-        rows: data.rows,
-        ...(data.command ? { command: data.command, pty: data.pty !== false } : {}),
-        ...(data.term ? { term: data.term } : {}),
-      });
-    } catch (err) {
+    const announceClaim = () => void publishSession(deps.redis, keys.out, encodeEvent({ kind: "claimed", workerId: deps.workerId })).catch(logged(log, "debug", "could not announce the claim (the ready event follows)"));
+    if (claimedFirst) announceClaim();
+    else void claimP.then((c) => c === "claimed" && announceClaim());
+    const made = await (early ?? commandOf());
+    if ("err" in made) {
+      if (await notClaimed(await claimP)) return;
+      const err = made.err;
       const reason = err instanceof TerminalUnavailableError ? err.reason : "spawn_failed";
       log.warn({ err, reason }, "terminal unavailable");
       await endWithoutShell(sessionDeps, keys, data.sessionId, { reason, offset: 0, message: (err as Error).message });
       metrics?.session.closed(reason);
       return;
     }
-    const s = new PtySession(data, keys, cmd, sessionDeps);
+    const cmd = made.cmd;
+    const s = new PtySession(data, keys, cmd, sessionDeps, { ...(overlap ? { claim: claimP } : {}), ...(recording ? { recording } : {}) });
     sessions.set(data.sessionId, s);
     try {
-      await s.start();
+      if (await notClaimed(await s.start())) return;
       if (s.pid !== null) metrics?.session.opened();
       const end = await s.done;
       metrics?.session.closed(end.reason);

@@ -19,6 +19,7 @@ import {
   type EndReason,
   type Hub,
   type Logger,
+  logged,
   type RedisWriter,
   type SessionEnd,
   type SessionKeys,
@@ -54,6 +55,25 @@ export interface SessionDeps {
   maxSessionMs: number;
   /** Session recording (asciicast v2): absent, nothing is recorded (the bench compares both). */
   recording?: { store: RecordingStore; maxBytes: number };
+}
+
+/** The worker's claim of the session's audit row (runner.ts). */
+export type Claim = "claimed" | "taken" | "failed";
+
+type RecordingCtx = Awaited<ReturnType<typeof recordingContext>>;
+
+/** The org's recording settings, read ahead (runner.ts: while the claim is under way); a failure is kept, not thrown. */
+export function prefetchRecording(db: Db, orgId: string, workspaceId: string): Promise<{ ctx: RecordingCtx } | { err: unknown }> {
+  return recordingContext(db, orgId, workspaceId).then(
+    (ctx) => ({ ctx }),
+    (err: unknown) => ({ err }),
+  );
+}
+
+/** What the runner started before the session: its claim (still under way) and its recording settings. */
+export interface SessionEarly {
+  claim?: Promise<Claim>;
+  recording?: ReturnType<typeof prefetchRecording>;
 }
 
 /** Output chunk size bounds (chunkLimit). */
@@ -137,6 +157,8 @@ function auditRecord(sessionId: string, workerId: string, end: SessionEnd, bytes
 export class PtySession {
   readonly sessionId: string;
   private pty: IPty | null = null;
+  /** A spare's release-line echo, taken off its first output (spare-shells.ts). */
+  private dropEcho: ((chunk: Buffer) => Buffer) | null = null;
   private produced = 0;
   private acked = 0;
   /** Unacknowledged output at which the PTY pauses: the job's window, or the viewer's smaller one (ack control). */
@@ -171,12 +193,21 @@ export class PtySession {
   private unLost: (() => void) | null = null;
   readonly log: Logger;
 
+  /** The claim under way (SessionEarly): until it holds, input waits here and output in `pending`. */
+  private readonly claim: Promise<Claim>;
+  private unclaimed: boolean;
+  private inputBeforeClaim: Buffer[] = [];
+  private abandoned = false;
+
   constructor(
     private readonly job: TerminalJob,
     private readonly keys: SessionKeys,
     private readonly cmd: ShellCommand,
     private readonly deps: SessionDeps,
+    private readonly early: SessionEarly = {},
   ) {
+    this.claim = early.claim ?? Promise.resolve("claimed");
+    this.unclaimed = early.claim !== undefined;
     this.sessionId = job.sessionId;
     this.window = job.windowBytes;
     this.log = deps.log.child({ session_id: job.sessionId, workspace_id: job.workspaceId });
@@ -191,24 +222,30 @@ export class PtySession {
     return { sessionId: this.sessionId, bytesIn: this.bytesIn, bytesOut: this.produced };
   }
 
-  /** Subscribe, then check the cancel key (a cancel that raced the claim is never lost), then spawn. */
-  async start(): Promise<void> {
+  /**
+   * Subscribe, then check the cancel key (a cancel that raced the claim is never lost), then
+   * spawn. With a claim still under way the shell starts meanwhile, but the session becomes
+   * visible (ready, output, input, recording) only once the claim holds; a shell whose claim
+   * fails is killed, nothing written. Resolves with the claim's outcome.
+   */
+  async start(): Promise<Claim> {
     await this.deps.hub.subscribe(this.keys.in, this.onIn);
     this.unLost = this.deps.hub.onLost(this.keys.in, () => void this.end("store_unavailable", { message: "the Redis shard holding this session is unreachable" }));
-    const [cancelRaw] = await Promise.all([this.deps.redis.get(this.keys.cancel), this.startRecording()]);
+    const cancelRaw = await this.deps.redis.get(this.keys.cancel);
     const cancelled = parseCancel(cancelRaw);
     if (cancelled) {
       await this.end(cancelled);
-      return;
+      return this.claim;
     }
     const size = { cols: this.job.cols, rows: this.job.rows };
     const spare = this.cmd.spare && !this.job.command ? this.cmd.spare : null;
     // A spare needs no fork: it does not wait for a spawn turn.
     const warm = spare ? (this.deps.spares?.take(spare, size) ?? null) : null;
-    if (!warm) await this.deps.spawnTurn();
+    if (warm) this.dropEcho = warm.dropEcho;
+    else await this.deps.spawnTurn();
     try {
       // An exec session without a PTY runs with pipes, its output framed (pipe-process.ts).
-      this.pty = warm ?? (this.job.command && this.job.pty === false ? spawnPiped(this.cmd.file, this.cmd.args, { cwd: this.cmd.cwd, env: this.cmd.env }) : this.deps.spawn(this.cmd.file, this.cmd.args, {
+      this.pty = warm?.pty ?? (this.job.command && this.job.pty === false ? spawnPiped(this.cmd.file, this.cmd.args, { cwd: this.cmd.cwd, env: this.cmd.env }) : this.deps.spawn(this.cmd.file, this.cmd.args, {
         name: this.job.term ?? "xterm-256color",
         cols: this.job.cols,
         rows: this.job.rows,
@@ -219,12 +256,23 @@ export class PtySession {
     } catch (err) {
       this.log.error({ err }, "spawn failed");
       await this.end("spawn_failed", { message: `the shell could not be started: ${(err as Error).message}` });
-      return;
+      return this.claim;
     }
     const pty = this.pty;
     writeKeystrokesDirectly(pty);
     pty.onData((data) => this.output(data as unknown as Buffer));
     pty.onExit(({ exitCode, signal }) => this.exited(exitCode, signal ?? null));
+    const claim = await this.claim;
+    if (claim !== "claimed") {
+      await this.abandon();
+      return claim;
+    }
+    if (this.ending) return claim; // ended while the claim was under way (the shell exited, a cancel)
+    // Before any output leaves: the recording starts with the first byte.
+    await this.startRecording();
+    this.unclaimed = false;
+    for (const m of this.inputBeforeClaim.splice(0)) this.handleIn(m);
+    this.scheduleFlush();
     await publishSessionIn(
       recordRunning(this.deps.redis.multi(), this.keys, { workerId: this.deps.workerId, pid: pty.pid }),
       this.keys.out,
@@ -238,6 +286,24 @@ export class PtySession {
     // The next open of this workspace finds one waiting.
     if (spare) this.deps.spares?.replenish(spare, size);
     this.log.info({ pid: pty.pid, file: this.cmd.file, spare: warm !== null }, "shell started");
+    return claim;
+  }
+
+  /** The claim failed: the shell goes, unseen; nothing of the session is written (it is not ours). */
+  private async abandon(): Promise<void> {
+    if (this.abandoned) return;
+    this.abandoned = true;
+    this.ending = true;
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (this.pty && !this.exitInfo) {
+      await killTree(this.pty.pid);
+      await this.waitExit(2000);
+    }
+    this.unLost?.();
+    await this.deps.hub.unsubscribe(this.keys.in, this.onIn).catch(logged(this.log, "debug", "unsubscribing an abandoned session failed"));
+    this.log.warn("the session's claim failed: its shell was stopped before it was seen");
+    this.resolveDone({ reason: "spawn_failed", offset: 0 });
   }
 
   /** Reads the org's settings; a failure leaves the session unrecorded (logged), never without a shell. */
@@ -245,7 +311,9 @@ export class PtySession {
     const rec = this.deps.recording;
     if (!rec || (this.job.command && this.job.pty === false)) return;
     try {
-      const ctx = await recordingContext(this.deps.db, this.job.orgId, this.job.workspaceId);
+      const early = this.early.recording ? await this.early.recording : null;
+      if (early && "err" in early) throw early.err;
+      const ctx = early ? early.ctx : await recordingContext(this.deps.db, this.job.orgId, this.job.workspaceId);
       if (!ctx?.enabled) return;
       this.recorder = new SessionRecorder(
         { store: rec.store, db: this.deps.db, log: this.log, maxBytes: rec.maxBytes },
@@ -253,7 +321,9 @@ export class PtySession {
         { width: this.job.cols, height: this.job.rows, term: this.job.term ?? "xterm-256color", shell: this.cmd.env.SHELL ?? this.cmd.file, title: ctx.title },
         ctx.input,
       );
-      await this.recorder.announce(this.sessionId);
+      // The row's pointer to the recording (a commit) does not hold up the shell: the recording
+      // itself goes on whether or not it lands, as it did when this was awaited.
+      void this.recorder.announce(this.sessionId).catch((err: unknown) => this.log.warn({ err }, "the session's row does not point to its recording yet"));
     } catch (err) {
       this.log.warn({ err }, "the session could not be recorded");
     }
@@ -271,7 +341,9 @@ export class PtySession {
 
   // ---- output ----------------------------------------------------------------------
 
-  private output(data: Buffer): void {
+  private output(chunk: Buffer): void {
+    const data = this.dropEcho ? this.dropEcho(chunk) : chunk;
+    if (data.length === 0) return;
     if (this.cmd.diagnoseExit) {
       this.tail.push(data);
       this.tailBytes += data.length;
@@ -308,7 +380,7 @@ export class PtySession {
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.pendingBytes === 0) return;
+    if (this.pendingBytes === 0 || this.unclaimed) return;
     // At the end everything goes out, backlog or not (the end waits for a barrier behind it).
     if (this.waitingDrain && !this.ending) {
       this.updateFlow();
@@ -387,6 +459,11 @@ export class PtySession {
   // ---- input and control --------------------------------------------------------------
 
   private handleIn(msg: Buffer): void {
+    if (this.unclaimed) {
+      // Nothing reaches the shell before the claim holds (a resize or a cancel, at most: input comes after hello).
+      if (this.inputBeforeClaim.length < 64) this.inputBeforeClaim.push(msg);
+      return;
+    }
     const m = decodeIn(msg);
     if (!m || this.ending) return;
     if (m.kind === "input") {
@@ -485,6 +562,11 @@ export class PtySession {
   async end(reason: EndReason, extra: { code?: number | null; signal?: number | null; message?: string } = {}): Promise<SessionEnd> {
     if (this.ending) return this.done;
     this.ending = true;
+    if ((await this.claim) !== "claimed") {
+      await this.abandon();
+      return this.done;
+    }
+    this.unclaimed = false;
     // The audit row's closed_at: when the session ended, not when the row could be written.
     const endedAt = Date.now();
     try {
