@@ -1,4 +1,4 @@
-import type { RecordingStore } from "@molecule/shared/recording/index";
+import { recordingKey, type RecordingStore } from "@molecule/shared/recording/index";
 import { Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import {
@@ -7,6 +7,7 @@ import {
   logged,
   publishSession,
   claimTerminalSession,
+  claimTerminalSessionRecording,
   createAuditOutbox,
   encodeEvent,
   parseCancel,
@@ -24,7 +25,7 @@ import {
 } from "@molecule/shared";
 import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
-import { endWithoutShell, prefetchRecording, PtySession, type Claim } from "./session.ts";
+import { endWithoutShell, PtySession, type Claim, type SessionEarly } from "./session.ts";
 import { createSpawnTurns } from "./spawn-turns.ts";
 import { createSparePool } from "./spare-shells.ts";
 import { SPARE_READY } from "../providers/sandbox-argv.ts";
@@ -121,15 +122,20 @@ export function createTerminalRunner(deps: RunnerDeps) {
     // written, no input reaches the shell and no output leaves it before the claim holds
     // (session.ts), and a shell whose claim fails is killed unseen. Other providers claim first.
     const overlap = deps.providers[data.provider as keyof ProviderRegistry]?.commandBeforeClaim === true;
-    const claimP = claimTerminalSession(deps.db, data.sessionId, deps.workerId).then(
-      (ok): Claim => (ok ? "claimed" : "taken"),
+    // A worker that records claims with the recording: the same statement names it on the row when
+    // the org records and returns the org's settings (recording-claim: no query or commit more).
+    const records = deps.recording !== undefined && !(data.command && data.pty === false);
+    const claimed = records
+      ? claimTerminalSessionRecording(deps.db, data.sessionId, deps.workerId, recordingKey(data.orgId, data.workspaceId, data.sessionId))
+      : claimTerminalSession(deps.db, data.sessionId, deps.workerId).then((ok) => (ok ? null : false as const));
+    const claimP = claimed.then(
+      (r): Claim => (r === false || (records && r === null) ? "taken" : "claimed"),
       (err: unknown): Claim => {
         log.error({ err }, "claiming the audit row failed");
         return "failed";
       },
     );
-    // The org's recording settings (a query) are read meanwhile too.
-    const recording = deps.recording && !(data.command && data.pty === false) ? prefetchRecording(deps.db, data.orgId, data.workspaceId) : undefined;
+    const recording: SessionEarly["recording"] = records ? claimed.then((r) => (r ? { ctx: r, announced: true } : { ctx: null, announced: true }), (err: unknown) => ({ err })) : undefined;
     const early = overlap ? commandOf() : null;
     const [cancelled, claimedFirst] = await Promise.all([deps.redis.get(keys.cancel).then(parseCancel), overlap ? null : claimP]);
     const notClaimed = async (claim: Claim): Promise<boolean> => {

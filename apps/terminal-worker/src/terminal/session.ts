@@ -18,6 +18,7 @@ import {
   type Db,
   type EndReason,
   type Hub,
+  type ClaimRecording,
   type Logger,
   logged,
   type RedisWriter,
@@ -60,20 +61,11 @@ export interface SessionDeps {
 /** The worker's claim of the session's audit row (runner.ts). */
 export type Claim = "claimed" | "taken" | "failed";
 
-type RecordingCtx = Awaited<ReturnType<typeof recordingContext>>;
-
-/** The org's recording settings, read ahead (runner.ts: while the claim is under way); a failure is kept, not thrown. */
-export function prefetchRecording(db: Db, orgId: string, workspaceId: string): Promise<{ ctx: RecordingCtx } | { err: unknown }> {
-  return recordingContext(db, orgId, workspaceId).then(
-    (ctx) => ({ ctx }),
-    (err: unknown) => ({ err }),
-  );
-}
-
 /** What the runner started before the session: its claim (still under way) and its recording settings. */
 export interface SessionEarly {
   claim?: Promise<Claim>;
-  recording?: ReturnType<typeof prefetchRecording>;
+  /** From the claim (claimTerminalSessionRecording): the settings, the row already naming the recording when on. */
+  recording?: Promise<{ ctx: ClaimRecording | null; announced: boolean } | { err: unknown }>;
 }
 
 /** Output chunk size bounds (chunkLimit). */
@@ -315,6 +307,7 @@ export class PtySession {
       if (early && "err" in early) throw early.err;
       const ctx = early ? early.ctx : await recordingContext(this.deps.db, this.job.orgId, this.job.workspaceId);
       if (!ctx?.enabled) return;
+      const announced = early?.announced === true;
       this.recorder = new SessionRecorder(
         { store: rec.store, db: this.deps.db, log: this.log, maxBytes: rec.maxBytes },
         { orgId: this.job.orgId, workspaceId: this.job.workspaceId, sessionId: this.sessionId },
@@ -323,7 +316,7 @@ export class PtySession {
       );
       // The row's pointer to the recording (a commit) does not hold up the shell: the recording
       // itself goes on whether or not it lands, as it did when this was awaited.
-      void this.recorder.announce(this.sessionId).catch((err: unknown) => this.log.warn({ err }, "the session's row does not point to its recording yet"));
+      if (!announced) void this.recorder.announce(this.sessionId).catch((err: unknown) => this.log.warn({ err }, "the session's row does not point to its recording yet"));
     } catch (err) {
       this.log.warn({ err }, "the session could not be recorded");
     }

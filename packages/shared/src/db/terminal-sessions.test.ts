@@ -6,6 +6,7 @@ import { createDb, type DbHandle } from "./client.ts";
 import * as schema from "./schema.ts";
 import {
   claimTerminalSession,
+  claimTerminalSessionRecording,
   closeHeldSession,
   closeUnheldSession,
   insertTerminalSession,
@@ -51,6 +52,28 @@ async function opened(): Promise<string> {
 }
 
 describe("the terminal_sessions table", () => {
+  it("a claim that records names the recording in the same statement when the org records, and returns its settings", async () => {
+    const id = await opened();
+    const key = `${orgId}/${workspaceId}/${id}.tape`;
+    expect(await claimTerminalSessionRecording(handle.db, id, "w-a", key)).toEqual({ enabled: true, retentionDays: 30, input: false, title: "sessions" });
+    expect(await rowOf(id)).toMatchObject({ workerId: "w-a", recordingKey: key, recordingBytes: 0 });
+    // The same rule as the plain claim: another worker, or a closed row, claims nothing and names nothing.
+    expect(await claimTerminalSessionRecording(handle.db, id, "w-b", "other")).toBeNull();
+    expect(await rowOf(id)).toMatchObject({ workerId: "w-a", recordingKey: key });
+    expect(await closeHeldSession(handle.db, { sessionId: id, workerId: "w-a", reason: "exit", code: 0, signal: null, bytesIn: 0, bytesOut: 0, closedAt: Date.now() })).toBe(true);
+    expect(await claimTerminalSessionRecording(handle.db, id, "w-a", key)).toBeNull();
+
+    // An org that does not record: claimed, nothing named.
+    await handle.db.update(schema.orgs).set({ recordingEnabled: false, recordingInput: true }).where(eq(schema.orgs.id, orgId));
+    try {
+      const off = await opened();
+      expect(await claimTerminalSessionRecording(handle.db, off, "w-a", `${orgId}/${workspaceId}/${off}.tape`)).toMatchObject({ enabled: false, input: true });
+      expect(await rowOf(off)).toMatchObject({ workerId: "w-a", recordingKey: null, recordingBytes: null });
+    } finally {
+      await handle.db.update(schema.orgs).set({ recordingEnabled: true, recordingInput: false }).where(eq(schema.orgs.id, orgId));
+    }
+  });
+
   it("one worker holds a row: others can neither claim, count, annotate nor close it", async () => {
     const id = await opened();
     expect(await openSessionIds(handle.db, workspaceId)).toContain(id);

@@ -36,6 +36,33 @@ export async function claimTerminalSession(db: Db, sessionId: string, workerId: 
   return rows.length > 0;
 }
 
+/** What a claim that records learns of the org and the workspace (the recording's settings and title). */
+export interface ClaimRecording {
+  enabled: boolean;
+  retentionDays: number;
+  input: boolean;
+  title: string;
+}
+
+/**
+ * The claim, for a worker that records sessions: the same condition, and in the same statement
+ * (one commit, no other round trip before the shell) the row names `recordingKey` when the org
+ * records, and the org's recording settings come back. null: not claimed.
+ */
+export async function claimTerminalSessionRecording(db: Db, sessionId: string, workerId: string, recordingKey: string): Promise<ClaimRecording | null> {
+  const rows = await db.execute<{ enabled: boolean; retention_days: number; input: boolean; title: string }>(sql`
+    update terminal_sessions t
+       set worker_id = ${workerId},
+           recording_key = case when o.recording_enabled then ${recordingKey} else t.recording_key end,
+           recording_bytes = case when o.recording_enabled then 0 else t.recording_bytes end
+      from orgs o, workspaces w
+     where t.id = ${sessionId} and t.closed_at is null and (t.worker_id is null or t.worker_id = ${workerId})
+       and o.id = t.org_id and w.id = t.workspace_id
+    returning o.recording_enabled as enabled, o.recording_retention_days as retention_days, o.recording_input as input, w.name as title`);
+  const r = [...rows][0];
+  return r ? { enabled: r.enabled, retentionDays: r.retention_days, input: r.input, title: r.title } : null;
+}
+
 /** Worker, once the shell runs: what the provider knows (the instance, the OS user), on the row it holds. */
 export async function recordSessionTarget(db: Db, sessionId: string, workerId: string, target: { instanceId?: string | null; osUser?: string | null }): Promise<void> {
   const t = terminalSessions;
