@@ -160,7 +160,9 @@ backend api
   http-check expect status 200
   # Which node answered (tests and debugging); not used for routing.
   http-response set-header X-Molecule-Backend %[srv_name]
-  default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 2
+  # Every 2 s while up (an idle node answers less often); 500 ms once a check failed, so a
+  # failing node is out within ~2.5 s and a draining one long before its drain timeout.
+  default-server inter 2s fastinter 500ms downinter 1s fall 2 rise 2
 ${servers}
 `;
 }

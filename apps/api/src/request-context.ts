@@ -2,6 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { RequestHandler } from "express";
 import type { Logger } from "@molecule/shared";
 
+const PROBES = new Set(["/healthz", "/readyz", "/metrics"]);
+
 /** Gives every request an id (X-Request-Id, echoed back) and a child logger; logs one line per response. */
 export function requestContext(log: Logger): RequestHandler {
   return (req, res, next) => {
@@ -15,7 +17,10 @@ export function requestContext(log: Logger): RequestHandler {
     const start = process.hrtime.bigint();
     res.on("finish", () => {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      reqLog.info({ method: req.method, url: req.originalUrl, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, "request");
+      const line = { method: req.method, url: req.originalUrl, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
+      // The load balancer's and Prometheus' probes (every few seconds, forever) only at debug, unless they fail.
+      if (PROBES.has(req.path) && res.statusCode < 400) reqLog.debug(line, "request");
+      else reqLog.info(line, "request");
     });
     next();
   };

@@ -214,13 +214,12 @@ export function createTerminalRunner(deps: RunnerDeps) {
     for (const [, s] of which) s.reseed();
   });
 
-  // Heartbeat out ("shell alive" for every session here), on its own timer (started by
-  // start()) so a slow viewer check never delays it.
+  // Heartbeat out ("shell alive" for every session here), first in each round of the one timer
+  // (started by start()): the checks after it run in the background, so a slow one never delays it.
   function beat(): void {
     // A missed beat is the next one's job (the key outlives several); the API judges lateness.
     void deps.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch((err: unknown) => deps.log.debug({ err }, "heartbeat write failed"));
   }
-  let heartbeat: NodeJS.Timeout | undefined;
   let timer: NodeJS.Timeout | undefined;
 
   // Viewer presence in (orphan grace), idle and maximum-length checks.
@@ -274,9 +273,11 @@ export function createTerminalRunner(deps: RunnerDeps) {
     /** Says this worker is alive, starts its heartbeat and checks, takes over its outbox, then claims jobs. */
     async start(): Promise<void> {
       await deps.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
-      heartbeat ??= setInterval(beat, TICK_MS);
-      heartbeat.unref();
-      timer ??= setInterval(checks, TICK_MS);
+      // One wake-up per round for both (an idle worker does nothing else).
+      timer ??= setInterval(() => {
+        beat();
+        checks();
+      }, TICK_MS);
       timer.unref();
       // Closes an earlier process with this worker id could not write: retried from now on.
       await outbox.recover().catch((err: unknown) => deps.log.error({ err }, "audit outbox: could not read the entries left in Redis"));
@@ -298,7 +299,6 @@ export function createTerminalRunner(deps: RunnerDeps) {
       if (outbox.pending) await outbox.retry();
       outbox.stop();
       clearInterval(timer);
-      clearInterval(heartbeat);
       unReady();
       // Its TTL removes it anyway, a few seconds later.
       await deps.redis.del(alive).catch(logged(deps.log, "debug", "could not delete the heartbeat key"));
