@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import * as pty from "node-pty";
+import { writeKeystrokesDirectly } from "../apps/terminal-worker/src/terminal/pty-direct-write.ts";
 import { ROOT } from "../scripts/processes.ts";
 import { BenchClient } from "./client.ts";
 import { percentiles } from "./measure.ts";
@@ -42,6 +43,9 @@ class CliEchoer implements Echoer {
       cwd: home,
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, XDG_CONFIG_HOME: join(home, ".config"), MOLECULE_TOKEN: token, TERM: "xterm-256color" },
     });
+    // As a terminal emulator does: keystrokes straight to the master, not through node-pty's
+    // thread-pool write (which would add a thread hop to the CLI's side only).
+    writeKeystrokesDirectly(this.p);
     this.p.onData((d) => {
       this.n += Buffer.byteLength(d);
       const w = this.waiters;

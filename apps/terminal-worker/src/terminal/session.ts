@@ -1,4 +1,3 @@
-import { writeSync } from "node:fs";
 import type { IPty } from "node-pty";
 import {
   appendChunk,
@@ -31,6 +30,7 @@ import type { ShellCommand } from "../providers/index.ts";
 import { SessionRecorder } from "../recording/recorder.ts";
 import { killTree } from "./kill-tree.ts";
 import { spawnPiped } from "./pipe-process.ts";
+import { writeKeystrokesDirectly } from "./pty-direct-write.ts";
 import type { SparePool } from "./spare-shells.ts";
 import type { SpawnPty, SpawnTurn } from "./types.ts";
 
@@ -77,37 +77,6 @@ const STREAM_MIN_BYTES = 1024;
 const TAIL_BYTES = 4096;
 /** Appends written to the socket but not yet taken by Redis: beyond this, output waits (and the PTY pauses). */
 const MAX_BACKLOG = 1024 * 1024;
-
-/**
- * node-pty (1.1.0) writes input through the libuv thread pool: a thread wake-up
- * and an event-loop wake-up per keystroke, on the echo's critical path. Input
- * arriving with nothing queued before it is written at once instead (the master
- * is non-blocking: a keystroke never blocks); anything the PTY does not take goes
- * through node-pty's queue as before, so order holds. Everything above (pty.write
- * and its wrappers) is unchanged. Relies on node-pty internals; without them it
- * does nothing.
- */
-function writeKeystrokesDirectly(pty: IPty): void {
-  type Stream = { _fd?: unknown; _writeQueue?: unknown; write?: (data: string | Buffer) => void };
-  const stream = (pty as unknown as { _writeStream?: Stream })._writeStream;
-  if (!stream || typeof stream._fd !== "number" || !Array.isArray(stream._writeQueue) || typeof stream.write !== "function") return;
-  const fd = stream._fd;
-  const queue = stream._writeQueue;
-  const queued = stream.write.bind(stream);
-  stream.write = (data) => {
-    let buf = typeof data === "string" ? Buffer.from(data) : data;
-    if (queue.length === 0 && buf.length > 0) {
-      try {
-        const n = writeSync(fd, buf);
-        if (n === buf.length) return;
-        buf = buf.subarray(n);
-      } catch {
-        // EAGAIN (the shell is not reading) or an error: node-pty's queue retries or reports it.
-      }
-    }
-    queued(buf);
-  };
-}
 
 /**
  * Ends a session that never got a shell: tells any viewer why and closes the
