@@ -1,3 +1,4 @@
+import type { IPty } from "node-pty";
 import { createServer, type Server } from "node:http";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { SpawnPty } from "./terminal/types.ts";
@@ -111,14 +112,25 @@ export function serveMetrics(registry: Registry, port: number, host: string): Pr
  * extra data listener and a counting write, nothing else on the per-chunk path.
  */
 export function countPtyBytes(spawn: SpawnPty, counters: Pick<WorkerMetrics["session"], "bytesIn" | "bytesOut">): SpawnPty {
-  return (file, args, opts) => {
-    const pty = spawn(file, args, opts);
-    pty.onData((data) => counters.bytesOut((data as unknown as Buffer).length));
-    const write = pty.write.bind(pty);
-    pty.write = (data: string | Buffer) => {
-      counters.bytesIn(typeof data === "string" ? Buffer.byteLength(data) : data.length);
-      write(data);
-    };
-    return pty;
+  return (file, args, opts) => countPty(spawn(file, args, opts), counters);
+}
+
+/**
+ * Counts a PTY's bytes from now on; `skipOut` output bytes first are not the session's (a spare's
+ * release-line echo, which the session drops too).
+ */
+export function countPty(pty: IPty, counters: Pick<WorkerMetrics["session"], "bytesIn" | "bytesOut">, skipOut = 0): IPty {
+  let skip = skipOut;
+  pty.onData((data) => {
+    const n = (data as unknown as Buffer).length;
+    const skipped = Math.min(skip, n);
+    skip -= skipped;
+    if (n > skipped) counters.bytesOut(n - skipped);
+  });
+  const write = pty.write.bind(pty);
+  pty.write = (data: string | Buffer) => {
+    counters.bytesIn(typeof data === "string" ? Buffer.byteLength(data) : data.length);
+    write(data);
   };
+  return pty;
 }

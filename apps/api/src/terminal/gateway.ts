@@ -68,10 +68,23 @@ export function createTerminalGateway(d: GatewayDeps) {
     skipUTF8Validation: true,
     handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL_V1) ? SUBPROTOCOL_V1 : false),
   });
-  const control = createSessionControl({ db: d.db, redis: d.redis, queue, log: d.log, ns: c.ns, active: d.metrics?.active });
+  // The watchdog runs only while this node holds sessions (an idle node does not wake for it).
+  let watchdogRef: { sessions(n: number): void } | null = null;
+  const control = createSessionControl({
+    db: d.db,
+    redis: d.redis,
+    queue,
+    log: d.log,
+    ns: c.ns,
+    active: (n) => {
+      d.metrics?.active(n);
+      watchdogRef?.sessions(n);
+    },
+  });
   const upgradeAuth = createUpgradeAuth({ db: d.db, auth: d.auth, tickets: d.tickets, allowedOrigins: c.allowedOrigins, isDraining: control.isDraining });
   const opener = createSessionOpener({ db: d.db, redis: d.redis, writer: d.writer, hub: d.hub, log: d.log, queue, control, config: c, metrics: d.metrics });
   const watchdog = createWatchdog({ redis: d.redis, hub: d.hub, log: d.log, control, ns: c.ns, nodeId: c.nodeId, workerLostMs: c.workerLostMs, timers: d.timers });
+  watchdogRef = watchdog;
   const sweeper = createAuditSweeper({ db: d.db, redis: d.redis, log: d.log, control, ns: c.ns, claimTimeoutMs: c.claimTimeoutMs, timers: d.timers });
 
   /** The HTTP server's `upgrade` handler. */

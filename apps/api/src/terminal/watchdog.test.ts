@@ -17,12 +17,16 @@ let token: string;
 let orgId: string;
 const ns = uniqueNs();
 let clock = Date.now();
-const intervals: { ms: number }[] = [];
+const intervals: { ms: number; fn: () => void; cleared: boolean }[] = [];
 const timers: Timers = {
-  setInterval: (_fn, ms) => intervals.push({ ms }),
-  clearInterval: () => {},
+  setInterval: (fn, ms) => intervals.push({ ms, fn, cleared: false }) - 1,
+  clearInterval: (h) => {
+    const i = intervals[h as number];
+    if (i) i.cleared = true;
+  },
   now: () => clock,
 };
+const live = (ms: number) => intervals.filter((i) => i.ms === ms && !i.cleared);
 const log = createLogger("test", "silent");
 const redis = createRedis(testUrls().redisUrl);
 const sub = createRedis(testUrls().redisUrl);
@@ -69,9 +73,19 @@ async function attached(workerId: string) {
 }
 
 describe("the worker watchdog", () => {
-  it("starts no timer until the API listens, then one round every 500 ms and a sweep every 10 s", () => {
+  it("starts no timer until the API listens; then a sweep every 10 s, and a round every 500 ms only while the node holds sessions", async () => {
     expect(intervalsBeforeListen).toBe(0);
-    expect(intervals.map((i) => i.ms).sort((a, b) => a - b)).toEqual([500, 10_000]);
+    expect(intervals.map((i) => i.ms)).toEqual([10_000]);
+    const workerId = `w-timer-${ns}`;
+    await redis.set(workerAliveKey(ns, workerId), "1", "PX", 60_000);
+    const { client } = await attached(workerId);
+    expect(live(500)).toHaveLength(1);
+    client.ws.close();
+    await client.closed;
+    await waitFor(async () => api.gateway.sessions === 0);
+    live(500)[0]!.fn(); // the first round with no session stops the timer
+    await waitFor(async () => live(500).length === 0);
+    await redis.del(workerAliveKey(ns, workerId));
   });
 
   it("ends a session with worker_lost once its worker's heartbeat has been missing for workerLostMs, not before", async () => {

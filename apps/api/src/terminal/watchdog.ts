@@ -83,7 +83,18 @@ export function createWatchdog(d: WatchdogDeps) {
     return true;
   }
 
-  const loop = periodic(timers, WATCH_MS, watchOnce, (err) => d.log.debug({ err }, "watchdog round failed"));
+  // Rounds only while the node holds sessions: the last round that finds none stops the timer,
+  // and the first session starts it again (sessions()).
+  let started = false;
+  const loop = periodic(
+    timers,
+    WATCH_MS,
+    async () => {
+      if (d.control.size === 0) return loop.stop();
+      await watchOnce();
+    },
+    (err) => d.log.debug({ err }, "watchdog round failed"),
+  );
 
   return {
     /** One round, as the timer runs it (tests drive it directly). */
@@ -94,9 +105,15 @@ export function createWatchdog(d: WatchdogDeps) {
         judgeAfter = timers.now() + d.workerLostMs + 2000;
         lastViewerRefresh = 0;
       });
-      loop.start();
+      started = true;
+      if (d.control.size > 0) loop.start();
+    },
+    /** The node's session count changed (session-control.ts). */
+    sessions(n: number): void {
+      if (started && n > 0) loop.start();
     },
     stop(): void {
+      started = false;
       loop.stop();
       unReconnect?.();
       unReconnect = null;

@@ -130,7 +130,9 @@ export function createPlayerTab(api: ApiClient, workspace: { id: string; name: s
     term.reset();
     term.resize(cast.width, cast.height);
     next = 0;
-    position = Math.max(0, Math.min(cast.duration, t));
+    // The timeline's value comes back from the browser rounded (2.9386890000000006 reads 2.938689):
+    // the end of the timeline is the end of the recording, its last events included.
+    position = t >= Number(timeline.max) - 1e-6 ? cast.duration : Math.max(0, Math.min(cast.duration, t));
     playUpTo(position);
     wallAt = performance.now();
     showTime();

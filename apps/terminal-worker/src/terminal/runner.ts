@@ -1,6 +1,7 @@
 import { recordingKey, type RecordingStore } from "@molecule/shared/recording/index";
 import { Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
+import type { IPty } from "node-pty";
 import {
   TERMINAL_QUEUE,
   bullPrefix,
@@ -23,7 +24,7 @@ import {
   type RedisWriter,
   type TerminalJob,
 } from "@molecule/shared";
-import { countPtyBytes, type WorkerMetrics } from "../metrics.ts";
+import { countPty, countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
 import { endWithoutShell, PtySession, type Claim, type SessionEarly } from "./session.ts";
 import { createSpawnTurns } from "./spawn-turns.ts";
@@ -78,7 +79,16 @@ export function createTerminalRunner(deps: RunnerDeps) {
   const outbox = createAuditOutbox({ db: deps.db, redis: deps.redis, ns: deps.ns, workerId: deps.workerId, log: deps.log, ...deps.auditRetry });
   const spawnTurn = createSpawnTurns();
   const spawn = metrics ? countPtyBytes(deps.spawn, metrics.session) : deps.spawn;
-  const spares = createSparePool({ spawn, spawnTurn, log: deps.log, max: deps.spareShells?.max ?? 0, idleMs: deps.spareShells?.idleMs ?? 600_000, readyMarker: SPARE_READY });
+  // Spares start uncounted: their marker and release line are not a session's bytes (onTaken counts from there).
+  const spares = createSparePool({
+    spawn: deps.spawn,
+    spawnTurn,
+    log: deps.log,
+    max: deps.spareShells?.max ?? 0,
+    idleMs: deps.spareShells?.idleMs ?? 600_000,
+    readyMarker: SPARE_READY,
+    ...(metrics ? { onTaken: (pty: IPty, echoBytes: number) => void countPty(pty, metrics.session, echoBytes) } : {}),
+  });
   const sessionDeps = {
     ...deps,
     outbox,

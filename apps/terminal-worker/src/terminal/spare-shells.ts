@@ -21,7 +21,7 @@ export interface SparePoolOptions {
   /** Spares kept at most (the least recently used workspace's go first); 0: none. */
   max: number;
   /**
-   * Spares kept per template (default 2): with one, a shell opened right after the last one
+   * Spares kept per template (default SPARE_DEPTH, 2): with one, a shell opened right after the last one
    * took it finds its replacement still starting.
    */
   depth?: number;
@@ -29,6 +29,8 @@ export interface SparePoolOptions {
   idleMs: number;
   /** What a spare prints once it waits at its gate. */
   readyMarker: string;
+  /** A spare handed out, after its release line was written: `echoBytes` of output to come are that line's echo (metrics start counting here). */
+  onTaken?: (pty: IPty, echoBytes: number) => void;
   timers?: { setTimeout(fn: () => void, ms: number): unknown; clearTimeout(t: unknown): void };
 }
 
@@ -46,6 +48,9 @@ export interface SparePool {
   stats(): { spares: number; ready: number; taken: number };
 }
 
+/** Spares kept per template unless told otherwise. */
+export const SPARE_DEPTH = 2;
+
 /** Output a spare may print before its marker (an error from the chain): beyond it, something is wrong. */
 const MAX_PREAMBLE = 4096;
 
@@ -59,7 +64,7 @@ interface Spare {
 
 export function createSparePool(o: SparePoolOptions): SparePool {
   const timers = o.timers ?? { setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms).unref(), clearTimeout: (t: unknown) => clearTimeout(t as NodeJS.Timeout) };
-  const depth = Math.max(1, o.depth ?? 2);
+  const depth = Math.max(1, o.depth ?? SPARE_DEPTH);
   // Insertion order is recency of use: the first key's spares are evicted first when full.
   const spares = new Map<string, Spare[]>();
   let total = 0;
@@ -136,7 +141,9 @@ export function createSparePool(o: SparePoolOptions): SparePool {
       pty.resize(size.cols, size.rows);
       pty.write(spec.release);
       taken++;
-      return { pty, dropEcho: releaseEchoFilter(spareReleaseEcho(spec.release), o.log) };
+      const echo = spareReleaseEcho(spec.release);
+      o.onTaken?.(pty, echo.length);
+      return { pty, dropEcho: releaseEchoFilter(echo, o.log) };
     },
     replenish(spec, size) {
       if (closed || o.max <= 0) return;
