@@ -36,6 +36,25 @@ async function write(k: ReturnType<typeof sessionKeys>, chunks: string[], window
 const text = (x: Awaited<ReturnType<typeof readOutput>>) => x.chunks.map((c) => c.chunk.toString()).join("");
 
 describe("the replay log", () => {
+  it("expires ttlMs after the last append that carried one; an append without one leaves it as it is", async () => {
+    const k = sessionKeys(uniqueNs(), "00000000-0000-4000-8000-00000000000a");
+    await waitFor(async () => w.ready, 5000, 10);
+    appendChunk(w, k, encodeData(0, Buffer.from("a")), 0, 0, 60_000);
+    await w.barrier();
+    const first = await r.pttl(k.log);
+    expect(first).toBeGreaterThan(50_000);
+    appendChunk(w, k, encodeData(1, Buffer.from("b")), 1, 0, null);
+    await w.barrier();
+    const after = await r.pttl(k.log);
+    expect(after).toBeGreaterThan(0); // still expiring…
+    expect(after).toBeLessThanOrEqual(first); // …from the first append, not renewed
+    expect(text(await readOutput(r, k.log, 0, 1 << 20))).toBe("ab");
+    appendChunk(w, k, encodeData(2, Buffer.from("c")), 2, 0, 600_000);
+    await w.barrier();
+    expect(await r.pttl(k.log)).toBeGreaterThan(500_000);
+    await r.del(k.log);
+  });
+
   it("reads through any connection without adding anything to it, and again after the server lost its scripts", async () => {
     const k = sessionKeys(uniqueNs(), "00000000-0000-4000-8000-000000000009");
     await waitFor(async () => w.ready, 5000, 10);

@@ -15,7 +15,9 @@ const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.m
  * - log: a stream, entry id "<offset>-1", field "p" = `payload` (the 9-byte
  *   header, "d" + uint64 BE offset, then the bytes), trimmed by the same XADD to
  *   entries from `keepFrom` on (exact MINID: the replay window), expiring
- *   `ttlMs` after the last append (an abandoned session's log goes by itself);
+ *   `ttlMs` after the last append that carried one (an abandoned session's log
+ *   goes by itself); `ttlMs` null leaves the expiry as it is, so a writer sets it
+ *   only now and then (one Redis command less per keystroke);
  * - live channel: `payload` as it is.
  *
  * An entry at or below the newest id is already in the log (resent after a
@@ -24,10 +26,10 @@ const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.m
  * A transaction rather than a Lua script: a script copies the payload into Lua
  * and out again, which cost Redis 4x the CPU for a 64 KiB chunk (docs/benchmark.md).
  */
-export function appendChunk(w: RedisWriter, k: { log: string; out: string }, payload: Buffer, offset: number, keepFrom: number, ttlMs: number): boolean {
+export function appendChunk(w: RedisWriter, k: { log: string; out: string }, payload: Buffer, offset: number, keepFrom: number, ttlMs: number | null): boolean {
   return w.transaction([
     ["XADD", k.log, "MINID", `${keepFrom}-0`, `${offset}-1`, "p", payload],
-    ["PEXPIRE", k.log, String(ttlMs)],
+    ...(ttlMs === null ? [] : [["PEXPIRE", k.log, String(ttlMs)] as (string | Buffer)[]]),
     // Sharded on a cluster: the publish runs on the session's shard, inside the same transaction.
     [w.sharded ? "SPUBLISH" : "PUBLISH", k.out, payload],
   ]);

@@ -68,6 +68,8 @@ export interface SessionEarly {
   recording?: Promise<{ ctx: ClaimRecording | null; announced: boolean } | { err: unknown }>;
 }
 
+/** How often an append renews the replay log's expiry (LIVE_LOG_TTL_MS, hours): a tenth of it. */
+const LOG_TTL_RENEW_MS = LIVE_LOG_TTL_MS / 10;
 /** Output chunk size bounds (chunkLimit). */
 const MAX_COALESCE = 128 * 1024;
 const MIN_COALESCE = 16 * 1024;
@@ -118,6 +120,8 @@ function auditRecord(sessionId: string, workerId: string, end: SessionEnd, bytes
 export class PtySession {
   readonly sessionId: string;
   private pty: IPty | null = null;
+  /** When an append last renewed the log's expiry (append). */
+  private ttlRenewedAt = Number.NEGATIVE_INFINITY;
   /** A spare's release-line echo, taken off its first output (spare-shells.ts). */
   private dropEcho: ((chunk: Buffer) => Buffer) | null = null;
   private produced = 0;
@@ -401,7 +405,12 @@ export class PtySession {
     const offset = Number(payload.readBigUInt64BE(1));
     // Never trim the entry being appended, even when it alone is longer than the replay window.
     const keepFrom = Math.min(offset, Math.max(0, this.produced - this.deps.replayWindowBytes));
-    appendChunk(this.deps.writer, this.keys, payload, offset, keepFrom, LIVE_LOG_TTL_MS);
+    // The log's expiry is renewed every LOG_TTL_RENEW_MS, not with every chunk: it then lapses at
+    // most that much sooner than LIVE_LOG_TTL_MS after the last output.
+    const now = performance.now();
+    const renew = now - this.ttlRenewedAt >= LOG_TTL_RENEW_MS;
+    if (renew) this.ttlRenewedAt = now;
+    appendChunk(this.deps.writer, this.keys, payload, offset, keepFrom, renew ? LIVE_LOG_TTL_MS : null);
   }
 
   /**
@@ -411,6 +420,7 @@ export class PtySession {
    */
   reseed(): void {
     if (this.ending || !this.pty) return;
+    this.ttlRenewedAt = Number.NEGATIVE_INFINITY; // a restarted server has the log without its expiry
     const identity = { workspaceId: this.job.workspaceId, orgId: this.job.orgId, workerId: this.deps.workerId, pid: this.pty.pid };
     void recordReseeded(this.deps.redis.pipeline(), this.keys, identity)
       .exec()
@@ -440,7 +450,14 @@ export class PtySession {
     const control = m.control;
     switch (control.t) {
       case "resize":
-        this.pty?.resize(control.cols, control.rows);
+        // Not after the shell is gone: node-pty throws on the closed descriptor (EBADF).
+        if (!this.pty || this.exitInfo) return;
+        try {
+          this.pty.resize(control.cols, control.rows);
+        } catch (err) {
+          this.log.debug({ err }, "resize of an exiting shell ignored");
+          return;
+        }
         this.recorder?.resize(control.cols, control.rows);
         void recordSize(this.deps.redis.pipeline(), this.keys, control)
           .exec()
