@@ -58,9 +58,11 @@ export interface RunnerDeps {
   auditRetry?: Pick<AuditOutboxOptions, "retryBaseMs" | "retryMaxMs" | "timers">;
 }
 
-/** Tolerates a 2.5 s event-loop stall; with the API's 1 s threshold a dead worker is noticed within ~4.5 s. */
+/** Tolerates a 2 s event-loop stall (a beat every 1 s when idle, 500 ms with sessions); with the API's 1 s threshold a dead worker is noticed within ~4.5 s. */
 const ALIVE_TTL_MS = 3000;
 const TICK_MS = 500;
+/** With no session the round (the heartbeat alone) comes every second: the key still outlives two missed beats. */
+const IDLE_TICK_MS = 1000;
 /** Recent output each session keeps in memory to re-seed its log after a Redis restart. */
 const RESEED_BYTES = 256 * 1024;
 /** How often live sessions' byte counts go to their audit rows (one UPDATE for all of them). */
@@ -231,6 +233,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
     void deps.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch((err: unknown) => deps.log.debug({ err }, "heartbeat write failed"));
   }
   let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
 
   // Viewer presence in (orphan grace), idle and maximum-length checks.
   let ticking = false;
@@ -283,12 +286,18 @@ export function createTerminalRunner(deps: RunnerDeps) {
     /** Says this worker is alive, starts its heartbeat and checks, takes over its outbox, then claims jobs. */
     async start(): Promise<void> {
       await deps.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
-      // One wake-up per round for both (an idle worker does nothing else).
-      timer ??= setInterval(() => {
+      // One wake-up per round for both (an idle worker does nothing else), sooner while sessions run.
+      const round = () => {
+        if (stopped) return;
         beat();
         checks();
-      }, TICK_MS);
-      timer.unref();
+        timer = setTimeout(round, sessions.size > 0 ? TICK_MS : IDLE_TICK_MS);
+        timer.unref();
+      };
+      if (!timer) {
+        timer = setTimeout(round, TICK_MS);
+        timer.unref();
+      }
       // Closes an earlier process with this worker id could not write: retried from now on.
       await outbox.recover().catch((err: unknown) => deps.log.error({ err }, "audit outbox: could not read the entries left in Redis"));
       void worker.run();
@@ -308,7 +317,9 @@ export function createTerminalRunner(deps: RunnerDeps) {
       // One last try; what PostgreSQL still refuses stays in Redis for the API's sweeper.
       if (outbox.pending) await outbox.retry();
       outbox.stop();
-      clearInterval(timer);
+      clearTimeout(timer);
+      timer = undefined;
+      stopped = true;
       unReady();
       // Its TTL removes it anyway, a few seconds later.
       await deps.redis.del(alive).catch(logged(deps.log, "debug", "could not delete the heartbeat key"));
