@@ -20,6 +20,8 @@ export const auditClose = z.object({
   bytesIn: z.number().int().min(0),
   bytesOut: z.number().int().min(0),
   closedAt: z.number().int().min(0),
+  /** The session's recording, complete in the store: its size goes with the close (one commit, not two). */
+  recording: z.object({ bytes: z.number().int().min(0), truncated: z.boolean() }).optional(),
 });
 export type AuditClose = z.infer<typeof auditClose>;
 

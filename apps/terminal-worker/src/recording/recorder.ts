@@ -53,14 +53,18 @@ export class SessionRecorder {
     await recordingStarted(this.deps.db, sessionId, this.key);
   }
 
-  /** Writes what is held, closes the file in the store and records its size on the session row. */
-  async finish(sessionId: string): Promise<{ bytes: number; truncated: boolean }> {
+  /**
+   * Writes what is held and closes the file in the store; its size goes on the session row with
+   * the audit close (session.ts: one commit for both), or here with `record` (a recording that
+   * outlives no close, e.g. tests).
+   */
+  async finish(sessionId: string, o: { record?: boolean } = {}): Promise<{ bytes: number; truncated: boolean }> {
     const r = { bytes: this.cast.bytes, truncated: this.cast.truncated };
     if (this.finished) return r;
     this.finished = true;
     r.bytes = this.cast.bytes;
     await this.sink.close();
-    await recordingFinished(this.deps.db, sessionId, r);
+    if (o.record) await recordingFinished(this.deps.db, sessionId, r);
     return r;
   }
 }

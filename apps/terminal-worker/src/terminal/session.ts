@@ -99,8 +99,9 @@ export async function endWithoutShell(
   await deps.outbox.close(auditRecord(sessionId, deps.workerId, end, 0, 0, endedAt));
 }
 
-function auditRecord(sessionId: string, workerId: string, end: SessionEnd, bytesIn: number, bytesOut: number, endedAt: number) {
+function auditRecord(sessionId: string, workerId: string, end: SessionEnd, bytesIn: number, bytesOut: number, endedAt: number, recording?: { bytes: number; truncated: boolean }) {
   return {
+    ...(recording ? { recording } : {}),
     sessionId,
     workerId,
     reason: end.reason,
@@ -151,6 +152,8 @@ export class PtySession {
   private tailBytes = 0;
   /** This session's recording, when its org records (PTY sessions only: pipe output is framed). */
   private recorder: SessionRecorder | null = null;
+  /** The finished recording's size (finishRecording), for the audit close. */
+  private recording: { bytes: number; truncated: boolean } | undefined;
   private resolveDone!: (e: SessionEnd) => void;
   readonly done = new Promise<SessionEnd>((r) => (this.resolveDone = r));
   private readonly onIn = (msg: Buffer) => this.handleIn(msg);
@@ -295,10 +298,12 @@ export class PtySession {
     }
   }
 
+  /** The recording closed in the store; its size then goes with the audit close. */
   private async finishRecording(): Promise<void> {
     if (!this.recorder) return;
     try {
       const r = await this.recorder.finish(this.sessionId);
+      this.recording = r;
       this.log.info({ recording_bytes: r.bytes, truncated: r.truncated }, "recording complete");
     } catch (err) {
       this.log.warn({ err }, "the recording could not be completed");
@@ -568,7 +573,7 @@ export class PtySession {
       else await stored;
       this.unLost?.();
       await this.deps.hub.unsubscribe(this.keys.in, this.onIn);
-      await this.deps.outbox.close(auditRecord(this.sessionId, this.deps.workerId, end, this.bytesIn, this.produced, endedAt));
+      await this.deps.outbox.close(auditRecord(this.sessionId, this.deps.workerId, end, this.bytesIn, this.produced, endedAt, this.recording));
       await this.cmd.cleanup?.().catch((err) => this.log.warn({ err }, "cleanup failed"));
       this.log.info({ reason, code, signal, bytes_in: this.bytesIn, bytes_out: this.produced }, "session ended");
       this.resolveDone(end);
@@ -577,7 +582,7 @@ export class PtySession {
       this.log.error({ err }, "ending the session failed");
       const end: SessionEnd = { reason, offset: this.produced };
       // Redis failed us, not necessarily PostgreSQL: the row still gets the truth (a second close is a no-op).
-      await this.deps.outbox.close(auditRecord(this.sessionId, this.deps.workerId, end, this.bytesIn, this.produced, endedAt));
+      await this.deps.outbox.close(auditRecord(this.sessionId, this.deps.workerId, end, this.bytesIn, this.produced, endedAt, this.recording));
       this.resolveDone(end);
       return end;
     }

@@ -106,6 +106,8 @@ export interface WorkerSessionClose {
   bytesOut: number;
   /** The end time (ms since the epoch, the worker's clock), not when the row is written. */
   closedAt: number;
+  /** The recording, complete in the store (recording_bytes, _truncated, _ended_at in the same UPDATE). */
+  recording?: { bytes: number; truncated: boolean };
 }
 
 /**
@@ -124,6 +126,7 @@ export async function closeHeldSession(db: Db, close: WorkerSessionClose): Promi
       exitSignal: close.signal,
       bytesIn: close.bytesIn,
       bytesOut: close.bytesOut,
+      ...(close.recording ? { recordingBytes: close.recording.bytes, recordingTruncated: close.recording.truncated, recordingEndedAt: sql`now()` as unknown as Date } : {}),
     })
     .where(and(eq(t.id, close.sessionId), eq(t.workerId, close.workerId), isNull(t.closedAt)))
     .returning({ id: t.id });
