@@ -65,9 +65,14 @@ export function createApi(deps: ApiDeps) {
   const hub = createHub(deps.sub, log);
   const auth = createAuthenticator(db, log);
   const tickets = createTickets(redis, c.ns, c.ticketTtlSec);
-  const provisioner = createProvisioner(redis, c.ns, db);
+  // BullMQ defines its ~40 Lua scripts on the connection it is given, and ioredis copies every
+  // defined script onto each pipeline or MULTI made on that connection (~0.5 ms each, several per
+  // terminal open): the queues get a connection of their own, owned (and closed) here.
+  const queueRedis = redis.duplicate();
+  queueRedis.on("error", (err) => log.warn({ err }, "redis (queues) connection error"));
+  const provisioner = createProvisioner(queueRedis, c.ns, db);
   const metrics = createMetrics(c.nodeId);
-  const gateway = createTerminalGateway({ db, redis, writer: deps.writer, hub, auth, tickets, log, config: c, metrics: metrics.terminal, timers: deps.timers });
+  const gateway = createTerminalGateway({ db, redis, queueRedis, writer: deps.writer, hub, auth, tickets, log, config: c, metrics: metrics.terminal, timers: deps.timers });
   const openapi = buildOpenApi();
 
   const app = express();
@@ -177,6 +182,7 @@ export function createApi(deps: ApiDeps) {
         server.closeAllConnections();
       });
       await provisioner.close();
+      await queueRedis.quit().catch((err: unknown) => log.debug({ err }, "closing the queues' Redis connection failed"));
     },
   };
 }
