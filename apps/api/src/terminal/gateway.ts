@@ -41,7 +41,7 @@ export interface GatewayDeps {
   db: Db;
   redis: ByteRedis;
   /** BullMQ's connection (app.ts: one of its own, so its scripts do not slow every MULTI on `redis`). */
-  queueRedis?: ByteRedis;
+  queueRedis: ByteRedis;
   writer: RedisWriter;
   hub: Hub;
   auth: Authenticator;
@@ -61,7 +61,7 @@ export interface GatewayDeps {
  */
 export function createTerminalGateway(d: GatewayDeps) {
   const c = d.config;
-  const queue = new Queue<TerminalJob>(TERMINAL_QUEUE, { connection: d.queueRedis ?? d.redis, prefix: bullPrefix(c.ns) });
+  const queue = new Queue<TerminalJob>(TERMINAL_QUEUE, { connection: d.queueRedis, prefix: bullPrefix(c.ns) });
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: c.maxFrameBytes,

@@ -21,6 +21,7 @@ import {
   type Db,
   type Hub,
   type Logger,
+  type ClaimRecording,
   type RedisWriter,
   type TerminalJob,
 } from "@molecule/shared";
@@ -137,17 +138,17 @@ export function createTerminalRunner(deps: RunnerDeps) {
     // A worker that records claims with the recording: the same statement names it on the row when
     // the org records and returns the org's settings (recording-claim: no query or commit more).
     const records = deps.recording !== undefined && !(data.command && data.pty === false);
-    const claimed = records
-      ? claimTerminalSessionRecording(deps.db, data.sessionId, deps.workerId, recordingKey(data.orgId, data.workspaceId, data.sessionId))
-      : claimTerminalSession(deps.db, data.sessionId, deps.workerId).then((ok) => (ok ? null : false as const));
+    const claimed: Promise<{ held: boolean; recording?: ClaimRecording }> = records
+      ? claimTerminalSessionRecording(deps.db, data.sessionId, deps.workerId, recordingKey(data.orgId, data.workspaceId, data.sessionId)).then((r) => (r ? { held: true, recording: r } : { held: false }))
+      : claimTerminalSession(deps.db, data.sessionId, deps.workerId).then((held) => ({ held }));
     const claimP = claimed.then(
-      (r): Claim => (r === false || (records && r === null) ? "taken" : "claimed"),
+      (c): Claim => (c.held ? "claimed" : "taken"),
       (err: unknown): Claim => {
         log.error({ err }, "claiming the audit row failed");
         return "failed";
       },
     );
-    const recording: SessionEarly["recording"] = records ? claimed.then((r) => (r ? { ctx: r, announced: true } : { ctx: null, announced: true }), (err: unknown) => ({ err })) : undefined;
+    const recording: SessionEarly["recording"] = records ? claimed.then((c) => ({ ctx: c.recording ?? null }), (err: unknown) => ({ err })) : undefined;
     const early = overlap ? commandOf() : null;
     const [cancelled, claimedFirst] = await Promise.all([deps.redis.get(keys.cancel).then(parseCancel), overlap ? null : claimP]);
     const notClaimed = async (claim: Claim): Promise<boolean> => {
@@ -233,7 +234,6 @@ export function createTerminalRunner(deps: RunnerDeps) {
     void deps.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch((err: unknown) => deps.log.debug({ err }, "heartbeat write failed"));
   }
   let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
 
   // Viewer presence in (orphan grace), idle and maximum-length checks.
   let ticking = false;
@@ -288,7 +288,6 @@ export function createTerminalRunner(deps: RunnerDeps) {
       await deps.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
       // One wake-up per round for both (an idle worker does nothing else), sooner while sessions run.
       const round = () => {
-        if (stopped) return;
         beat();
         checks();
         timer = setTimeout(round, sessions.size > 0 ? TICK_MS : IDLE_TICK_MS);
@@ -319,7 +318,6 @@ export function createTerminalRunner(deps: RunnerDeps) {
       outbox.stop();
       clearTimeout(timer);
       timer = undefined;
-      stopped = true;
       unReady();
       // Its TTL removes it anyway, a few seconds later.
       await deps.redis.del(alive).catch(logged(deps.log, "debug", "could not delete the heartbeat key"));

@@ -64,8 +64,8 @@ export type Claim = "claimed" | "taken" | "failed";
 /** What the runner started before the session: its claim (still under way) and its recording settings. */
 export interface SessionEarly {
   claim?: Promise<Claim>;
-  /** From the claim (claimTerminalSessionRecording): the settings, the row already naming the recording when on. */
-  recording?: Promise<{ ctx: ClaimRecording | null; announced: boolean } | { err: unknown }>;
+  /** From the claim (claimTerminalSessionRecording): the org's settings; the row already names the recording when on. */
+  recording?: Promise<{ ctx: ClaimRecording | null } | { err: unknown }>;
 }
 
 /** How often an append renews the replay log's expiry (LIVE_LOG_TTL_MS, hours): a tenth of it. */
@@ -283,16 +283,16 @@ export class PtySession {
       if (early && "err" in early) throw early.err;
       const ctx = early ? early.ctx : await recordingContext(this.deps.db, this.job.orgId, this.job.workspaceId);
       if (!ctx?.enabled) return;
-      const announced = early?.announced === true;
       this.recorder = new SessionRecorder(
         { store: rec.store, db: this.deps.db, log: this.log, maxBytes: rec.maxBytes },
         { orgId: this.job.orgId, workspaceId: this.job.workspaceId, sessionId: this.sessionId },
         { width: this.job.cols, height: this.job.rows, term: this.job.term ?? "xterm-256color", shell: this.cmd.env.SHELL ?? this.cmd.file, title: ctx.title },
         ctx.input,
       );
-      // The row's pointer to the recording (a commit) does not hold up the shell: the recording
-      // itself goes on whether or not it lands, as it did when this was awaited.
-      if (!announced) void this.recorder.announce(this.sessionId).catch((err: unknown) => this.log.warn({ err }, "the session's row does not point to its recording yet"));
+      // Settings from the claim: that statement already named the recording on the row. Otherwise
+      // the pointer (a commit) is written without holding up the shell: the recording goes on
+      // whether or not it lands, as it did when this was awaited.
+      if (!early) void this.recorder.announce(this.sessionId).catch((err: unknown) => this.log.warn({ err }, "the session's row does not point to its recording yet"));
     } catch (err) {
       this.log.warn({ err }, "the session could not be recorded");
     }
@@ -315,6 +315,8 @@ export class PtySession {
   private output(chunk: Buffer): void {
     const data = this.dropEcho ? this.dropEcho(chunk) : chunk;
     if (data.length === 0) return;
+    // Output past the echo (or that is not it): the filter passes everything from now on.
+    this.dropEcho = null;
     if (this.cmd.diagnoseExit) {
       this.tail.push(data);
       this.tailBytes += data.length;
