@@ -4,6 +4,7 @@
  * per-byte work and no buffer concatenation on the hot path; callers see each
  * output chunk once (`onData`) and wait on byte patterns or byte counts.
  */
+import { AckSchedule } from "@molecule/shared/ack-schedule";
 import WebSocket from "ws";
 
 export const SUBPROTOCOL_V1 = "molecule.terminal.v1";
@@ -13,10 +14,9 @@ export interface ClientOptions {
   cols?: number;
   rows?: number;
   /**
-   * Ack policy, like the Canvas Terminal tab: ack once this many consumed bytes
-   * are unacknowledged (default 32 KiB) and whenever the client has caught up
-   * with everything received (once per event-loop turn). "manual": the caller
-   * acks (a slow consumer).
+   * Ack policy, the Canvas Terminal tab's and the CLI's (AckSchedule): ack once this many
+   * received bytes are unacknowledged (default 32 KiB), otherwise a second after the first
+   * unacknowledged byte — not per echo. "manual": the caller acks (a slow consumer).
    */
   ack?: number | "manual";
 }
@@ -48,7 +48,7 @@ export class BenchClient {
   /** Sees every output chunk once, in order, with the stream offset of its first byte. */
   onData: ((chunk: Buffer, offset: number) => void) | null = null;
   readonly closed: Promise<{ code: number; reason: string }>;
-  private readonly ackEvery: number | null;
+  private readonly acks: AckSchedule | null;
   private waiters: Waiter[] = [];
   /** Last bytes received, for patterns that straddle two chunks. */
   private tail: Buffer = Buffer.alloc(0);
@@ -58,7 +58,17 @@ export class BenchClient {
     const u = new URL(url);
     if (o.cols) u.searchParams.set("cols", String(o.cols));
     if (o.rows) u.searchParams.set("rows", String(o.rows));
-    this.ackEvery = o.ack === "manual" ? null : (o.ack ?? 32 * 1024);
+    this.acks =
+      o.ack === "manual"
+        ? null
+        : new AckSchedule({
+            everyBytes: o.ack ?? 32 * 1024,
+            quietMs: 1000,
+            send: (offset) => this.ack(offset),
+            // Unref'd: an owed ack never keeps a finished benchmark alive.
+            setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+            clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout),
+          });
     this.ws = new WebSocket(u, [SUBPROTOCOL_V1], {
       headers: o.token ? { authorization: `Bearer ${o.token}` } : {},
       perMessageDeflate: false,
@@ -67,6 +77,7 @@ export class BenchClient {
     this.closed = new Promise((resolve) => {
       this.ws.on("close", (code, reason) => {
         this.closeInfo = { code, reason: reason.toString() };
+        this.acks?.cancel();
         const err = new Error(`socket closed ${code} ${reason.toString()} ${JSON.stringify(this.errors)}`);
         for (const w of this.waiters.splice(0)) {
           clearTimeout(w.timer);
@@ -100,20 +111,8 @@ export class BenchClient {
     this.onData?.(chunk, offset);
     if (this.waiters.length) this.checkWaiters(chunk);
     else this.keepTail(chunk);
-    if (this.ackEvery === null) return;
-    if (this.offset - this.acked >= this.ackEvery) this.ack(this.offset);
-    else if (!this.ackScheduled) {
-      // Caught up once the frames already received are handled: ack them all at once.
-      this.ackScheduled = true;
-      setImmediate(this.ackCaughtUp);
-    }
+    this.acks?.consumed(this.offset);
   }
-
-  private ackScheduled = false;
-  private readonly ackCaughtUp = () => {
-    this.ackScheduled = false;
-    this.ack(this.offset);
-  };
 
   private control(data: Buffer): void {
     let m: { type?: string; [k: string]: unknown };
@@ -127,6 +126,7 @@ export class BenchClient {
       this.session = String(m.session);
       this.base = Number(m.offset);
       this.acked = this.base;
+      this.acks?.reset(this.base);
     } else if (m.type === "error") {
       this.errors.push({ code: String(m.code), message: String(m.message) });
     } else if (m.type === "exit") {
@@ -231,10 +231,13 @@ export class BenchClient {
     this.ws.send(typeof data === "string" ? Buffer.from(data, "latin1") : data, { binary: true });
   }
 
-  ack(offset = this.offset): void {
-    if (offset <= this.acked || this.ws.readyState !== WebSocket.OPEN) return;
+  /** Acks up to `offset` (manual mode; the schedule calls it too). False when the socket is not open. */
+  ack(offset = this.offset): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    if (offset <= this.acked) return true;
     this.acked = offset;
     this.ws.send(JSON.stringify({ type: "ack", offset }));
+    return true;
   }
 
   resize(cols: number, rows: number): void {

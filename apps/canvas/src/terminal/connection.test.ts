@@ -208,7 +208,7 @@ describe("TerminalConnection: opening", () => {
 });
 
 describe("TerminalConnection: output and acks", () => {
-  it("hands output over with its end offset and acks once the consumer caught up", async () => {
+  it("hands output over with its end offset and acks it once output has been quiet for a second, not per echo", async () => {
     const t = setup();
     await connected(t);
     t.last().bytes("hello ");
@@ -217,8 +217,33 @@ describe("TerminalConnection: output and acks", () => {
       { text: "hello ", end: 6 },
       { text: "world", end: 11 },
     ]);
-    expect(t.last().acks()).toEqual([6, 11]);
     expect(t.conn.received).toBe(11);
+    // Typing: an echo a keystroke, none of them acked on its own (a frame and a server wake-up each).
+    for (let i = 0; i < 50; i++) t.last().bytes("x");
+    await t.timers.advance(999);
+    expect(t.last().acks()).toEqual([]);
+    await t.timers.advance(1);
+    expect(t.last().acks()).toEqual([61]);
+    // Quiet: nothing more is owed, nothing more is sent.
+    await t.timers.advance(5000);
+    expect(t.last().acks()).toEqual([61]);
+  });
+
+  it("acks at once when 32 KiB are consumed, and a re-attach owes nothing from before its hello", async () => {
+    const t = setup();
+    await connected(t);
+    t.last().bytes(new Uint8Array(32 * 1024).fill(0x61));
+    expect(t.last().acks()).toEqual([32 * 1024]);
+    const first = t.last();
+    first.bytes("tail");
+    first.drop(1006);
+    await t.timers.advance(250);
+    const second = t.last();
+    expect(second).not.toBe(first);
+    second.hello(SID, 32 * 1024 + 4, 100, 30);
+    await t.timers.advance(5000);
+    expect(first.acks()).toEqual([32 * 1024]);
+    expect(second.acks()).toEqual([]);
   });
 
   it("under a flood (yes) acks at least every 64 KiB consumed, and only what was consumed", async () => {
@@ -250,7 +275,8 @@ describe("TerminalConnection: output and acks", () => {
     expect(t.gaps).toEqual([[3, 1000]]);
     expect(t.conn.received).toBe(1003);
     expect(t.output.at(-1)).toEqual({ text: "xyz", end: 1003 });
-    expect(t.last().acks()).toEqual([3, 1000, 1003]);
+    await t.timers.advance(1000);
+    expect(t.last().acks()).toEqual([1003]);
   });
 
   it("a bad_message error does not end anything", async () => {
@@ -282,6 +308,7 @@ describe("TerminalConnection: re-attach", () => {
     expect(second.input()).toBe("typed-while-away\r");
     expect(t.states.at(-1)).toEqual({ kind: "open", session: SID });
     // The new connection's window counts from 13: the next ack is for the new bytes.
+    await t.timers.advance(1000);
     expect(second.acks()).toEqual([20]);
     // The dropped socket is never closed with a close frame (that would end the shell).
     expect(first.closedWith).toBeNull();

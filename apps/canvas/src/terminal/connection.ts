@@ -1,3 +1,4 @@
+import { AckSchedule } from "@molecule/shared/ack-schedule";
 import { SUBPROTOCOL_V1, type ServerMessage, type ViewersMessage } from "@molecule/shared/protocol-constants";
 import { describeClose, type CloseMeaning } from "./close-codes.ts";
 
@@ -43,6 +44,8 @@ export interface ConnectionOptions {
   random?: () => number;
   /** Ack consumed output at least this often (the protocol asks for at least every 64 KiB). */
   ackEveryBytes?: number;
+  /** ...and at most this long after it was consumed, once output goes quiet (not per echo: see AckSchedule). */
+  ackQuietMs?: number;
   /** How long to keep trying to re-attach after a drop (the server's orphan grace period). */
   resumeWindowMs?: number;
   /** Delays between attempts; the last one repeats. */
@@ -108,7 +111,7 @@ export class TerminalConnection {
   received = 0;
   /** Output offset the consumer has put on screen. */
   consumedOffset = 0;
-  private lastAck = 0;
+  private readonly acks: AckSchedule;
   private cols: number;
   private rows: number;
   /** Size the server knows (hello or the last resize sent). */
@@ -130,6 +133,7 @@ export class TerminalConnection {
   ) {
     this.opts = {
       ackEveryBytes: 32 * 1024,
+      ackQuietMs: 1000,
       resumeWindowMs: 60_000,
       backoffMs: [250, 500, 1000, 2000, 4000],
       pingEveryMs: 25_000,
@@ -142,6 +146,14 @@ export class TerminalConnection {
     this.rows = size.rows;
     this.watch = opts.watch ?? null;
     this.session = this.watch;
+    const timers = this.opts.timers;
+    this.acks = new AckSchedule({
+      everyBytes: this.opts.ackEveryBytes,
+      quietMs: this.opts.ackQuietMs,
+      send: (offset) => this.sendAck(offset),
+      setTimeout: (fn, ms) => timers.setTimeout(fn, ms),
+      clearTimeout: (t) => timers.clearTimeout(t),
+    });
   }
 
   get state(): ConnectionState {
@@ -162,7 +174,7 @@ export class TerminalConnection {
     this.session = null;
     this.received = 0;
     this.consumedOffset = 0;
-    this.lastAck = 0;
+    this.acks.reset(0);
     this.lastError = null;
     this.lastExit = null;
     this.droppedAt = null;
@@ -203,8 +215,7 @@ export class TerminalConnection {
   consumed(offset: number): void {
     if (offset <= this.consumedOffset) return;
     this.consumedOffset = offset;
-    const caughtUp = offset >= this.received;
-    if (offset - this.lastAck >= this.opts.ackEveryBytes || caughtUp) this.sendAck();
+    this.acks.consumed(Math.min(offset, this.received));
   }
 
   /** Closing the tab: a close frame ends the shell on the server. */
@@ -213,6 +224,7 @@ export class TerminalConnection {
     this.disposed = true;
     this.clearRetry();
     this.stopPing();
+    this.acks.cancel();
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -260,6 +272,8 @@ export class TerminalConnection {
       this.ws = null;
       this.detach(ws);
       this.stopPing();
+      // Owed acks go with the socket: the next hello says where the server counts from.
+      this.acks.cancel();
       this.onClose(c.code);
     };
     // A WebSocket error is always followed by its close, which decides what happens next.
@@ -322,7 +336,7 @@ export class TerminalConnection {
       this.received = m.offset;
     }
     // The server counts the window from where this connection starts.
-    this.lastAck = m.offset;
+    this.acks.reset(m.offset);
     this.serverSize = { cols: m.cols, rows: m.rows };
     this.attempt = 0;
     this.droppedAt = null;
@@ -369,6 +383,7 @@ export class TerminalConnection {
   private end(code: number, message: string | null): void {
     this.clearRetry();
     this.stopPing();
+    this.acks.cancel();
     this.pending = [];
     this.pendingBytes = 0;
     const exit = this.lastExit;
@@ -376,12 +391,10 @@ export class TerminalConnection {
     this.setState({ kind: "ended", code, meaning: describeClose(code), message, exit });
   }
 
-  private sendAck(): void {
-    if (this.st.kind !== "open" || this.ws?.readyState !== OPEN) return;
-    const offset = Math.min(this.consumedOffset, this.received);
-    if (offset <= this.lastAck) return;
-    this.lastAck = offset;
+  private sendAck(offset: number): boolean {
+    if (this.st.kind !== "open" || this.ws?.readyState !== OPEN) return false;
     this.ws.send(JSON.stringify({ type: "ack", offset }));
+    return true;
   }
 
   private syncSize(): void {

@@ -1,11 +1,13 @@
+import { AckSchedule } from "@molecule/shared/ack-schedule";
 import WebSocket from "ws";
 import { z } from "zod";
 import { CliError } from "../errors.ts";
 
 /** docs/terminal-protocol.md */
 export const SUBPROTOCOL_V1 = "molecule.terminal.v1";
-/** Ack after this much output is consumed; the server's window is 512 KiB by default. */
-const ACK_EVERY = 64 * 1024;
+/** Ack after this much output is consumed (the server's window is 512 KiB by default), or a second after, once output is quiet. */
+const ACK_EVERY = 32 * 1024;
+const ACK_QUIET_MS = 1000;
 /** Keystrokes typed while disconnected are kept up to this much and sent after the re-attach. */
 const MAX_PENDING_INPUT = 1024 * 1024;
 const PING_EVERY_MS = 15_000;
@@ -69,8 +71,14 @@ export class SessionClient {
   sessionId: string | null = null;
   /** Output offset just past the last byte received. */
   offset = 0;
-  private consumed = 0;
-  private acked = 0;
+  private readonly acks = new AckSchedule({
+    everyBytes: ACK_EVERY,
+    quietMs: ACK_QUIET_MS,
+    send: (offset) => this.sendJson({ type: "ack", offset }),
+    // Unref'd: an owed ack never keeps the process from exiting.
+    setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+    clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout),
+  });
   private ws: WebSocket | null = null;
   private open = false;
   private pendingInput: Buffer[] = [];
@@ -170,7 +178,7 @@ export class SessionClient {
           this.open = true;
           this.sessionId = m.session;
           this.offset = m.offset;
-          this.consumed = this.acked = m.offset;
+          this.acks.reset(m.offset);
           this.startPing(ws);
           // The size may have changed while we were away.
           this.sendJson({ type: "resize", cols: this.opts.cols, rows: this.opts.rows });
@@ -179,7 +187,7 @@ export class SessionClient {
         } else if (m.type === "gap") {
           this.opts.onNotice(`output lost: bytes ${m.from}..${m.to} were older than the server's replay window`);
           this.offset = m.to;
-          this.consumed = Math.max(this.consumed, m.to);
+          this.acks.consumed(m.to);
         } else if (m.type === "exit") {
           this.exit = exitCodeOf(m.code, m.signal);
         } else if (m.type === "error") {
@@ -189,6 +197,7 @@ export class SessionClient {
         }
       });
       ws.on("close", (code, reason) => {
+        this.acks.cancel();
         const wasOpen = this.open;
         this.open = false;
         this.stopPing();
@@ -240,14 +249,7 @@ export class SessionClient {
   private output(data: Buffer): void {
     this.offset += data.length;
     const end = this.offset;
-    this.opts.onOutput(data, () => {
-      this.consumed = Math.max(this.consumed, end);
-      if (this.consumed - this.acked >= ACK_EVERY) this.ack();
-    });
-  }
-
-  private ack(): void {
-    if (this.sendJson({ type: "ack", offset: this.consumed })) this.acked = this.consumed;
+    this.opts.onOutput(data, () => this.acks.consumed(end));
   }
 
   private sendJson(m: object): boolean {
