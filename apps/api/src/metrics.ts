@@ -1,12 +1,11 @@
+import { EVENT_LOOP_SAMPLE_MS } from "@molecule/shared/metrics-settings";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 /** Prometheus metrics of one API node (GET /metrics). */
 export function createMetrics(nodeId: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ node: nodeId });
-  // The event-loop lag histogram samples once a second, not every 10 ms (prom-client's default): its
-  // ~200 wake-ups a second cost an idle process 2 ms of CPU per second (docs/benchmark.md, issue 19).
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 1000 });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   const active = new Gauge({ name: "molecule_terminal_sessions_active", help: "Terminal sockets attached to this node", registers: [registry] });
   const opened = new Histogram({
     name: "molecule_terminal_open_seconds",

@@ -1,3 +1,4 @@
+import { EVENT_LOOP_SAMPLE_MS } from "@molecule/shared/metrics-settings";
 import type { IPty } from "node-pty";
 import { createServer, type Server } from "node:http";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
@@ -12,9 +13,7 @@ export type QueueCounts = Record<string, Record<string, number>>;
 export function createWorkerMetrics(workerId: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ worker: workerId });
-  // The event-loop lag histogram samples once a second, not every 10 ms (prom-client's default): its
-  // ~200 wake-ups a second cost an idle process 2 ms of CPU per second (docs/benchmark.md, issue 19).
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 1000 });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   let activeFn: () => number = () => 0;
   let queueFn: (() => Promise<QueueCounts>) | null = null;
   new Gauge({

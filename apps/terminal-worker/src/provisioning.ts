@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import { and, inArray, lt } from "drizzle-orm";
 import {
   PROVISION_QUEUE,
+  QUEUE_POLL_SECONDS,
   bullPrefix,
   getWorkspace,
   logged,
@@ -127,6 +128,7 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
     stalledInterval: Math.max(1000, Math.floor(d.lockMs / 2)),
     // A job whose worker died is picked up again: every step above is idempotent.
     maxStalledCount: 5,
+    drainDelay: QUEUE_POLL_SECONDS,
   });
   worker.on("failed", (job, err) => d.log.debug({ job_id: job?.id, err }, "provision job failed"));
   worker.on("error", (err) => d.log.warn({ err }, "provision worker error"));

@@ -5,6 +5,14 @@ import { execCommand, TERM_RE } from "./protocol.ts";
 export const PROVISION_QUEUE = "provision";
 export const TERMINAL_QUEUE = "terminal";
 
+/**
+ * Seconds a BullMQ worker's blocking poll waits on an empty queue (its drainDelay; BullMQ's default
+ * is 5). A new job wakes the poll at once through the queue's marker, so this only says how often an
+ * idle worker wakes for nothing: every 5 s that was, with two queues, about a tenth of an idle
+ * worker's CPU (docs/benchmark.md, issue 19).
+ */
+export const QUEUE_POLL_SECONDS = 20;
+
 export const provisionAction = z.enum(["create", "restart", "destroy"]);
 export type ProvisionAction = z.infer<typeof provisionAction>;
 

@@ -37,7 +37,7 @@ async function serve(o: { redis?: Redis; draining?: () => boolean } = {}) {
     advance: (ms: number) => (clock += ms),
     get: async () => {
       const res = await fetch(url);
-      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+      return { status: res.status, date: res.headers.get("date"), body: (await res.json()) as Record<string, unknown> };
     },
     close: () => new Promise((res) => server.close(res)),
   };
@@ -61,6 +61,17 @@ describe("/readyz", () => {
       s.advance(2);
       expect((await s.get()).status).toBe(200);
       expect(s.counts).toEqual({ pg: 2, redis: 2 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("answers without a Date header (writing one arms a timer that wakes an idle node after every check)", async () => {
+    const s = await serve();
+    try {
+      const r = await s.get();
+      expect(r.status).toBe(200);
+      expect(r.date).toBeNull();
     } finally {
       await s.close();
     }

@@ -4,6 +4,7 @@ import type { Redis } from "ioredis";
 import type { IPty } from "node-pty";
 import {
   TERMINAL_QUEUE,
+  QUEUE_POLL_SECONDS,
   bullPrefix,
   logged,
   publishSession,
@@ -206,6 +207,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
     concurrency: deps.capacity,
     maxStalledCount: 0,
     autorun: false,
+    drainDelay: QUEUE_POLL_SECONDS,
   });
   worker.on("error", (err) => deps.log.warn({ err }, "terminal worker error"));
 
@@ -231,7 +233,9 @@ export function createTerminalRunner(deps: RunnerDeps) {
   // (started by start()): the checks after it run in the background, so a slow one never delays it.
   function beat(): void {
     // A missed beat is the next one's job (the key outlives several); the API judges lateness.
-    void deps.redis.set(alive, String(sessions.size), "PX", ALIVE_TTL_MS).catch((err: unknown) => deps.log.debug({ err }, "heartbeat write failed"));
+    // On the reply-less writer: an OK to read was one more wake-up a second of an idle worker. While
+    // the writer reconnects the beat waits (at most its queue age, 3 s) or is dropped: the same as a missed one.
+    deps.writer.send(["SET", alive, String(sessions.size), "PX", String(ALIVE_TTL_MS)]);
   }
   let timer: NodeJS.Timeout | undefined;
 
@@ -319,8 +323,12 @@ export function createTerminalRunner(deps: RunnerDeps) {
       clearTimeout(timer);
       timer = undefined;
       unReady();
-      // Its TTL removes it anyway, a few seconds later.
-      await deps.redis.del(alive).catch(logged(deps.log, "debug", "could not delete the heartbeat key"));
+      // Its TTL removes it anyway, a few seconds later. After the writer's last beat has run
+      // (a barrier), so that beat cannot bring the key back after the delete.
+      await deps.writer
+        .barrier(alive)
+        .then(() => deps.redis.del(alive))
+        .catch(logged(deps.log, "debug", "could not delete the heartbeat key"));
     },
   };
 }
