@@ -90,6 +90,19 @@ describe("the terminal_sessions table", () => {
     await reportSessionBytes(handle.db, "w-a", [{ sessionId: id, bytesIn: 3, bytesOut: 12 }]);
     await recordSessionTarget(handle.db, id, "w-a", { osUser: "alice" });
     expect(await rowOf(id)).toMatchObject({ bytesIn: 3, bytesOut: 12, osUser: "alice" });
+    // Several sessions in one statement, each row its own counts; a row another worker holds is left alone.
+    const other = await opened();
+    expect(await claimTerminalSession(handle.db, other, "w-a")).toBe(true);
+    const foreign = await opened();
+    expect(await claimTerminalSession(handle.db, foreign, "w-b")).toBe(true);
+    await reportSessionBytes(handle.db, "w-a", [
+      { sessionId: id, bytesIn: 3, bytesOut: 13 },
+      { sessionId: other, bytesIn: 7, bytesOut: 70 },
+      { sessionId: foreign, bytesIn: 9, bytesOut: 90 },
+    ]);
+    expect(await rowOf(id)).toMatchObject({ bytesIn: 3, bytesOut: 13 });
+    expect(await rowOf(other)).toMatchObject({ bytesIn: 7, bytesOut: 70 });
+    expect(await rowOf(foreign)).toMatchObject({ bytesIn: 0, bytesOut: 0 });
 
     const close = { sessionId: id, reason: "exit" as const, code: 0, signal: null, bytesIn: 4, bytesOut: 20, closedAt: Date.now() };
     expect(await closeHeldSession(handle.db, { ...close, workerId: "w-b" })).toBe(false);

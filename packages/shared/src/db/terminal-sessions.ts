@@ -85,13 +85,12 @@ export interface SessionByteCounts {
  */
 export async function reportSessionBytes(db: Db, workerId: string, counts: SessionByteCounts[]): Promise<void> {
   if (counts.length === 0) return;
-  const values = sql.join(
-    counts.map((count) => sql`(${count.sessionId}::uuid, ${count.bytesIn}::bigint, ${count.bytesOut}::bigint)`),
-    sql`, `,
-  );
+  // Three array parameters, not a VALUES row each: one statement text whatever the count, so it
+  // is prepared once per connection (client.ts). The elements are uuids and integers of our own.
+  const array = (xs: readonly (string | number)[]) => `{${xs.join(",")}}`;
   await db.execute(sql`
     UPDATE terminal_sessions AS t SET bytes_in = v.bytes_in, bytes_out = v.bytes_out
-    FROM (VALUES ${values}) AS v(id, bytes_in, bytes_out)
+    FROM unnest(${array(counts.map((c) => c.sessionId))}::uuid[], ${array(counts.map((c) => c.bytesIn))}::bigint[], ${array(counts.map((c) => c.bytesOut))}::bigint[]) AS v(id, bytes_in, bytes_out)
     WHERE t.id = v.id AND t.worker_id = ${workerId} AND t.closed_at IS NULL`);
 }
 
