@@ -45,6 +45,37 @@ export function cpuMs(pid: number): number {
   }
 }
 
+/**
+ * Context switches of a process so far, every live thread (voluntary + involuntary, from
+ * /proc/<pid>/task/<tid>/status): each is a thread put to sleep and woken again, the unit of
+ * cost on the byte path (docs/benchmark.md).
+ */
+export function contextSwitches(pid: number): number {
+  let n = 0;
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0;
+  }
+  for (const t of tasks) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${t}/status`, "latin1");
+      n += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(st)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(st)?.[1] ?? 0);
+    } catch {
+      // thread ended meanwhile
+    }
+  }
+  return n;
+}
+
+/** Context switches per role since `before` (roles with several processes are summed). */
+export function switchesSince(procs: Proc[], before: Map<number, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of procs) out[p.role] = (out[p.role] ?? 0) + (contextSwitches(p.pid) - (before.get(p.pid) ?? 0));
+  return out;
+}
+
 /** Resident set size in bytes (0 when the process is gone). */
 export function rssBytes(pid: number): number {
   try {

@@ -7,7 +7,7 @@
 import type { Redis } from "ioredis";
 import { namespacePatterns } from "@molecule/shared";
 import { BenchClient } from "./client.ts";
-import { commandsSince, cpuSince, cpuSnapshot, memorySampler, redisCommandCalls, percentiles, redisUsedMemory, rssByRole, type Proc } from "./measure.ts";
+import { commandsSince, contextSwitches, cpuSince, cpuSnapshot, memorySampler, switchesSince, redisCommandCalls, percentiles, redisUsedMemory, rssByRole, type Proc } from "./measure.ts";
 import type { Target } from "./system.ts";
 
 const KEY = Buffer.from("a");
@@ -97,7 +97,7 @@ export async function scenarioOpen(t: Target, n: number) {
  * drift hit every target alike, so the ratios measure the targets, not the moment.
  */
 export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: number; blocks: number; warmup: number }, redis?: Redis) {
-  type Run = { c: BenchClient; delEcho: number; rtt: number[]; cpu: Record<string, number>; redisCalls: Record<string, number>; errors: string[] };
+  type Run = { c: BenchClient; delEcho: number; rtt: number[]; cpu: Record<string, number>; switches: Record<string, number>; redisCalls: Record<string, number>; errors: string[] };
   const runs: (Run | null)[] = [];
   const failed: string[] = [];
   for (const t of targets) {
@@ -105,7 +105,7 @@ export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: num
       const c = await shell(t, { cols: 120 });
       const delEcho = await learnDelEcho(c);
       for (let i = 0; i < o.warmup; i++) await keystrokePair(c, delEcho);
-      runs.push({ c, delEcho, rtt: [], cpu: {}, redisCalls: {}, errors: [] });
+      runs.push({ c, delEcho, rtt: [], cpu: {}, switches: {}, redisCalls: {}, errors: [] });
       failed.push("");
     } catch (err) {
       runs.push(null);
@@ -121,6 +121,7 @@ export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: num
       // commandstats is read outside the CPU window, so the reads themselves are not counted.
       const withRedis = redis && targets[i]!.procs.some((p) => p.role === "redis");
       const calls0 = withRedis ? await redisCommandCalls(redis) : null;
+      const switches0 = new Map(targets[i]!.procs.map((p) => [p.pid, contextSwitches(p.pid)]));
       const before = cpuSnapshot(targets[i]!.procs);
       try {
         for (let k = 0; k < perBlock; k++) r.rtt.push(...(await keystrokePair(r.c, r.delEcho)));
@@ -128,6 +129,7 @@ export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: num
         r.errors.push(msg(err));
       }
       for (const [role, ms] of Object.entries(cpuSince(targets[i]!.procs, before))) r.cpu[role] = (r.cpu[role] ?? 0) + ms;
+      for (const [role, n] of Object.entries(switchesSince(targets[i]!.procs, switches0))) r.switches[role] = (r.switches[role] ?? 0) + n;
       if (calls0) {
         for (const [cmd, n] of Object.entries(commandsSince(calls0, await redisCommandCalls(redis!)))) r.redisCalls[cmd] = (r.redisCalls[cmd] ?? 0) + n;
         // The snapshot that ends this block is one INFO too many.
@@ -138,14 +140,17 @@ export async function scenarioEchoInterleaved(targets: Target[], o: { pairs: num
   await Promise.all(runs.map((r) => r?.c.close()));
   return targets.map((t, i) => {
     const r = runs[i];
-    if (!r) return { keystrokes: 0, us: percentiles([]), cpuUsPerKey: {}, serverCpuUsPerKey: 0, errors: [failed[i]!] };
+    if (!r) return { keystrokes: 0, us: percentiles([]), cpuUsPerKey: {}, wakeUpsPerKey: {}, serverCpuUsPerKey: 0, errors: [failed[i]!] };
     const keystrokes = r.rtt.length;
     const cpuUsPerKey: Record<string, number> = {};
     for (const [role, ms] of Object.entries(r.cpu)) cpuUsPerKey[role] = round((ms * 1000) / Math.max(1, keystrokes));
     const server = [...new Set(serverRoles(t.procs).map((p) => p.role))];
     const serverUs = server.reduce((s, role) => s + (cpuUsPerKey[role] ?? 0), 0);
     const redisCallsPerKey = Object.keys(r.redisCalls).length ? perUnit(r.redisCalls, keystrokes) : undefined;
-    return { keystrokes, us: percentiles(r.rtt), cpuUsPerKey, serverCpuUsPerKey: round(serverUs), redisCallsPerKey, errors: r.errors };
+    // Context switches per keystroke: how often each process was put to sleep and woken for one.
+    const wakeUpsPerKey: Record<string, number> = {};
+    for (const [role, n] of Object.entries(r.switches)) wakeUpsPerKey[role] = Math.round((n / Math.max(1, keystrokes)) * 100) / 100;
+    return { keystrokes, us: percentiles(r.rtt), cpuUsPerKey, wakeUpsPerKey, serverCpuUsPerKey: round(serverUs), redisCallsPerKey, errors: r.errors };
   });
 }
 
