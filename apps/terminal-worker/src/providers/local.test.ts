@@ -138,6 +138,21 @@ describe.skipIf(!bwrapAvailable() && process.env.CI !== "true")("shells opened a
     for (const r of results) expect(r, r.err).toEqual({ code: 0, err: "" });
     await provider.destroy({ id } as never);
   });
+
+  it("a later open of a workspace set up before makes HOME again if the tenant removed it, and says not_ready once the sandbox is gone", async () => {
+    const root = tmp();
+    const provider = createLocalProvider({ root, bwrap: "on", shell: "/bin/bash" });
+    const id = randomUUID();
+    await provider.create({ id } as never, { recordInstanceId: async () => {} });
+    const ctx = { sessionId: randomUUID(), workspaceId: id, orgId: "o", instanceId: null, cols: 80, rows: 24 };
+    await provider.terminalCommand(ctx);
+    rmSync(join(root, id, "root"), { recursive: true });
+    await provider.terminalCommand({ ...ctx, sessionId: randomUUID() });
+    expect(existsSync(join(root, id, "root"))).toBe(true);
+    // Gone behind this process's back (another worker destroyed it): a clear refusal, not a failed spawn.
+    rmSync(join(root, id), { recursive: true });
+    await expect(provider.terminalCommand({ ...ctx, sessionId: randomUUID() })).rejects.toMatchObject({ reason: "not_ready" });
+  });
 });
 
 describe("the sandbox's /etc", () => {

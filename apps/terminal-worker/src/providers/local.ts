@@ -122,9 +122,25 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
   };
 
   /** Workspaces whose /bin links this process made (ensureSystemLinks). */
-  const linked = new Set<string>();
+  /**
+   * Workspaces whose sandbox this process has set up (uid known, /bin links made), with their uid:
+   * a later open of one needs a single system call (HOME's mkdir), not a stat first.
+   */
+  const prepared = new Map<string, number | null>();
 
   /** A workspace's uid: its dir's owner when claimed; else (a dir from before per-workspace uids) claim one now. */
+  /** The sandbox's HOME (`root/`), made again when missing and given to the workspace's uid; ENOENT (no sandbox) throws `gone()`. */
+  async function ensureHome(dir: string, uid: number | null, gone: () => Error): Promise<void> {
+    try {
+      await mkdir(join(dir, "root"), { mode: 0o700 });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") return;
+      throw code === "ENOENT" ? gone() : err;
+    }
+    if (uid !== null) await lchown(join(dir, "root"), uid, uid);
+  }
+
   async function workspaceUid(id: string, dir: string, owner: number): Promise<number> {
     if (owner >= uids.base && owner < uids.base + uids.count) return owner;
     const uid = await claimUid(o.root, id, uids);
@@ -198,34 +214,35 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
       const s = ready();
       const owner = await stat(dir).then((st) => st.uid, () => null);
       // Whatever still runs in the workspace goes with it.
-      linked.delete(workspace.id);
+      prepared.delete(workspace.id);
       await s.cgroups?.remove(workspace.id);
       await rm(dir, { recursive: true, force: true });
       if (s.dropUid) await releaseUid(o.root, workspace.id, owner, uids);
     },
     async terminalCommand(ctx) {
       const dir = dirOf(ctx.workspaceId);
-      const st = await stat(dir).catch(() => null);
-      if (!st?.isDirectory()) throw new TerminalUnavailableError("not_ready", "the workspace sandbox does not exist (removed?)");
-      if (o.commandFactory) return o.commandFactory(ctx, dir);
+      const gone = () => new TerminalUnavailableError("not_ready", "the workspace sandbox does not exist (removed?)");
       const s = ready();
+      const known = o.commandFactory || !s.sandboxed ? undefined : prepared.get(ctx.workspaceId);
+      if (known !== undefined) {
+        // Set up before in this process: HOME again (a tenant may have removed it) is the one system
+        // call; its ENOENT says the sandbox itself is gone (destroyed here or by another worker).
+        await ensureHome(dir, known, gone);
+        return bwrapCommand(ctx, dir, known);
+      }
+      const st = await stat(dir).catch(() => null);
+      if (!st?.isDirectory()) throw gone();
+      if (o.commandFactory) return o.commandFactory(ctx, dir);
       if (!s.sandboxed) {
         const env = { ...BASE_ENV, ...(ctx.term ? { TERM: ctx.term } : {}), MOLECULE_WS_ID: ctx.workspaceId, MOLECULE_SESSION_ID: ctx.sessionId };
         const [file, ...args] = ctx.command ?? [o.shell, "--login"];
         return { file: file ?? o.shell, args, env: { ...env, HOME: dir, SHELL: o.shell, USER: o.user ?? "root" }, cwd: dir };
       }
       const uid = s.dropUid ? await workspaceUid(ctx.workspaceId, dir, st.uid) : null;
-      await Promise.all([
-        // HOME must exist for --chdir (a workspace from before, or a tenant who removed it).
-        mkdir(join(dir, "root"), { mode: 0o700 }).then(
-          () => (uid !== null ? lchown(join(dir, "root"), uid, uid) : undefined),
-          (err: NodeJS.ErrnoException) => {
-            if (err.code !== "EEXIST") throw err;
-          },
-        ),
-        // Once per workspace and process: later opens find the links (or bwrap makes the ones a tenant removed).
-        linked.has(ctx.workspaceId) ? undefined : ensureSystemLinks(dir, uid).then(() => void linked.add(ctx.workspaceId)),
-      ]);
+      // HOME must exist for --chdir (a workspace from before, or a tenant who removed it); the /bin
+      // links once per workspace and process (bwrap makes the ones a tenant removed).
+      await Promise.all([ensureHome(dir, uid, gone), ensureSystemLinks(dir, uid)]);
+      prepared.set(ctx.workspaceId, uid);
       return bwrapCommand(ctx, dir, uid);
     },
   };
