@@ -202,6 +202,11 @@ export function markdown(r: Results): string {
     row(`concurrent: ${cc[0].sessions} opened at once, last prompt after`, cc[0].allOpenMs, cc[1].allOpenMs, "ms", 0, "≤ 2000 ms");
     row("concurrent: open p50", cc[0].openMs.p50, cc[1].openMs.p50, "ms");
     row("concurrent: open p99", cc[0].openMs.p99, cc[1].openMs.p99, "ms");
+    if (cc[0].cpuMsPerOpen) {
+      const per = (x: any) => Object.values(x.cpuMsPerOpen ?? {}).reduce((a: number, v) => a + (v as number), 0);
+      row("concurrent: server CPU per open (every process counted; shells and PostgreSQL apart)", per(cc[0]), per(cc[1]), "ms", 2);
+      for (const role of ["api", "worker", "redis", "lb"]) row(`↳ CPU per open: ${role === "lb" ? "haproxy" : role}`, cc[0].cpuMsPerOpen[role], null, "ms", 2);
+    }
     row(`concurrent: echo p50 (${cc[0].active} active)`, cc[0].echoUs.p50 / 1000, cc[1].echoUs.p50 / 1000, "ms", 2, "≤ 8 ms");
     row(`concurrent: echo p99 (${cc[0].active} active)`, cc[0].echoUs.p99 / 1000, cc[1].echoUs.p99 / 1000, "ms", 2);
     row("concurrent: server memory per session", cc[0].serverBytesPerSession / 1024, cc[1].serverBytesPerSession / 1024, "KiB", 0, "≤ 256 KiB");

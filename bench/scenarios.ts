@@ -434,6 +434,7 @@ export async function scenarioConcurrent(
   const keys0 = t.name === "system" && ns ? await redisKeysMemory(redis, ns) : 0;
   const clients: BenchClient[] = [];
   const opens: number[] = [];
+  const cpu0 = cpuSnapshot(t.procs);
   const tAll = performance.now();
   let lastOpen = 0;
   await pool(
@@ -453,6 +454,10 @@ export async function scenarioConcurrent(
   );
   const allOpenMs = round(lastOpen - tAll);
   const opened = clients.filter((c) => c.received > 0 && !c.closeInfo);
+  // CPU per open of each server process while they opened (the shells themselves are not counted;
+  // the fork of each is, in the process that forks it; PostgreSQL is not among the processes).
+  const cpuMsPerOpen: Record<string, number> = {};
+  for (const [role, ms] of Object.entries(cpuSince(t.procs, cpu0))) cpuMsPerOpen[role] = Math.round((ms / Math.max(1, opened.length)) * 100) / 100;
 
   // Echo on `active` sessions at once; the rest idle.
   const active = opened.slice(0, o.active);
@@ -487,6 +492,7 @@ export async function scenarioConcurrent(
     opened: opened.length,
     allOpenMs,
     openMs: percentiles(opens),
+    cpuMsPerOpen,
     active: active.length,
     echoUs: percentiles(rtt),
     memoryPerSessionBytes: perSession,
