@@ -18,22 +18,28 @@ export interface Proc {
   pid: number;
 }
 
-/** CPU time a process has used so far, in milliseconds (every thread, user + system). */
-export function cpuMs(pid: number): number {
-  let ns = 0;
+/** Sums `read(file)` over the live threads of `pid` (0 when the process is gone; a thread that ends meanwhile counts 0). */
+function sumOverThreads(pid: number, file: string, read: (text: string) => number): number {
   let tasks: string[];
   try {
     tasks = readdirSync(`/proc/${pid}/task`);
   } catch {
     return 0;
   }
+  let sum = 0;
   for (const t of tasks) {
     try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "latin1").split(" ")[0]);
+      sum += read(readFileSync(`/proc/${pid}/task/${t}/${file}`, "latin1"));
     } catch {
       // thread ended meanwhile
     }
   }
+  return sum;
+}
+
+/** CPU time a process has used so far, in milliseconds (every thread, user + system). */
+export function cpuMs(pid: number): number {
+  const ns = sumOverThreads(pid, "schedstat", (text) => Number(text.split(" ")[0]));
   if (ns > 0) return ns / 1e6;
   // No schedstat (kernel without CONFIG_SCHEDSTATS): clock ticks from stat, 10 ms resolution.
   try {
@@ -51,22 +57,8 @@ export function cpuMs(pid: number): number {
  * cost on the byte path (docs/benchmark.md).
  */
 export function contextSwitches(pid: number): number {
-  let n = 0;
-  let tasks: string[];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return 0;
-  }
-  for (const t of tasks) {
-    try {
-      const st = readFileSync(`/proc/${pid}/task/${t}/status`, "latin1");
-      n += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(st)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(st)?.[1] ?? 0);
-    } catch {
-      // thread ended meanwhile
-    }
-  }
-  return n;
+  const field = (text: string, name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? 0);
+  return sumOverThreads(pid, "status", (text) => field(text, "voluntary_ctxt_switches") + field(text, "nonvoluntary_ctxt_switches"));
 }
 
 /** Context switches per role since `before` (roles with several processes are summed). */
