@@ -151,7 +151,10 @@ export function createTerminalRunner(deps: RunnerDeps) {
     );
     const recording: SessionEarly["recording"] = records ? claimed.then((c) => ({ ctx: c.recording ?? null }), (err: unknown) => ({ err })) : undefined;
     const early = overlap ? commandOf() : null;
-    const [cancelled, claimedFirst] = await Promise.all([deps.redis.get(keys.cancel).then(parseCancel), overlap ? null : claimP]);
+    // A provider that claims first reads the cancel key before its (costly) command is made. With the
+    // overlap the session reads it itself, once it has subscribed to its input (a cancel published
+    // between the two is never missed), and ends before any shell starts: one round trip less here.
+    const [cancelled, claimedFirst] = overlap ? [null, null] : await Promise.all([deps.redis.get(keys.cancel).then(parseCancel), claimP]);
     const notClaimed = async (claim: Claim): Promise<boolean> => {
       if (claim === "taken") {
         // Closed already, or another worker's: a job for it (a crafted one) must not touch that session.
