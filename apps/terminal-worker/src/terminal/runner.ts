@@ -60,11 +60,15 @@ export interface RunnerDeps {
   auditRetry?: Pick<AuditOutboxOptions, "retryBaseMs" | "retryMaxMs" | "timers">;
 }
 
-/** Tolerates a 2 s event-loop stall (a beat every 1 s when idle, 500 ms with sessions); with the API's 1 s threshold a dead worker is noticed within ~4.5 s. */
+/** Tolerates a 2 s event-loop stall (a beat every 500 ms with sessions); with the API's 1 s threshold a dead worker is noticed within ~4.5 s. */
 const ALIVE_TTL_MS = 3000;
 const TICK_MS = 500;
-/** With no session the round (the heartbeat alone) comes every second: the key still outlives two missed beats. */
-const IDLE_TICK_MS = 1000;
+/**
+ * With no session the round (the heartbeat alone) comes every 2 s: each round is a wake-up of an
+ * idle worker, and the key matters only for a worker's sessions (the API's watchdog and audit
+ * sweeper act on nothing else). The first session makes the round come at once and then every TICK_MS.
+ */
+const IDLE_TICK_MS = 2000;
 /** Recent output each session keeps in memory to re-seed its log after a Redis restart. */
 const RESEED_BYTES = 256 * 1024;
 /** How often live sessions' byte counts go to their audit rows (one UPDATE for all of them). */
@@ -194,6 +198,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
     const cmd = made.cmd;
     const s = new PtySession(data, keys, cmd, sessionDeps, { ...(overlap ? { claim: claimP } : {}), ...(recording ? { recording } : {}) });
     sessions.set(data.sessionId, s);
+    if (sessions.size === 1) hurry();
     try {
       if (await notClaimed(await s.start())) return;
       if (s.pid !== null) metrics?.session.opened();
@@ -241,6 +246,21 @@ export function createTerminalRunner(deps: RunnerDeps) {
     deps.writer.send(["SET", alive, String(sessions.size), "PX", String(ALIVE_TTL_MS)]);
   }
   let timer: NodeJS.Timeout | undefined;
+  let idleRound = false;
+  // One wake-up per round for both (an idle worker does nothing else), sooner while sessions run.
+  function round(): void {
+    beat();
+    checks();
+    idleRound = sessions.size === 0;
+    timer = setTimeout(round, idleRound ? IDLE_TICK_MS : TICK_MS);
+    timer.unref();
+  }
+  /** A first session while the idle round waits: beat now and go on at the busy pace. */
+  function hurry(): void {
+    if (!timer || !idleRound) return;
+    clearTimeout(timer);
+    round();
+  }
 
   // Viewer presence in (orphan grace), idle and maximum-length checks.
   let ticking = false;
@@ -293,13 +313,6 @@ export function createTerminalRunner(deps: RunnerDeps) {
     /** Says this worker is alive, starts its heartbeat and checks, takes over its outbox, then claims jobs. */
     async start(): Promise<void> {
       await deps.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
-      // One wake-up per round for both (an idle worker does nothing else), sooner while sessions run.
-      const round = () => {
-        beat();
-        checks();
-        timer = setTimeout(round, sessions.size > 0 ? TICK_MS : IDLE_TICK_MS);
-        timer.unref();
-      };
       if (!timer) {
         timer = setTimeout(round, TICK_MS);
         timer.unref();
