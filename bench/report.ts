@@ -99,6 +99,8 @@ export function verdicts(s: Record<string, any>): Verdict[] {
     out.push(check("thousand.mem", `server memory per session (${k.sessions})`, k.serverBytesPerSession / 1024, "max", 256, "KiB"));
     if (bare("thousand")) out.push(check("thousand.echo.ratio", `${k.sessions} sessions: echo p50 / bare`, k.echoUs.p50 / bare("thousand").echoUs.p50, "max", 3, "x"));
   }
+  const cli = sys("cli");
+  if (cli?.cli?.us) out.push(check("cli.echo.ratio", "molecule ssh echo p50 / bench client", cli.cli.us.p50 / cli.client.us.p50, "max", 1.1, "x"));
   const idle = sys("idle");
   if (idle && !idle.failed) {
     out.push(check("idle.cpu", "idle cluster: CPU per second (API, workers, haproxy)", idle.totalCpuMsPerSec, "max", 5, "ms/s"));
@@ -166,6 +168,13 @@ export function markdown(r: Results): string {
       rows.push(["echo p50: bare bridge behind the same haproxy", "–", cell(lb.us.p50, "µs", 0), ratio(lb.us.p50, echo[1].us.p50), "(reference)"]);
       rows.push(["↳ system / bare behind haproxy", "–", "–", ratio(echo[0].us.p50, lb.us.p50), ""]);
     }
+  }
+  const cli = s.cli?.system;
+  if (cli?.cli?.us) {
+    // Issue 15: the CLI in a real PTY against the in-process bench client, keystroke pairs alternating in blocks.
+    rows.push(["`molecule ssh` echo p50 (in a real PTY) / bench client", cell(cli.cli.us.p50, "µs", 0), cell(cli.client.us.p50, "µs", 0), ratio(cli.cli.us.p50, cli.client.us.p50), "≤ 1.1x"]);
+    rows.push(["↳ the local terminal's PTY hop alone (a node echo in the same kind of PTY)", cell(cli.ptyHop.us.p50, "µs", 0), "–", "", ""]);
+    rows.push(["↳ `molecule ssh` without that hop / bench client", "–", "–", `${f(cli.ratioP50WithoutPtyHop, 2)}x`, ""]);
   }
   const tp = both("throughput");
   if (tp) {
