@@ -62,9 +62,9 @@ class CliEchoer implements Echoer {
     this.p.write(s);
   }
   async waitBytes(n: number, ms: number): Promise<void> {
-    const deadline = Date.now() + ms;
+    const deadline = performance.now() + ms;
     while (this.n < n) {
-      if (Date.now() > deadline) throw new Error(`molecule ssh: no echo within ${ms} ms`);
+      if (performance.now() > deadline) throw new Error(`molecule ssh: no echo within ${ms} ms`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 50);
         this.waiters.push(() => {
@@ -85,14 +85,14 @@ function clientEchoer(c: BenchClient): Echoer {
 }
 
 async function settle(e: Echoer, quietMs: number, maxMs = 20_000): Promise<void> {
-  const deadline = Date.now() + maxMs;
+  const deadline = performance.now() + maxMs;
   let last = e.received();
-  let since = Date.now();
-  while (Date.now() - since < quietMs && Date.now() < deadline) {
+  let since = performance.now();
+  while (performance.now() - since < quietMs && performance.now() < deadline) {
     await new Promise((r) => setTimeout(r, 10));
     if (e.received() !== last) {
       last = e.received();
-      since = Date.now();
+      since = performance.now();
     }
   }
 }

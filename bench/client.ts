@@ -217,12 +217,12 @@ export class BenchClient {
 
   /** Resolves once output has been quiet for `quietMs` (the prompt is drawn). */
   async settle(quietMs = 150, ms = 15_000): Promise<void> {
-    const deadline = Date.now() + ms;
+    const deadline = performance.now() + ms;
     for (;;) {
       const before = this.received;
       await new Promise((r) => setTimeout(r, quietMs));
       if (this.received === before && this.received > 0) return;
-      if (Date.now() > deadline) throw new Error("output did not settle");
+      if (performance.now() > deadline) throw new Error("output did not settle");
       if (this.closeInfo) throw new Error(`socket closed ${this.closeInfo.code}`);
     }
   }

@@ -55,12 +55,12 @@ export async function readyWorkspace(url: string, token: string): Promise<string
   });
   if (c.status !== 201) throw new Error(`workspace create failed: ${c.status} ${JSON.stringify(c.body)}`);
   const id = String(c.body.id);
-  const deadline = Date.now() + 30_000;
+  const deadline = performance.now() + 30_000;
   for (;;) {
     const g = await json(`${url}/workspaces/${id}`, { headers: { authorization: `Bearer ${token}` } });
     if (g.body?.status === "ready") return id;
     if (g.body?.status === "failed") throw new Error(`workspace failed: ${JSON.stringify(g.body)}`);
-    if (Date.now() > deadline) throw new Error(`workspace not ready after 30 s: ${JSON.stringify(g.body)}`);
+    if (performance.now() > deadline) throw new Error(`workspace not ready after 30 s: ${JSON.stringify(g.body)}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -95,15 +95,15 @@ export class PtyProc {
 
   /** Waits until the output after `from` matches; throws with the tail after `ms`. */
   async waitText(match: string | RegExp, ms = 15_000, from = 0): Promise<string> {
-    const deadline = Date.now() + ms;
+    const deadline = performance.now() + ms;
     for (;;) {
       const t = this.buf.slice(from);
       const m = typeof match === "string" ? (t.includes(match) ? match : null) : (match.exec(t)?.[0] ?? null);
       if (m !== null) return m;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${String(match)}; exit=${JSON.stringify(this.exit)} tail=${JSON.stringify(this.buf.slice(-600))}`);
+      if (performance.now() > deadline) throw new Error(`timed out waiting for ${String(match)}; exit=${JSON.stringify(this.exit)} tail=${JSON.stringify(this.buf.slice(-600))}`);
       if (this.exit) throw new Error(`exited (${JSON.stringify(this.exit)}) while waiting for ${String(match)}; tail=${JSON.stringify(this.buf.slice(-600))}`);
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(200, Math.max(1, deadline - Date.now())));
+        const t = setTimeout(resolve, Math.min(200, Math.max(1, deadline - performance.now())));
         this.waiters.push(() => {
           clearTimeout(t);
           resolve();

@@ -27,7 +27,7 @@ export async function call(
 }
 
 export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>, ms = 10_000, every = 50): Promise<T> {
-  const deadline = Date.now() + ms;
+  const deadline = performance.now() + ms;
   let last: unknown;
   for (;;) {
     try {
@@ -36,7 +36,7 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms${last ? `: ${String(last)}` : ""}`);
+    if (performance.now() > deadline) throw new Error(`condition not met within ${ms} ms${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, every));
   }
 }

@@ -171,16 +171,16 @@ export class TermClient {
 
   /** Waits until `pred` holds (checked on every message) or throws after `ms`. */
   async until(pred: () => boolean, ms = 10_000, what = "condition"): Promise<void> {
-    const deadline = Date.now() + ms;
+    const deadline = performance.now() + ms;
     while (!pred()) {
-      if (Date.now() > deadline) {
+      if (performance.now() > deadline) {
         throw new Error(`timed out waiting for ${what}; close=${JSON.stringify(this.closeInfo)} messages=${JSON.stringify(this.messages.slice(-5))} tail=${JSON.stringify(this.text().slice(-300))}`);
       }
       if (this.closeInfo && !pred()) {
         throw new Error(`socket closed (${JSON.stringify(this.closeInfo)}) while waiting for ${what}; tail=${JSON.stringify(this.text().slice(-300))}`);
       }
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(200, Math.max(1, deadline - Date.now())));
+        const t = setTimeout(resolve, Math.min(200, Math.max(1, deadline - performance.now())));
         this.waiters.push(() => {
           clearTimeout(t);
           resolve();

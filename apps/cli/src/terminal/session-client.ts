@@ -224,7 +224,7 @@ export class SessionClient {
     this.lastError = null;
     const why = code === 1012 ? "the API node is restarting" : "connection lost";
     this.opts.onReconnect("lost", why);
-    const deadline = Date.now() + (this.opts.reconnectMs ?? 60_000);
+    const deadline = performance.now() + (this.opts.reconnectMs ?? 60_000);
     let delay = 100;
     for (;;) {
       if (this.ending) return this.resolveEnd({ kind: "closed" });
@@ -237,7 +237,7 @@ export class SessionClient {
         this.opts.onReconnect("failed", r.message);
         return this.resolveEnd({ kind: "error", error: r.code === "session_not_found" ? new CliError("the session ended while disconnected", 1, r.code) : r });
       }
-      if (Date.now() + delay > deadline) {
+      if (performance.now() + delay > deadline) {
         this.opts.onReconnect("failed", "gave up");
         return this.resolveEnd({ kind: "error", error: new CliError(`could not reconnect to ${this.opts.api} within ${Math.round((this.opts.reconnectMs ?? 60_000) / 1000)} s`, 1, "network") });
       }

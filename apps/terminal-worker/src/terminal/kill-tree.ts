@@ -69,8 +69,8 @@ function gone(pid: number): boolean {
 }
 
 async function waitGone(pids: number[], ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (pids.some((p) => !gone(p)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  const deadline = performance.now() + ms;
+  while (pids.some((p) => !gone(p)) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
 }
 
 /**

@@ -329,8 +329,8 @@ export function createTerminalRunner(deps: RunnerDeps) {
     async drain(drainMs: number): Promise<void> {
       const closing = worker.close();
       spares.close();
-      const deadline = Date.now() + drainMs;
-      while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const deadline = performance.now() + drainMs;
+      while (sessions.size > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       await Promise.all([...sessions.values()].map((s) => s.end("worker_shutdown")));
       await closing;
       // One last try; what PostgreSQL still refuses stays in Redis for the API's sweeper.

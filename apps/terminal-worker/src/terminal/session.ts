@@ -526,8 +526,8 @@ export class PtySession {
       } catch {
         // connection lost before Redis answered: wait for it, append again
       }
-      const deadline = Date.now() + 5000;
-      while (!this.deps.writer.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const deadline = performance.now() + 5000;
+      while (!this.deps.writer.ready && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const p of this.recent) this.append(p);
     }
     this.log.warn("the last output may not be in the replay log: Redis was unreachable at the end of the session");
