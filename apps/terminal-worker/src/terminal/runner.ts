@@ -314,6 +314,8 @@ export function createTerminalRunner(deps: RunnerDeps) {
     async start(): Promise<void> {
       await deps.redis.set(alive, "0", "PX", ALIVE_TTL_MS);
       if (!timer) {
+        // No session yet: the first one brings this round forward too.
+        idleRound = true;
         timer = setTimeout(round, TICK_MS);
         timer.unref();
       }
