@@ -4,7 +4,7 @@ import { sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import express from "express";
 import type { Redis } from "ioredis";
-import { createHub, NotFoundError, type DbHandle, type Logger, type ProviderName, type RedisWriter } from "@molecule/shared";
+import { createHub, NotFoundError, queueConnection, type DbHandle, type Logger, type ProviderName, type RedisWriter } from "@molecule/shared";
 import { createAuthenticator } from "./auth.ts";
 import { errorHandler } from "./error-handler.ts";
 import { bodyGuard, jsonClientErrors, methodNotAllowed } from "./http-guards.ts";
@@ -65,11 +65,8 @@ export function createApi(deps: ApiDeps) {
   const hub = createHub(deps.sub, log);
   const auth = createAuthenticator(db, log);
   const tickets = createTickets(redis, c.ns, c.ticketTtlSec);
-  // BullMQ defines its ~40 Lua scripts on the connection it is given, and ioredis copies every
-  // defined script onto each pipeline or MULTI made on that connection (~0.5 ms each, several per
-  // terminal open): the queues get a connection of their own, owned (and closed) here.
-  const queueRedis = redis.duplicate();
-  queueRedis.on("error", (err) => log.warn({ err }, "redis (queues) connection error"));
+  // The queues' own connection (queueConnection says why), owned and closed here.
+  const queueRedis = queueConnection(redis, (err) => log.warn({ err }, "redis (queues) connection error"));
   const provisioner = createProvisioner(queueRedis, c.ns, db);
   const metrics = createMetrics(c.nodeId);
   const gateway = createTerminalGateway({ db, redis, queueRedis, writer: deps.writer, hub, auth, tickets, log, config: c, metrics: metrics.terminal, timers: deps.timers });

@@ -1,6 +1,6 @@
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import { PROVISION_QUEUE, TERMINAL_QUEUE, bullPrefix, createHub, type DbHandle, type Logger, type RedisWriter } from "@molecule/shared";
+import { PROVISION_QUEUE, TERMINAL_QUEUE, bullPrefix, createHub, queueConnection, type DbHandle, type Logger, type RedisWriter } from "@molecule/shared";
 import type { RecordingStore } from "@molecule/shared/recording/index";
 import type { WorkerMetrics } from "./metrics.ts";
 import type { ProviderRegistry } from "./providers/index.ts";
@@ -46,11 +46,8 @@ export interface WorkerDeps {
 export function createWorker(deps: WorkerDeps) {
   const { config: c, log } = deps;
   const redis = deps.redis;
-  // BullMQ defines its Lua scripts on the connection it is given, and ioredis copies every defined
-  // script onto each pipeline or MULTI of that connection (~0.5 ms each, several per session):
-  // the queues get a connection of their own, owned (and closed) here.
-  const queueRedis = redis.duplicate();
-  queueRedis.on("error", (err) => log.warn({ err }, "redis (queues) connection error"));
+  // The queues' own connection (queueConnection says why), owned and closed here.
+  const queueRedis = queueConnection(redis, (err) => log.warn({ err }, "redis (queues) connection error"));
   const hub = createHub(deps.sub, log);
   const provisioning = c.provisioning
     ? createProvisioningWorker({

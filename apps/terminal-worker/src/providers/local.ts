@@ -121,14 +121,12 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
     return setup;
   };
 
-  /** Workspaces whose /bin links this process made (ensureSystemLinks). */
   /**
    * Workspaces whose sandbox this process has set up (uid known, /bin links made), with their uid:
    * a later open of one needs a single system call (HOME's mkdir), not a stat first.
    */
   const prepared = new Map<string, number | null>();
 
-  /** A workspace's uid: its dir's owner when claimed; else (a dir from before per-workspace uids) claim one now. */
   /** The sandbox's HOME (`root/`), made again when missing and given to the workspace's uid; ENOENT (no sandbox) throws `gone()`. */
   async function ensureHome(dir: string, uid: number | null, gone: () => Error): Promise<void> {
     try {
@@ -141,6 +139,7 @@ export function createLocalProvider(o: LocalProviderOptions): LocalProvider {
     if (uid !== null) await lchown(join(dir, "root"), uid, uid);
   }
 
+  /** A workspace's uid: its dir's owner when claimed; else (a dir from before per-workspace uids) claim one now. */
   async function workspaceUid(id: string, dir: string, owner: number): Promise<number> {
     if (owner >= uids.base && owner < uids.base + uids.count) return owner;
     const uid = await claimUid(o.root, id, uids);

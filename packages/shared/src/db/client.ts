@@ -35,20 +35,19 @@ export function createDb(url: string, opts: { max?: number } = {}): DbHandle {
  * Queries without parameters stay simple-protocol queries (postgres.js's own rule).
  */
 function preparing(sql: postgres.Sql): postgres.Sql {
+  // Made once per client, not on every query.
+  const unsafe = (query: string, args?: unknown[], options?: { prepare?: boolean; simple?: boolean }) =>
+    sql.unsafe(query, args as postgres.ParameterOrJSON<never>[], args && args.length > 0 && !options?.simple ? { ...options, prepare: true } : options);
+  // Inside a transaction drizzle runs on the transaction's own client: prepared the same way.
+  const begin = (...a: unknown[]) => {
+    const fn = a[a.length - 1] as (tx: postgres.TransactionSql) => unknown;
+    const wrapped = ((tx: postgres.TransactionSql) => fn(preparing(tx as unknown as postgres.Sql) as unknown as postgres.TransactionSql)) as never;
+    return a.length > 1 ? sql.begin(a[0] as string, wrapped) : sql.begin(wrapped);
+  };
   return new Proxy(sql, {
     get(target, prop, receiver) {
-      if (prop === "unsafe") {
-        return (query: string, args?: unknown[], options?: { prepare?: boolean; simple?: boolean }) =>
-          target.unsafe(query, args as postgres.ParameterOrJSON<never>[], args && args.length > 0 && !options?.simple ? { ...options, prepare: true } : options);
-      }
-      if (prop === "begin") {
-        // Inside a transaction drizzle runs on the transaction's own client: prepared the same way.
-        return (...a: unknown[]) => {
-          const fn = a[a.length - 1] as (tx: postgres.TransactionSql) => unknown;
-          const wrapped = ((tx: postgres.TransactionSql) => fn(preparing(tx as unknown as postgres.Sql) as unknown as postgres.TransactionSql)) as never;
-          return a.length > 1 ? target.begin(a[0] as string, wrapped) : target.begin(wrapped);
-        };
-      }
+      if (prop === "unsafe") return unsafe;
+      if (prop === "begin") return begin;
       return Reflect.get(target, prop, receiver);
     },
   });
