@@ -177,14 +177,14 @@ async function both(name: Scenario, bare: Target, system: Target, fn: (t: Target
   for (const t of [bare, system]) {
     const waited = await waitForQuiet();
     if (waited > 1000) log(`waited ${(waited / 1000).toFixed(1)} s for the machine to be quiet`);
-    const t0 = Date.now();
+    const t0 = performance.now();
     log(`${name}: ${t.name}…`);
     try {
       entry[t.name] = await fn(t);
     } catch (err) {
       entry[t.name] = { failed: (err as Error).message };
     }
-    log(`${name}: ${t.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    log(`${name}: ${t.name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
   entry.ratio = ratios(entry.system, entry.bare);
   scenarios[name] = entry;
@@ -225,7 +225,7 @@ try {
   if (only.has("echo")) {
     // Bare, bare behind haproxy and the system in alternating blocks (scenarioEchoInterleaved).
     log("echo: bare, bare behind haproxy and system, interleaved…");
-    const t0 = Date.now();
+    const t0 = performance.now();
     const lb = await startBareBehindLb(b, logDir).catch((err: Error) => (log(`no haproxy in front of the bare bridge: ${err.message}`), null));
     try {
       const targets = lb ? [b, lb, s] : [b, s];
@@ -235,7 +235,7 @@ try {
     } finally {
       await lb?.stop();
     }
-    log(`echo done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    log(`echo done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
   if (only.has("cli")) {
     log("cli: molecule ssh echo vs the bench client on the system, interleaved…");

@@ -276,12 +276,12 @@ describe.skipIf(!engineUp)("docker compose deployment (real engine, images built
     const row = await rowOf(ws, c.hello!.session);
     const victim = containers("terminal-worker").find((x) => x.id === workerOf(row))!;
     expect(victim).toBeDefined();
-    const t0 = Date.now();
+    const t0 = performance.now();
     // `docker-compose kill` takes whole services: one replica is killed through the engine.
     expect(docker(["kill", "--signal", "KILL", victim.name]).status).toBe(0);
     const err = await c.waitMessage("error", 8000);
     expect(err.code).toBe("worker_lost");
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(performance.now() - t0).toBeLessThan(5000);
     expect((await c.closed).code).toBe(4500);
     const closed = await waitFor(async () => ((await rowOf(ws, c.hello!.session))?.closed_at ? rowOf(ws, c.hello!.session) : null), 15_000, 250);
     expect(closed.close_reason).toBe("worker_lost");

@@ -56,7 +56,7 @@ describe("the start command", () => {
   });
 
   it("says within seconds that Redis is unreachable and how to start it", async () => {
-    const t0 = Date.now();
+    const t0 = performance.now();
     const p = run("scripts/start.ts", {
       PATH: process.env.PATH,
       DATABASE_URL: testUrls().databaseUrl,
@@ -64,7 +64,7 @@ describe("the start command", () => {
       MOLECULE_STATE_DIR: tmpdir(),
     });
     expect(await p.exited).toBe(2);
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(performance.now() - t0).toBeLessThan(10_000);
     expect(p.output()).toMatch(/Redis is not reachable at 127\.0\.0\.1:1/);
     expect(p.output()).toMatch(/docker compose up -d redis/);
   });

@@ -153,9 +153,9 @@ describe.skipIf(!usable && process.env.CI !== "true")("tenant boundary (local pr
     let most = 0;
     const started = Date.now();
     while (Date.now() - started < 5000) {
-      const t0 = Date.now();
+      const t0 = performance.now();
       expect((await b.run("echo still-here", 5000)).trim()).toBe("still-here");
-      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(performance.now() - t0).toBeLessThan(2000);
       most = Math.max(most, processesOf(uid));
     }
     await a.waitText("BOMB-42", 15_000, from);

@@ -16,12 +16,15 @@ import { openShell, TermClient } from "../helpers/term-client.ts";
 import { startTopology, type Topology } from "../helpers/topology.ts";
 import { startRedisCluster, type RedisClusterHandle } from "./harness.ts";
 
+const SHARD_LOST_MS = 7000;
 let c: RedisClusterHandle;
 let t: Topology;
 let ws: string;
 beforeAll(async () => {
   c = await startRedisCluster();
-  t = await startTopology({ apis: 2, workers: 1, env: { REDIS_CLUSTER_NODES: c.seeds, REDIS_SHARD_LOST_MS: "3000", MOLECULE_CLAIM_TIMEOUT_MS: "3000", MOLECULE_DRAIN_TIMEOUT_MS: "1000" } });
+  // REDIS_SHARD_LOST_MS: a failover here (cluster-node-timeout 1 s) takes 2-2.5 s when the machine is
+  // quiet and went past 3 s under a full test run's load, ending a session it should only delay.
+  t = await startTopology({ apis: 2, workers: 1, env: { REDIS_CLUSTER_NODES: c.seeds, REDIS_SHARD_LOST_MS: String(SHARD_LOST_MS), MOLECULE_CLAIM_TIMEOUT_MS: "3000", MOLECULE_DRAIN_TIMEOUT_MS: "1000" } });
   ws = await readyWorkspace(t.apis[0]!.url, t.token);
 }, 90_000);
 afterAll(async () => {
@@ -110,12 +113,12 @@ describe("the terminal contract on a Redis Cluster", () => {
   it("SIGKILL the worker: worker_lost (4500) within 5 s, the audit row closed", async () => {
     const s = await openShell(t.apis[0]!.wsUrl, ws, { token: t.token });
     await s.run("true");
-    const t0 = Date.now();
+    const t0 = performance.now();
     t.workers[0]!.proc.child.kill("SIGKILL");
     const err = await s.waitMessage("error", 8000);
     expect(err.code).toBe("worker_lost");
     expect((await s.closed).code).toBe(4500);
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(performance.now() - t0).toBeLessThan(5000);
     const row = await waitFor(async () => {
       const r = await sessionRow(s.hello!.session);
       return r?.closed_at ? r : null;
@@ -223,14 +226,14 @@ describe("the terminal contract on a Redis Cluster", () => {
     const victim = await shardOf(a);
     const replicas = await c.replicasOf(victim);
     await Promise.all([victim, ...replicas].map((p) => c.kill(p)));
-    const t0 = Date.now();
+    const t0 = performance.now();
     // The other shard's session goes on while the dead one is being given up.
     expect((await b.run("echo still-$((1+1))", 15_000)).trim()).toBe("still-2");
     const err = await a.waitMessage("error", 20_000);
     expect(err.code).toBe("store_unavailable");
     expect((await a.closed).code).toBe(4504);
-    // REDIS_SHARD_LOST_MS is 3 s here: not before it (a failover gets its chance), soon after.
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(2500);
+    // Not before REDIS_SHARD_LOST_MS (a failover gets its chance), soon after.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(SHARD_LOST_MS - 500);
     expect((await b.run("echo after-$((2+2))", 15_000)).trim()).toBe("after-4");
     expect(b.closeInfo).toBeNull();
     // The worker gave the shell up too: its audit row says why (PostgreSQL, not the lost shard).

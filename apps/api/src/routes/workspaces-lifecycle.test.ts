@@ -157,12 +157,12 @@ describe("outages", () => {
     });
     const port = await api.listen(0, "127.0.0.1");
     try {
-      const t0 = Date.now();
+      const t0 = performance.now();
       const r = await call(`http://127.0.0.1:${port}`, "GET", "/workspaces", { token: `mol_${"a".repeat(43)}` });
       expect(r.status).toBe(503);
       expect(r.body.error).toMatchObject({ code: "unavailable" });
       expect(r.body.error.message).toMatch(/database/);
-      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(performance.now() - t0).toBeLessThan(5000);
       const ready = await call(`http://127.0.0.1:${port}`, "GET", "/readyz");
       expect(ready.status).toBe(503);
       expect(ready.body.error.details.postgres).toBe("unreachable");

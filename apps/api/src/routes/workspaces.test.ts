@@ -18,12 +18,12 @@ describe("workspace lifecycle through HTTP (the user journey's curl flow)", () =
     const id = created.body.id as string;
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
 
-    const t0 = Date.now();
+    const t0 = performance.now();
     const polled = await waitFor(async () => {
       const r = await call(s.url, "GET", `/workspaces/${id}`);
       return r.body.status === "ready" ? r : null;
     }, 5000);
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(performance.now() - t0).toBeLessThan(5000);
     // Without a token: only id and status.
     expect(polled.body).toEqual({ id, status: "ready" });
 

@@ -42,12 +42,12 @@ async function treeSize(p: string): Promise<number> {
 
 function progressBar(total: number | null) {
   const tty = process.stderr.isTTY === true;
-  const t0 = Date.now();
+  const t0 = performance.now();
   let last = 0;
   let shown = false;
   return {
     update(n: number) {
-      const now = Date.now();
+      const now = performance.now();
       // Only for copies that take a while, and at most 10 times a second.
       if (!tty || now - t0 < 500 || now - last < 100) return;
       last = now;

@@ -102,7 +102,7 @@ function describe(e: WorkspaceEvent): string {
  * An API without the events route shows the status alone.
  */
 export async function waitReady(ctx: Context, client: ApiClient, start: Workspace, timeoutMs: number): Promise<Workspace> {
-  const t0 = Date.now();
+  const t0 = performance.now();
   const tty = process.stderr.isTTY === true;
   const quiet = ctx.json && !tty;
   let cursor: string | undefined;
@@ -110,7 +110,7 @@ export async function waitReady(ctx: Context, client: ApiClient, start: Workspac
   let current = start.status;
   let frame = 0;
   const seen = new Set<number | string>();
-  const secs = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
+  const secs = () => `${((performance.now() - t0) / 1000).toFixed(1)}s`;
   const clear = () => tty && process.stderr.write("\r\x1b[K");
   const line = (s: string) => {
     if (quiet) return;
@@ -160,7 +160,7 @@ export async function waitReady(ctx: Context, client: ApiClient, start: Workspac
       clear();
       throw new CliError(`workspace ${w.name} is ${w.status}`, EXIT.error, "workspace_removed", { id: w.id });
     }
-    if (Date.now() - t0 > timeoutMs) {
+    if (performance.now() - t0 > timeoutMs) {
       clear();
       throw new CliError(`workspace ${w.name} is still ${w.status} after ${Math.round(timeoutMs / 1000)} s (molecule ws get ${w.id})`, EXIT.error, "timeout", { id: w.id });
     }

@@ -87,7 +87,7 @@ export function createTunnelPlanner(o: AwsProviderOptions, ec2: Ec2) {
    */
   async function open(t: TunnelTarget, sessionDir: string, instanceId: string): Promise<TunnelBridge> {
     const url = await presign(t);
-    const openedAt = Date.now();
+    const openedAt = performance.now();
     const ws = await openTunnel(url, { timeoutMs: o.connectTimeoutSec * 1000 });
     return bridgeTunnel(ws, join(sessionDir, "t.sock"), { maxTunnelSec: o.tunnelMaxSec, openedAt, target: instanceId, acceptMs: (o.connectTimeoutSec + 10) * 1000 });
   }

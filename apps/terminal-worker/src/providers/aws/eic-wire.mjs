@@ -110,11 +110,11 @@ export function openTunnel(url, o = {}) {
  * @param {WebSocket} ws
  * @param {NodeJS.ReadableStream} input
  * @param {NodeJS.WritableStream} output
- * @param {{ maxTunnelSec?: number, openedAt?: number, target?: string }} [o]
+ * @param {{ maxTunnelSec?: number, openedAt?: number (performance.now() when the tunnel opened), target?: string }} [o]
  * @returns {Promise<{ bytesIn: number, bytesOut: number }>}
  */
 export function pipeTunnel(ws, input, output, o = {}) {
-  const openedAt = o.openedAt ?? Date.now();
+  const openedAt = o.openedAt ?? performance.now();
   let bytesIn = 0;
   let bytesOut = 0;
   let errorText = null;
@@ -152,7 +152,7 @@ export function pipeTunnel(ws, input, output, o = {}) {
     const onClose = (code, reasonBuf) => {
       input.off("data", onData);
       const reason = reasonBuf.toString("utf8");
-      const ranSec = (Date.now() - openedAt) / 1000;
+      const ranSec = (performance.now() - openedAt) / 1000;
       const target = o.target ? ` ${o.target}` : "";
       if (errorText !== null) return reject(new TunnelError("error_frame", `the EC2 Instance Connect Endpoint reported an error: ${errorText}`));
       // Ended at (about) maxTunnelDuration: the endpoint's limit, not a fault.
