@@ -192,15 +192,18 @@ export async function startRedisCluster(o: { nodeTimeoutMs?: number } = {}) {
     /**
      * Moves one slot from its primary to `toPort` the way redis-cli --cluster reshard does:
      * IMPORTING/MIGRATING, MIGRATE of each key in batches, then SETSLOT NODE on both.
-     * `between` runs after the first batch, with the slot half moved.
+     * `between` runs after the first batch, with the slot half moved; `beforeKeys` once the slot
+     * is MIGRATING, before any key moves.
      */
-    async migrateSlot(slot: number, toPort: number, between?: () => Promise<void>): Promise<void> {
+    async migrateSlot(slot: number, toPort: number, o: { between?: () => Promise<void>; beforeKeys?: () => Promise<void> } = {}): Promise<void> {
+      const { between, beforeKeys } = o;
       const t = await topology();
       const fromPort = await this.ownerOf(slot);
       const from = t.find((l) => l.port === fromPort)!;
       const to = t.find((l) => l.port === toPort)!;
       await onNode(toPort, (r) => r.cluster("SETSLOT", slot, "IMPORTING", from.id));
       await onNode(fromPort, (r) => r.cluster("SETSLOT", slot, "MIGRATING", to.id));
+      await beforeKeys?.();
       let first = true;
       for (;;) {
         const keys = (await onNode(fromPort, (r) => r.cluster("GETKEYSINSLOT", slot, 1))) as string[];

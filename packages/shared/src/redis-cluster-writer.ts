@@ -22,7 +22,8 @@ export function createWriterFor(target: RedisTarget, o: Omit<RedisWriterOptions,
  * was redirected — or was in flight on a connection that dropped — is sent
  * again. Order per slot holds: while any unit of a slot is unanswered after a
  * redirect, later units of that slot wait, and then all go out in the order
- * they were first sent. The cost is a reply read per unit (bench: `--redis cluster`).
+ * they were first submitted; a slot's units are never outstanding on two nodes
+ * at once. The cost is a reply read per unit (bench: `--redis cluster`).
  *
  * Resending is safe for what goes through here: an output append whose log
  * entry is already there fails on its XADD id (the rest of the transaction
@@ -51,6 +52,8 @@ interface Unit {
   asking: string | null;
   /** Back in its slot's line after a redirect or a lost connection (goes ahead of units first sent later). */
   redone: boolean;
+  /** Submission order: a slot's units run in this order. */
+  seq: number;
   barrier?: { resolve(): void; reject(err: Error): void };
 }
 
@@ -145,6 +148,13 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
   const outstanding = new Map<number, number>();
   /** Slots waiting for their outstanding units to be answered before anything more goes out: units in order. */
   const unsettled = new Map<number, Unit[]>();
+  /**
+   * The node a slot's outstanding units went to. All of them go to one node: a unit bound for
+   * another (the slot moved, or an ASK sent one unit to the importing node) waits until they are
+   * answered, because sent beside them it could run first on its node. An output append that
+   * overtakes an earlier one makes the earlier one's XADD fail as "already there": a byte lost.
+   */
+  const outstandingAt = new Map<number, string>();
   const conns = new Map<string, NodeConn>();
   const readyListeners = new Set<(affects?: (key: string) => boolean) => void>();
   const drainListeners = new Set<() => void>();
@@ -345,6 +355,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
     if (n > 0) outstanding.set(u.slot, n);
     else {
       outstanding.delete(u.slot);
+      outstandingAt.delete(u.slot);
       settle(u.slot);
     }
   }
@@ -356,11 +367,12 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
       line = [];
       unsettled.set(u.slot, line);
     }
-    // Units in flight were sent before anything waiting in the line: they go first, in their own order.
-    const firstNew = line.findIndex((x) => !x.redone);
+    // In the order the units were first submitted, whatever order their answers came back in
+    // (a TRYAGAIN held back, then an ASK for one submitted after it, from two nodes).
     u.redone = true;
-    if (firstNew < 0) line.push(u);
-    else line.splice(firstNew, 0, u);
+    let at = line.length;
+    while (at > 0 && line[at - 1]!.seq > u.seq) at--;
+    line.splice(at, 0, u);
     if (delayMs > 0) {
       // TRYAGAIN / CLUSTERDOWN: give the cluster a moment; the slot stays held meanwhile.
       outstanding.set(u.slot, (outstanding.get(u.slot) ?? 0) + 1);
@@ -369,19 +381,28 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
     done(u);
   }
 
+  /** Where `u` goes now: the node an ASK named (once), else the slot's owner. */
+  const targetOf = (u: Unit): string | null => u.asking ?? ownerOf(u.slot);
+
+  /** Sends a slot's waiting units in order, as far as they go to the node its outstanding ones went to. */
   function settle(slot: number): void {
     const line = unsettled.get(slot);
     if (!line || closed) return;
-    if (!ownerOf(slot)) {
-      topology.refreshSlotsCache();
-      return;
-    }
-    unsettled.delete(slot);
-    for (const u of line) {
+    while (line.length > 0) {
+      const u = line[0]!;
+      const owner = targetOf(u);
+      if (!owner) {
+        topology.refreshSlotsCache();
+        return;
+      }
+      // The rest once those are answered (done() settles again).
+      if (outstanding.has(slot) && outstandingAt.get(slot) !== owner) return;
+      line.shift();
       if (u.redone) stats.resent++;
       u.redone = false;
-      dispatch(u);
+      send(u, owner);
     }
+    unsettled.delete(slot);
   }
 
   function dispatch(u: Unit): boolean {
@@ -390,20 +411,32 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
       line.push(u);
       return true;
     }
-    const owner = u.asking ?? ownerOf(u.slot);
-    if (!owner) {
+    const owner = targetOf(u);
+    if (!owner || (outstanding.has(u.slot) && outstandingAt.get(u.slot) !== owner)) {
       unsettled.set(u.slot, [u]);
-      topology.refreshSlotsCache();
+      if (!owner) topology.refreshSlotsCache();
       return true;
     }
+    return send(u, owner);
+  }
+
+  /** Onto `owner`'s connection (queued there while it connects); false when its queue is full. */
+  function send(u: Unit, owner: string): boolean {
     if (u.asking) {
       u.parts = [encodeCommand(["ASKING"]), ...u.parts];
       u.expect += 1;
       u.asking = null;
     }
     outstanding.set(u.slot, (outstanding.get(u.slot) ?? 0) + 1);
+    outstandingAt.set(u.slot, owner);
     if (conn(owner).submit(u)) return true;
-    done(u);
+    // Not counted after all; without settling (settle may be the caller, mid-line).
+    const n = (outstanding.get(u.slot) ?? 1) - 1;
+    if (n > 0) outstanding.set(u.slot, n);
+    else {
+      outstanding.delete(u.slot);
+      outstandingAt.delete(u.slot);
+    }
     return false;
   }
 
@@ -417,7 +450,8 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
     for (const m of new Set(topology.slots.map((s) => s[0]).filter((k): k is string => !!k))) conn(m);
   });
 
-  const unit = (slot: number, parts: Buffer[], expect: number): Unit => ({ slot, parts, bytes: sizeOf(parts), expect, at: now(), asking: null, redone: false });
+  let seq = 0;
+  const unit = (slot: number, parts: Buffer[], expect: number): Unit => ({ slot, parts, bytes: sizeOf(parts), expect, at: now(), asking: null, redone: false, seq: seq++ });
 
   function submit(slot: number, parts: Buffer[], expect: number): boolean {
     if (closed) return false;
