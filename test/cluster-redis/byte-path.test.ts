@@ -240,6 +240,46 @@ describe("byte path on a Redis Cluster", () => {
     }
   }, 60_000);
 
+  it("input that no subscriber heard (the worker still following a moved slot) is sent again in order until heard; given up at the queue limit", async () => {
+    const cl = clients();
+    const target = redisTarget({ REDIS_URL: "redis://127.0.0.1:6379", REDIS_CLUSTER_NODES: c.seeds });
+    const short = createClusterWriter({ target, name: "test-short", log, queueMs: 400 });
+    try {
+      await waitFor(async () => cl.writer.ready && short.ready, 10_000, 20);
+      const k = sessionKeys(uniqueNs(), await sessionOn((await c.topology()).find((l) => l.flags.includes("master"))!.port));
+      const heard: string[] = [];
+      const h = (m: Buffer) => heard.push(m.toString());
+      // Published before anyone listens: the first two must wait for the subscriber, the third
+      // (no needsSubscriber: presence, say) is gone, as pub/sub always was.
+      cl.writer.send(["PUBLISH", k.in, "a"], { needsSubscriber: true });
+      cl.writer.send(["PUBLISH", k.in, "b"], { needsSubscriber: true });
+      await waitFor(async () => cl.writer.stats.unheard >= 2, 5000, 5);
+      await new Promise((r) => setTimeout(r, 150));
+      await cl.hub.subscribe(k.in, h);
+      cl.writer.send(["PUBLISH", k.in, "c"], { needsSubscriber: true });
+      await waitFor(async () => heard.length >= 3, 5000, 10);
+      expect(heard).toEqual(["a", "b", "c"]);
+      // Nobody listens for longer than the queue limit (400 ms here): dropped then, not run late
+      // (keystrokes typed into an outage must not arrive seconds later); what follows is not held.
+      const k2 = sessionKeys(uniqueNs(), await sessionOn((await c.topology()).find((l) => l.flags.includes("master"))!.port));
+      const heard2: string[] = [];
+      const h2 = (m: Buffer) => heard2.push(m.toString());
+      short.send(["PUBLISH", k2.in, "stale"], { needsSubscriber: true });
+      await waitFor(async () => short.stats.unheard >= 3, 5000, 5);
+      await new Promise((r) => setTimeout(r, 500));
+      await cl.hub.subscribe(k2.in, h2);
+      short.send(["PUBLISH", k2.in, "fresh"], { needsSubscriber: true });
+      await waitFor(async () => heard2.length >= 1, 5000, 10);
+      await short.barrier(k2.in);
+      expect(heard2).toEqual(["fresh"]);
+      await cl.hub.unsubscribe(k.in, h);
+      await cl.hub.unsubscribe(k2.in, h2);
+    } finally {
+      await short.close();
+      await cl.close();
+    }
+  });
+
   it("a primary killed mid-session: its replica takes over, appends continue, the re-seed fills what replication lost", async () => {
     const cl = clients();
     try {

@@ -54,6 +54,8 @@ interface Unit {
   redone: boolean;
   /** Submission order: a slot's units run in this order. */
   seq: number;
+  /** A publish that must reach a subscriber (send's needsSubscriber). */
+  needsSubscriber?: boolean;
   barrier?: { resolve(): void; reject(err: Error): void };
 }
 
@@ -64,12 +66,13 @@ const REDIRECT = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|LOADING|MASTERDOWN|READONLY)\
  * Parses one RESP2 reply at `at`: where it ends and, for a top-level error, its
  * text. Errors inside arrays (a failed XADD inside EXEC) are not redirects.
  */
-export function skipReply(buf: Buffer, at: number): { end: number; error: string | null } | null {
+export function skipReply(buf: Buffer, at: number): { end: number; error: string | null; int?: number } | null {
   const eol = buf.indexOf("\r\n", at, "latin1");
   if (eol < 0) return null;
   const type = buf[at];
   const line = buf.toString("latin1", at + 1, eol);
-  if (type === 0x2b /* + */ || type === 0x3a /* : */) return { end: eol + 2, error: null };
+  if (type === 0x3a /* : */) return { end: eol + 2, error: null, int: Number(line) };
+  if (type === 0x2b /* + */) return { end: eol + 2, error: null };
   if (type === 0x2d /* - */) return { end: eol + 2, error: buf.toString("utf8", at + 1, eol) };
   if (type === 0x24 /* $ */) {
     const n = Number(line);
@@ -109,6 +112,8 @@ function keyOf(args: Command): string | Buffer {
 }
 
 const BARRIER_TIMEOUT_MS = 5000;
+/** How soon a publish that reached no subscriber is sent again. */
+const UNHEARD_RETRY_MS = 50;
 
 const sizeOf = (parts: readonly Buffer[]) => parts.reduce((n, p) => n + p.length, 0);
 
@@ -120,6 +125,8 @@ export interface ClusterWriterStats {
   redirected: number;
   /** Units sent again after a redirect or a lost connection. */
   resent: number;
+  /** Publishes sent again because no subscriber heard them (send's needsSubscriber). */
+  unheard: number;
 }
 
 export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { stats: ClusterWriterStats } {
@@ -129,7 +136,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
   const maxAge = o.queueMs ?? 3000;
   const now = o.now ?? (() => performance.now());
   const log = o.log.child({ conn: o.name });
-  const stats: ClusterWriterStats = { sent: 0, redirected: 0, resent: 0 };
+  const stats: ClusterWriterStats = { sent: 0, redirected: 0, resent: 0, unheard: 0 };
   // The slot map only: no command of the byte path goes through it.
   const topology = new Cluster(o.target.cluster, {
     redisOptions: { ...(settings.username ? { username: settings.username } : {}), ...(settings.password ? { password: settings.password } : {}), ...(settings.tls ? { tls: settings.tls } : {}), connectionName: `${o.name}:map` },
@@ -210,7 +217,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
               if (--handshake === 0) this.becomeReady();
               continue;
             }
-            this.onReply(r.error);
+            this.onReply(r.error, r.int);
           }
         } catch (err) {
           log.warn({ err, node: this.key }, "redis cluster writer: unreadable reply");
@@ -292,7 +299,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
         s.uncork();
       }
     }
-    onReply(error: string | null): void {
+    onReply(error: string | null, int: number | undefined): void {
       const u = this.inflight[0];
       if (!u) throw new Error("reply without a command");
       if (error && this.redirect === null && REDIRECT.test(error)) this.redirect = error;
@@ -302,6 +309,14 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
       const r = this.redirect;
       this.redirect = null;
       if (!r) {
+        // A publish nobody heard, while its subscriber follows the slot to its new primary: again
+        // shortly, ahead of what came after it, until heard or as old as the queue limit.
+        if (u.needsSubscriber && int === 0 && now() - u.at < maxAge) {
+          stats.unheard++;
+          redo(u, UNHEARD_RETRY_MS);
+          return;
+        }
+        if (u.needsSubscriber && int === 0) log.warn({ node: this.key, age_ms: Math.round(now() - u.at) }, "redis cluster writer: a publish no subscriber heard, dropped after the queue limit");
         u.barrier?.resolve();
         done(u);
         return;
@@ -453,9 +468,11 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
   let seq = 0;
   const unit = (slot: number, parts: Buffer[], expect: number): Unit => ({ slot, parts, bytes: sizeOf(parts), expect, at: now(), asking: null, redone: false, seq: seq++ });
 
-  function submit(slot: number, parts: Buffer[], expect: number): boolean {
+  function submit(slot: number, parts: Buffer[], expect: number, needsSubscriber = false): boolean {
     if (closed) return false;
-    return dispatch(unit(slot, parts, expect));
+    const u = unit(slot, parts, expect);
+    if (needsSubscriber) u.needsSubscriber = true;
+    return dispatch(u);
   }
 
   return {
@@ -472,9 +489,9 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
     get refusal() {
       return refusal;
     },
-    send(args) {
+    send(args, so) {
       const a = sharded(args);
-      return submit(keySlot(keyOf(a)), encodeCommands([a]), 1);
+      return submit(keySlot(keyOf(a)), encodeCommands([a]), 1, so?.needsSubscriber === true && String(a[0]).toUpperCase() === "SPUBLISH");
     },
     transaction(cmds) {
       const all = cmds.map(sharded);

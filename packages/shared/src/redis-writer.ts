@@ -35,7 +35,7 @@ export interface RedisWriter {
    * for at most `queueMs`: keystrokes typed into a long outage must not run
    * minutes later); beyond that, or after close, they are dropped (returns false).
    */
-  send(args: Command): boolean;
+  send(args: Command, o?: SendOptions): boolean;
   /** MULTI, `cmds`, EXEC, as one unit: queued, sent or dropped together (see `send`). */
   transaction(cmds: readonly Command[]): boolean;
   /**
@@ -54,6 +54,16 @@ export interface RedisWriter {
   /** Called when the socket's backlog has been written out. */
   onDrain(l: () => void): () => void;
   close(): Promise<void>;
+}
+
+export interface SendOptions {
+  /**
+   * A PUBLISH that must reach a subscriber (a session's input: the worker listens). On a cluster, where
+   * a slot that moved leaves the channel without its subscriber until it follows, one that reached
+   * nobody is sent again, in order, until one hears it or it is as old as the queue limit. The
+   * single-node writer runs without replies and cannot tell: it sends once.
+   */
+  needsSubscriber?: boolean;
 }
 
 export interface RedisWriterOptions {

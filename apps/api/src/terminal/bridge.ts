@@ -555,7 +555,7 @@ export class TerminalBridge {
   }
 
   private send(payload: Buffer): void {
-    if (!this.deps.writer.send(["PUBLISH", this.opts.keys.in, payload])) this.deps.log.warn("input dropped: Redis has been unreachable for too long");
+    if (!this.deps.writer.send(["PUBLISH", this.opts.keys.in, payload], { needsSubscriber: true })) this.deps.log.warn("input dropped: Redis has been unreachable for too long");
   }
 
   // ---- framing ---------------------------------------------------------------------------
