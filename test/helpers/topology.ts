@@ -28,8 +28,11 @@ export async function startTopology(o: { apis?: number; workers?: number; env?: 
   const apis: NodeHandle[] = [];
   const workers: { proc: Proc; id: string }[] = [];
 
+  // Counted when a node is asked for, not when it is up: nodes started at once get ids of their own.
+  let apiCount = 0;
+  let workerCount = 0;
   async function addApi(extra: Record<string, string> = {}): Promise<NodeHandle> {
-    const id = `api-${ns}-${apis.length}`;
+    const id = `api-${ns}-${apiCount++}`;
     const proc = startNode(id, API_MAIN, { ...env, MOLECULE_NODE_ID: id, ...extra }, logDir && join(logDir, `${id}.log`));
     procs.push(proc);
     const port = (await proc.ready).port as number;
@@ -38,7 +41,7 @@ export async function startTopology(o: { apis?: number; workers?: number; env?: 
     return h;
   }
   async function addWorker(extra: Record<string, string> = {}) {
-    const id = `w-${ns}-${workers.length}`;
+    const id = `w-${ns}-${workerCount++}`;
     const proc = startNode(id, WORKER_MAIN, { ...env, MOLECULE_WORKER_ID: id, ...extra }, logDir && join(logDir, `${id}.log`));
     procs.push(proc);
     await proc.ready;

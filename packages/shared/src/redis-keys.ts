@@ -45,6 +45,14 @@ export function sessionKeys(ns: string, sessionId: string): SessionKeys {
   };
 }
 
+/**
+ * An API node's liveness key while it holds terminal sessions (presence.ts): a node that died
+ * stops refreshing it, and the presence entries it left are no longer shown.
+ */
+export function apiNodeAliveKey(ns: string, nodeId: string): string {
+  return `${ns}:api:${nodeId}:alive`;
+}
+
 /** A terminal worker's liveness key, refreshed every second with a short TTL. */
 export function workerAliveKey(ns: string, workerId: string): string {
   return `${ns}:worker:${workerId}:alive`;

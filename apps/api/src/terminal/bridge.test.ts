@@ -109,7 +109,7 @@ async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes
       inputBytesPerSec: 1 << 20,
       inputMsgsPerSec: 10_000,
       control: { cancel: async () => {}, detached: () => {}, closed: () => {} },
-      presence: createPresence({ redis, writer, log }),
+      presence: createPresence({ redis, writer, log, ns: uniqueNs(), nodeId: "api-test" }),
     },
   );
   await bridge.start();

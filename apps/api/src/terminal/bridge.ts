@@ -140,6 +140,8 @@ export class TerminalBridge {
   /** Presence reads: one at a time, once more when a change arrived meanwhile. */
   private presenceRead: "idle" | "reading" | "reread" = "idle";
   private lastPresence: string | null = null;
+  /** Other API nodes with presence entries at the last read, and whether they were alive (the watchdog compares). */
+  presenceNodes: ReadonlyMap<string, boolean> = new Map();
   private readonly onPresence = () => this.refreshPresence();
 
   constructor(
@@ -422,7 +424,7 @@ export class TerminalBridge {
   }
 
   /** Reads the session's presence and sends `viewers` when it changed: to viewers always, to a controller once anyone watches. */
-  private refreshPresence(): void {
+  refreshPresence(): void {
     if (this.state !== "attached" || this.opts.mode !== "v1") return;
     if (this.presenceRead !== "idle") {
       this.presenceRead = "reread";
@@ -431,7 +433,8 @@ export class TerminalBridge {
     this.presenceRead = "reading";
     void this.deps.presence
       .read(this.opts.keys)
-      .then((msg) => {
+      .then(({ message: msg, nodes }) => {
+        this.presenceNodes = nodes;
         const text = JSON.stringify(msg);
         const relevant = this.role === "viewer" || msg.count > 0 || this.lastPresence !== null;
         if (relevant && text !== this.lastPresence && this.state === "attached") {

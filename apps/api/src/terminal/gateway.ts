@@ -19,6 +19,7 @@ import { toAppError } from "../error-handler.ts";
 import { createAuditSweeper } from "./audit-sweeper.ts";
 import type { Mode } from "./bridge.ts";
 import { createSessionControl } from "./session-control.ts";
+import { createPresence } from "./presence.ts";
 import { createSessionOpener, type OpenMetrics } from "./session-open.ts";
 import type { Tickets } from "./tickets.ts";
 import type { Timers } from "./timers.ts";
@@ -84,8 +85,9 @@ export function createTerminalGateway(d: GatewayDeps) {
     },
   });
   const upgradeAuth = createUpgradeAuth({ db: d.db, auth: d.auth, tickets: d.tickets, allowedOrigins: c.allowedOrigins, isDraining: control.isDraining });
-  const opener = createSessionOpener({ db: d.db, redis: d.redis, writer: d.writer, hub: d.hub, log: d.log, queue, control, config: c, metrics: d.metrics });
-  const watchdog = createWatchdog({ redis: d.redis, hub: d.hub, log: d.log, control, ns: c.ns, nodeId: c.nodeId, workerLostMs: c.workerLostMs, timers: d.timers });
+  const presence = createPresence({ redis: d.redis, writer: d.writer, log: d.log, ns: c.ns, nodeId: c.nodeId });
+  const opener = createSessionOpener({ db: d.db, redis: d.redis, writer: d.writer, hub: d.hub, log: d.log, queue, control, presence, config: c, metrics: d.metrics });
+  const watchdog = createWatchdog({ redis: d.redis, hub: d.hub, log: d.log, control, presence, ns: c.ns, nodeId: c.nodeId, workerLostMs: c.workerLostMs, timers: d.timers });
   watchdogRef = watchdog;
   const sweeper = createAuditSweeper({ db: d.db, redis: d.redis, log: d.log, control, ns: c.ns, claimTimeoutMs: c.claimTimeoutMs, timers: d.timers });
 

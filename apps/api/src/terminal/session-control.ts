@@ -26,6 +26,10 @@ export interface ControlledSession {
   readonly state: "waiting" | "attached" | "closed";
   /** A viewer (mode=view) never keeps a session from its orphan grace, nor starts it. */
   readonly role: "controller" | "viewer";
+  /** Other API nodes with presence entries at the last read, and whether they were alive then. */
+  readonly presenceNodes: ReadonlyMap<string, boolean>;
+  /** Reads presence again (an API node with entries here came or went). */
+  refreshPresence(): void;
   finish(end: SessionEnd): void;
   drain(): void;
 }

@@ -26,7 +26,7 @@ import { viewerJoined, viewerLeft } from "@molecule/shared/recording/recordings-
 import { TerminalBridge, type BridgeDeps, type BridgeOptions, type Mode } from "./bridge.ts";
 import { clientAddress } from "./client-address.ts";
 import { sendError } from "./frames.ts";
-import { createPresence, type Role } from "./presence.ts";
+import type { Presence, Role } from "./presence.ts";
 import type { SessionControl } from "./session-control.ts";
 import { VIEWER_TTL_MS } from "./watchdog.ts";
 
@@ -47,6 +47,8 @@ export interface SessionOpenDeps {
   log: Logger;
   queue: Queue<TerminalJob>;
   control: SessionControl;
+  /** Who is attached (presence.ts): one per node, shared with the watchdog. */
+  presence: Presence;
   config: { ns: string; nodeId: string; windowBytes: number; claimTimeoutMs: number; inputBytesPerSec: number; inputMsgsPerSec: number };
   metrics?: OpenMetrics;
 }
@@ -66,7 +68,7 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     inputBytesPerSec: config.inputBytesPerSec,
     inputMsgsPerSec: config.inputMsgsPerSec,
     control: deps.control,
-    presence: createPresence({ redis: deps.redis, writer: deps.writer, log: deps.log }),
+    presence: deps.presence,
   };
 
   /** The bridge's metrics, timing this socket's open from the upgrade (t0) to its hello. */

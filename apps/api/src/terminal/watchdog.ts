@@ -1,5 +1,6 @@
 import { sessionKeys, workerAliveKey, workerConnected, type ByteRedis, type Hub, type Logger } from "@molecule/shared";
-import type { SessionControl } from "./session-control.ts";
+import type { Presence } from "./presence.ts";
+import type { ControlledSession, SessionControl } from "./session-control.ts";
 import { periodic, realTimers, type Timers } from "./timers.ts";
 
 export const VIEWER_TTL_MS = 6000;
@@ -13,6 +14,8 @@ export interface WatchdogDeps {
   hub: Hub;
   log: Logger;
   control: SessionControl;
+  /** This node's liveness for presence, and the other nodes' (presence.ts). */
+  presence: Pick<Presence, "touch" | "aliveNodes">;
   ns: string;
   nodeId: string;
   workerLostMs: number;
@@ -43,7 +46,7 @@ export function createWatchdog(d: WatchdogDeps) {
       const pipe = d.redis.pipeline();
       // Only a controller keeps its session from the orphan grace period: viewers watch, they do not hold.
       for (const s of live) if (s.role === "controller") pipe.set(sessionKeys(d.ns, s.sessionId).viewer, d.nodeId, "PX", VIEWER_TTL_MS);
-      await pipe.exec();
+      await Promise.all([pipe.exec(), d.presence.touch(), checkPresenceNodes(live)]);
     }
     const workers = d.control.attachedWorkers();
     if (workers.length === 0) return;
@@ -64,6 +67,25 @@ export function createWatchdog(d: WatchdogDeps) {
       if (now - since < d.workerLostMs || (await stalledNotDead(w, now - since))) continue;
       missingSince.delete(w);
       void d.control.workerLost(w);
+    }
+  }
+
+  /**
+   * A node that died announces nothing: sessions here with presence entries of another node read
+   * presence again when that node's liveness changed since their last read (gone, or back).
+   */
+  async function checkPresenceNodes(live: ControlledSession[]): Promise<void> {
+    const nodes = new Set<string>();
+    for (const s of live) for (const n of s.presenceNodes.keys()) nodes.add(n);
+    if (nodes.size === 0) return;
+    const alive = await d.presence.aliveNodes(nodes);
+    for (const s of live) {
+      for (const [n, was] of s.presenceNodes) {
+        if (alive.get(n) !== was) {
+          s.refreshPresence();
+          break;
+        }
+      }
     }
   }
 
