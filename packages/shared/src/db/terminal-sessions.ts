@@ -28,12 +28,14 @@ export async function insertTerminalSession(db: Db, row: NewTerminalSession): Pr
  */
 export async function claimTerminalSession(db: Db, sessionId: string, workerId: string): Promise<boolean> {
   const t = terminalSessions;
-  const rows = await db
-    .update(t)
-    .set({ workerId })
-    .where(and(eq(t.id, sessionId), isNull(t.closedAt), or(isNull(t.workerId), eq(t.workerId, workerId))))
-    .returning({ id: t.id });
+  const rows = await db.update(t).set({ workerId }).where(claimable(sessionId, workerId)).returning({ id: t.id });
   return rows.length > 0;
+}
+
+/** The claim's condition, for both claims: the row is open and held by nobody, or by this worker already (a retry). */
+function claimable(sessionId: string, workerId: string) {
+  const t = terminalSessions;
+  return and(eq(t.id, sessionId), isNull(t.closedAt), or(isNull(t.workerId), eq(t.workerId, workerId)));
 }
 
 /** What a claim that records learns of the org and the workspace (the recording's settings and title). */
@@ -50,14 +52,16 @@ export interface ClaimRecording {
  * records, and the org's recording settings come back. null: not claimed.
  */
 export async function claimTerminalSessionRecording(db: Db, sessionId: string, workerId: string, recordingKey: string): Promise<ClaimRecording | null> {
+  const t = terminalSessions;
+  // Not aliased: the condition names the table's columns as drizzle renders them.
   const rows = await db.execute<{ enabled: boolean; retention_days: number; input: boolean; title: string }>(sql`
-    update terminal_sessions t
+    update ${t}
        set worker_id = ${workerId},
-           recording_key = case when o.recording_enabled then ${recordingKey} else t.recording_key end,
-           recording_bytes = case when o.recording_enabled then 0 else t.recording_bytes end
+           recording_key = case when o.recording_enabled then ${recordingKey} else ${t.recordingKey} end,
+           recording_bytes = case when o.recording_enabled then 0 else ${t.recordingBytes} end
       from orgs o, workspaces w
-     where t.id = ${sessionId} and t.closed_at is null and (t.worker_id is null or t.worker_id = ${workerId})
-       and o.id = t.org_id and w.id = t.workspace_id
+     where ${claimable(sessionId, workerId)}
+       and o.id = ${t.orgId} and w.id = ${t.workspaceId}
     returning o.recording_enabled as enabled, o.recording_retention_days as retention_days, o.recording_input as input, w.name as title`);
   const r = [...rows][0];
   return r ? { enabled: r.enabled, retentionDays: r.retention_days, input: r.input, title: r.title } : null;
