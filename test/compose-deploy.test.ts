@@ -269,10 +269,14 @@ describe.skipIf(!engineUp)("docker compose deployment (real engine, images built
     }
   });
 
-  it("docker kill of one worker container: its sessions get worker_lost within 5 s and their audit rows close", async () => {
+  it("docker kill of one worker container: its sessions get worker_lost within 5 s, their audit rows close, and another worker hangs up the shell it left in the workspace", async () => {
     const ws = made[0]!;
     const c = await openShell(wsBase, ws, { token });
-    await c.run("true");
+    // The shell's pid in the workspace container (a docker exec shell outlives the CLI that started it).
+    const pid = (await c.run("echo $$")).trim();
+    expect(pid).toMatch(/^[0-9]+$/);
+    const alive = () => docker(["exec", `ws-${ws.slice(0, 12)}`, "/bin/sh", "-c", `kill -0 ${pid}`]).status === 0;
+    expect(alive()).toBe(true);
     const row = await rowOf(ws, c.hello!.session);
     const victim = containers("terminal-worker").find((x) => x.id === workerOf(row))!;
     expect(victim).toBeDefined();
@@ -285,6 +289,8 @@ describe.skipIf(!engineUp)("docker compose deployment (real engine, images built
     expect((await c.closed).code).toBe(4500);
     const closed = await waitFor(async () => ((await rowOf(ws, c.hello!.session))?.closed_at ? rowOf(ws, c.hello!.session) : null), 15_000, 250);
     expect(closed.close_reason).toBe("worker_lost");
+    // The API queued a hang-up with the close; a surviving worker ran it in the container.
+    await waitFor(async () => !alive(), 20_000, 250);
     // The survivors still serve new sessions.
     const d = await openShell(wsBase, ws, { token });
     expect((await d.run("echo alive-$((1+1))")).trim()).toBe("alive-2");

@@ -50,3 +50,16 @@ export const terminalJob = z.object({
   term: z.string().regex(TERM_RE).optional(),
 });
 export type TerminalJob = z.infer<typeof terminalJob>;
+
+/**
+ * The terminal queue's other job: a session whose worker died (closed as worker_lost) may have left
+ * its shell running where the worker's death does not reach it (a `docker exec` shell outlives the
+ * CLI that started it). Any worker takes it and has the provider hang the session up.
+ */
+export const HANGUP_JOB = "hangup";
+export const hangupJob = z.object({ sessionId: z.string().regex(UUID_RE) });
+export type HangupJob = z.infer<typeof hangupJob>;
+/** One hang-up per session, however many nodes judge its worker lost. */
+export const hangupJobId = (sessionId: string) => `hangup-${sessionId}`;
+/** What the terminal queue carries: sessions ("session") and hang-ups (HANGUP_JOB). */
+export type TerminalQueueJob = TerminalJob | HangupJob;

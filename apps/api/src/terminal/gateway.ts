@@ -12,7 +12,7 @@ import {
   type Hub,
   type Logger,
   type RedisWriter,
-  type TerminalJob,
+  type TerminalQueueJob,
 } from "@molecule/shared";
 import type { Authenticator } from "../auth.ts";
 import { toAppError } from "../error-handler.ts";
@@ -62,7 +62,7 @@ export interface GatewayDeps {
  */
 export function createTerminalGateway(d: GatewayDeps) {
   const c = d.config;
-  const queue = new Queue<TerminalJob>(TERMINAL_QUEUE, { connection: d.queueRedis, prefix: bullPrefix(c.ns) });
+  const queue = new Queue<TerminalQueueJob>(TERMINAL_QUEUE, { connection: d.queueRedis, prefix: bullPrefix(c.ns) });
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: c.maxFrameBytes,

@@ -1,5 +1,7 @@
 import type { Queue } from "bullmq";
 import {
+  HANGUP_JOB,
+  hangupJobId,
   applyOutboxEntries,
   closeUnheldSession,
   encodeControl,
@@ -13,7 +15,7 @@ import {
   type EndReason,
   type Logger,
   type SessionEnd,
-  type TerminalJob,
+  type TerminalQueueJob,
 } from "@molecule/shared";
 
 /**
@@ -37,7 +39,7 @@ export interface ControlledSession {
 export interface SessionControlDeps {
   db: Db;
   redis: ByteRedis;
-  queue: Queue<TerminalJob>;
+  queue: Queue<TerminalQueueJob>;
   log: Logger;
   ns: string;
   /** The node's open-session gauge, told on every change. */
@@ -71,8 +73,14 @@ export function createSessionControl(deps: SessionControlDeps) {
    * Closes a row the API is the last word on: never claimed (`heldBy` null), or held by a worker
    * that is gone. A row another worker holds is never touched.
    */
-  function closeAudit(sessionId: string, reason: EndReason, heldBy: string | null = null): Promise<void> {
-    return closeUnheldSession(deps.db, sessionId, reason, heldBy);
+  async function closeAudit(sessionId: string, reason: EndReason, heldBy: string | null = null): Promise<void> {
+    await closeUnheldSession(deps.db, sessionId, reason, heldBy);
+    // A worker that died could not end what it started outside its own process tree.
+    if (reason === "worker_lost" && heldBy !== null) {
+      await deps.queue
+        .add(HANGUP_JOB, { sessionId }, { jobId: hangupJobId(sessionId), attempts: 3, backoff: { type: "exponential", delay: 1000 }, removeOnComplete: true, removeOnFail: { age: 3600 } })
+        .catch((err: unknown) => deps.log.warn({ err, session_id: sessionId }, "the hang-up of a lost session could not be queued (its shell may outlive it)"));
+    }
   }
 
   /**

@@ -17,6 +17,7 @@ import {
   type Logger,
   type RedisWriter,
   type TerminalJob,
+  type TerminalQueueJob,
   type TerminalQuery,
   type Hub,
 } from "@molecule/shared";
@@ -45,7 +46,7 @@ export interface SessionOpenDeps {
   writer: RedisWriter;
   hub: Hub;
   log: Logger;
-  queue: Queue<TerminalJob>;
+  queue: Queue<TerminalQueueJob>;
   control: SessionControl;
   /** Who is attached (presence.ts): one per node, shared with the watchdog. */
   presence: Presence;

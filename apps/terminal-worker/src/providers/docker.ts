@@ -582,15 +582,20 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
       env: { ...o.env },
       audit: { instanceId: c.id, osUser },
       diagnoseExit: (e) => diagnoseDockerExit(e, container, shell),
-      cleanup: async () => {
-        try {
-          await cli(["exec", container, "/bin/sh", "-c", HANGUP_SCRIPT, "molecule-hangup", sid], 15_000);
-        } catch (err) {
-          const kind = classifyDockerError(err);
-          if (kind !== "not_found" && kind !== "not_running") throw err;
-        }
-      },
+      cleanup: () => hangup(id, sid),
     };
+  }
+
+  /** The session's processes in its workspace's container get SIGHUP (HANGUP_SCRIPT); a container that is gone has none. */
+  async function hangup(workspaceId: string, sessionId: string): Promise<void> {
+    const container = containerName(checkUuid(workspaceId, "workspace id"));
+    const sid = checkUuid(sessionId, "session id");
+    try {
+      await cli(["exec", container, "/bin/sh", "-c", HANGUP_SCRIPT, "molecule-hangup", sid], 15_000);
+    } catch (err) {
+      const kind = classifyDockerError(err);
+      if (kind !== "not_found" && kind !== "not_running") throw err;
+    }
   }
 
   return {
@@ -603,6 +608,7 @@ export function createDockerProvider(o: DockerProviderOptions): Provider {
     },
     destroy,
     terminalCommand,
+    hangup,
     // It inspects the container and probes its shell: nothing the session's claim should come first for.
     commandBeforeClaim: true,
   };

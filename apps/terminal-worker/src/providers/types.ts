@@ -76,6 +76,11 @@ export interface Provider {
    * nothing; at most idempotent preparation): the runner calls it while it claims the session.
    */
   readonly commandBeforeClaim?: boolean;
+  /**
+   * Ends what a session started that a worker's death does not end (a `docker exec` shell outlives
+   * the CLI): run by any worker for a session closed as worker_lost. Absent: nothing outlives it.
+   */
+  hangup?(workspaceId: string, sessionId: string): Promise<void>;
 }
 
 export interface TerminalDiagnosis {

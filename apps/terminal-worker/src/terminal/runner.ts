@@ -4,7 +4,10 @@ import type { Redis } from "ioredis";
 import type { IPty } from "node-pty";
 import {
   TERMINAL_QUEUE,
+  HANGUP_JOB,
   QUEUE_POLL_SECONDS,
+  hangupJob,
+  sessionPlace,
   bullPrefix,
   logged,
   publishSession,
@@ -25,6 +28,7 @@ import {
   type ClaimRecording,
   type RedisWriter,
   type TerminalJob,
+  type TerminalQueueJob,
 } from "@molecule/shared";
 import { countPty, countPtyBytes, type WorkerMetrics } from "../metrics.ts";
 import { providerFor, TerminalUnavailableError, type ProviderRegistry } from "../providers/index.ts";
@@ -209,7 +213,19 @@ export function createTerminalRunner(deps: RunnerDeps) {
     }
   }
 
-  const worker = new Worker<TerminalJob>(TERMINAL_QUEUE, process, {
+  /** A lost worker's session (closed as worker_lost): what it left running, ended by its provider. */
+  async function hangup(job: Job<TerminalQueueJob>): Promise<void> {
+    const { sessionId } = hangupJob.parse(job.data);
+    const place = await sessionPlace(deps.db, sessionId);
+    // Only a closed row: a session some worker still holds is that worker's to end.
+    if (!place?.closed) return;
+    const provider = deps.providers[place.provider as keyof ProviderRegistry];
+    if (!provider?.hangup) return;
+    await provider.hangup(place.workspaceId, sessionId);
+    deps.log.info({ session_id: sessionId, workspace_id: place.workspaceId }, "hung up a lost worker's session");
+  }
+
+  const worker = new Worker<TerminalQueueJob>(TERMINAL_QUEUE, (job) => (job.name === HANGUP_JOB ? hangup(job) : process(job as Job<TerminalJob>)), {
     connection: deps.bullConnection,
     prefix: bullPrefix(deps.ns),
     concurrency: deps.capacity,

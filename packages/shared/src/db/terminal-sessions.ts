@@ -150,6 +150,13 @@ export async function closeUnheldSession(db: Db, sessionId: string, reason: EndR
 }
 
 /** API: the ids of a workspace's sessions still open (to end them when it is deleted or restarted). */
+/** Worker, hanging up a lost session: where it ran (null: no such row). */
+export async function sessionPlace(db: Db, sessionId: string): Promise<{ workspaceId: string; provider: string; closed: boolean } | null> {
+  const t = terminalSessions;
+  const [r] = await db.select({ workspaceId: t.workspaceId, provider: t.provider, closedAt: t.closedAt }).from(t).where(eq(t.id, sessionId));
+  return r ? { workspaceId: r.workspaceId, provider: r.provider, closed: r.closedAt !== null } : null;
+}
+
 export async function openSessionIds(db: Db, workspaceId: string): Promise<string[]> {
   const t = terminalSessions;
   const rows = await db
