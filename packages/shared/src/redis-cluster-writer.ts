@@ -127,6 +127,8 @@ export interface ClusterWriterStats {
   resent: number;
   /** Publishes sent again because no subscriber heard them (send's needsSubscriber). */
   unheard: number;
+  /** ...and those given up unheard at the queue limit. */
+  unheardDropped: number;
 }
 
 export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { stats: ClusterWriterStats } {
@@ -136,7 +138,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
   const maxAge = o.queueMs ?? 3000;
   const now = o.now ?? (() => performance.now());
   const log = o.log.child({ conn: o.name });
-  const stats: ClusterWriterStats = { sent: 0, redirected: 0, resent: 0, unheard: 0 };
+  const stats: ClusterWriterStats = { sent: 0, redirected: 0, resent: 0, unheard: 0, unheardDropped: 0 };
   // The slot map only: no command of the byte path goes through it.
   const topology = new Cluster(o.target.cluster, {
     redisOptions: { ...(settings.username ? { username: settings.username } : {}), ...(settings.password ? { password: settings.password } : {}), ...(settings.tls ? { tls: settings.tls } : {}), connectionName: `${o.name}:map` },
@@ -316,7 +318,10 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
           redo(u, UNHEARD_RETRY_MS);
           return;
         }
-        if (u.needsSubscriber && int === 0) log.warn({ node: this.key, age_ms: Math.round(now() - u.at) }, "redis cluster writer: a publish no subscriber heard, dropped after the queue limit");
+        if (u.needsSubscriber && int === 0) {
+          stats.unheardDropped++;
+          log.warn({ node: this.key, age_ms: Math.round(now() - u.at) }, "redis cluster writer: a publish no subscriber heard, dropped after the queue limit");
+        }
         u.barrier?.resolve();
         done(u);
         return;
@@ -365,14 +370,20 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
     return c;
   }
 
-  function done(u: Unit): void {
-    const n = (outstanding.get(u.slot) ?? 1) - 1;
-    if (n > 0) outstanding.set(u.slot, n);
-    else {
-      outstanding.delete(u.slot);
-      outstandingAt.delete(u.slot);
-      settle(u.slot);
+  /** One outstanding unit of `slot` fewer; true when none is left. */
+  function release(slot: number): boolean {
+    const n = (outstanding.get(slot) ?? 1) - 1;
+    if (n > 0) {
+      outstanding.set(slot, n);
+      return false;
     }
+    outstanding.delete(slot);
+    outstandingAt.delete(slot);
+    return true;
+  }
+
+  function done(u: Unit): void {
+    if (release(u.slot)) settle(u.slot);
   }
 
   /** A unit that did not run (or may not have): back in its slot's line, ahead of anything sent after it. */
@@ -446,12 +457,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
     outstandingAt.set(u.slot, owner);
     if (conn(owner).submit(u)) return true;
     // Not counted after all; without settling (settle may be the caller, mid-line).
-    const n = (outstanding.get(u.slot) ?? 1) - 1;
-    if (n > 0) outstanding.set(u.slot, n);
-    else {
-      outstanding.delete(u.slot);
-      outstandingAt.delete(u.slot);
-    }
+    release(u.slot);
     return false;
   }
 
