@@ -48,4 +48,27 @@ describe("Redis restarted mid-session", () => {
     expect((await c.run("echo $$")).trim()).toBe(pid);
     await c.close();
   });
+
+  it("keystrokes typed while Redis is down reach the shell once it is back, each once", async () => {
+    const c = await openShell(t.apis[0]!.wsUrl, ws, { token: t.token });
+    const pid = (await c.run("echo $$")).trim();
+    for (let round = 1; round <= 3; round++) {
+      const from = c.text().length;
+      // Both sides have seen Redis go: the API's input writer queues, the worker's subscriber retries.
+      const apiLost = nextLog(t.apis[0]!.proc, (l) => /redis writer: connection lost/.test(String(l.msg)), 10_000);
+      const workerLost = nextLog(t.workers[0]!.proc, (l) => /redis writer: connection lost/.test(String(l.msg)), 10_000);
+      redis.kill("SIGKILL");
+      await new Promise((r) => redis.once("exit", r));
+      await Promise.all([apiLost, workerLost]);
+      // Within the writer's queue limit (3 s): typed into the outage, sent once Redis is back.
+      c.send(`echo typed-$((${round} * 1000 + 7))\r`);
+      redis = startRedisServer(port);
+      await c.waitText(new RegExp(`^typed-${round}007\\r$`, "m"), 20_000);
+      // Once, not repeated by the writer's retries.
+      expect((await c.run("echo $$")).trim()).toBe(pid);
+      expect(c.text().slice(from).match(new RegExp(`^typed-${round}007\\r$`, "gm"))).toHaveLength(1);
+    }
+    expect(c.messages.filter((m) => m.type === "error")).toEqual([]);
+    await c.close();
+  });
 });

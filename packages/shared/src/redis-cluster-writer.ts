@@ -4,7 +4,7 @@ import { Cluster } from "ioredis";
 import { connectionSettings, type RedisTarget } from "./config.ts";
 import { keySlot } from "./key-slot.ts";
 import type { Logger } from "./logger.ts";
-import { createRedisWriter, encodeCommand, encodeCommands, type Command, type RedisWriter, type RedisWriterOptions } from "./redis-writer.ts";
+import { createRedisWriter, encodeCommand, encodeCommands, type Command, type RedisWriter, type RedisWriterOptions, type UnheardStats } from "./redis-writer.ts";
 
 /** The byte path's writer for a target: the single-node one (replies off), or this file's on a cluster. */
 export function createWriterFor(target: RedisTarget, o: Omit<RedisWriterOptions, "url">): RedisWriter {
@@ -118,17 +118,13 @@ const UNHEARD_RETRY_MS = 50;
 const sizeOf = (parts: readonly Buffer[]) => parts.reduce((n, p) => n + p.length, 0);
 
 /** What the writer did, for tests and the benchmark. */
-export interface ClusterWriterStats {
+export interface ClusterWriterStats extends UnheardStats {
   /** Units (a command or a MULTI…EXEC) sent, counting each resend. */
   sent: number;
   /** Units answered MOVED or ASK (a slot elsewhere). */
   redirected: number;
   /** Units sent again after a redirect or a lost connection. */
   resent: number;
-  /** Publishes sent again because no subscriber heard them (send's needsSubscriber). */
-  unheard: number;
-  /** ...and those given up unheard at the queue limit. */
-  unheardDropped: number;
 }
 
 export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { stats: ClusterWriterStats } {

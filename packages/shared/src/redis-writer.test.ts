@@ -10,6 +10,7 @@ const log = createLogger("test", "silent");
 let r: ReturnType<typeof createRedis>;
 let sub: ReturnType<typeof createRedis>;
 const writers: RedisWriter[] = [];
+const subs: ReturnType<typeof createRedis>[] = [];
 beforeAll(() => {
   r = createRedis(testUrls().redisUrl);
   sub = createRedis(testUrls().redisUrl);
@@ -18,11 +19,12 @@ afterAll(async () => {
   await Promise.all(writers.map((w) => w.close()));
   r.disconnect();
   sub.disconnect();
+  for (const s of subs) s.disconnect();
 });
 
-function writer(o: { queueMs?: number; url?: string; now?: () => number } = {}): { w: RedisWriter; name: string } {
+function writer(o: { queueMs?: number; url?: string; now?: () => number; confirmWindowMs?: number } = {}): { w: ReturnType<typeof createRedisWriter>; name: string } {
   const name = `${uniqueNs()}-writer`;
-  const w = createRedisWriter({ url: o.url ?? testUrls().redisUrl, name, log, queueMs: o.queueMs, now: o.now });
+  const w = createRedisWriter({ url: o.url ?? testUrls().redisUrl, name, log, queueMs: o.queueMs, now: o.now, confirmWindowMs: o.confirmWindowMs });
   writers.push(w);
   return { w, name };
 }
@@ -201,5 +203,104 @@ describe("the fire-and-forget Redis writer", () => {
     } finally {
       proxy.close();
     }
+  });
+
+  describe("after a reconnect (Redis restarted: a session's subscriber may not be back yet)", () => {
+    /** A subscriber of its own that comes late, as a worker's does after a restart. */
+    async function lateSubscriber(channel: string): Promise<Buffer[]> {
+      const s = createRedis(testUrls().redisUrl);
+      subs.push(s);
+      const got: Buffer[] = [];
+      s.on("messageBuffer", (ch: Buffer, m: Buffer) => ch.toString() === channel && got.push(m));
+      await s.subscribe(channel);
+      return got;
+    }
+
+    it("a keystroke published before its subscriber is back is sent again until heard, in order, then without replies", async () => {
+      const ch = `${uniqueNs()}:in`;
+      const proxy = await startProxy();
+      proxy.state.up = true;
+      try {
+        const { w } = writer({ url: proxy.url });
+        await until(() => w.ready);
+        // The first connection: nobody asks, nobody listens, the publish is gone (as pub/sub is).
+        w.send(["PUBLISH", ch, "before"], { needsSubscriber: true });
+        await w.barrier();
+        expect(w.stats.unheard).toBe(0);
+        proxy.cut();
+        await until(() => !w.ready);
+        // Typed while the connection is down, and just after it is back.
+        w.send(["PUBLISH", ch, "a"], { needsSubscriber: true });
+        await until(() => w.ready);
+        w.send(["PUBLISH", ch, "b"], { needsSubscriber: true });
+        w.send(["PUBLISH", ch, Buffer.from([0, 13, 10, 255])], { needsSubscriber: true });
+        // Nobody has heard "a" yet: it goes again, and "b" waits behind it.
+        await until(() => w.stats.unheard >= 2);
+        const got = await lateSubscriber(ch);
+        await until(() => got.length === 3);
+        expect(got.map((b) => b.toString("latin1"))).toEqual(["a", "b", "\x00\r\n\xff"]);
+        // Heard once: the channel's publishes no longer ask (no reply bytes, nothing resent).
+        const unheard = w.stats.unheard;
+        for (let i = 0; i < 20; i++) w.send(["PUBLISH", ch, `m${i}`], { needsSubscriber: true });
+        await w.barrier();
+        await until(() => got.length === 23);
+        expect(got.slice(3).map(String)).toEqual(Array.from({ length: 20 }, (_, i) => `m${i}`));
+        expect(w.stats.unheard).toBe(unheard);
+        expect(w.stats.unheardDropped).toBe(0);
+      } finally {
+        proxy.close();
+      }
+    });
+
+    it("gives a publish up once it is as old as the queue limit; the next one is heard", async () => {
+      const ch = `${uniqueNs()}:in`;
+      const proxy = await startProxy();
+      proxy.state.up = true;
+      try {
+        let clock = 0;
+        const { w } = writer({ url: proxy.url, queueMs: 1000, now: () => clock });
+        await until(() => w.ready);
+        proxy.cut();
+        await until(() => !w.ready);
+        await until(() => w.ready);
+        w.send(["PUBLISH", ch, "stale"], { needsSubscriber: true });
+        await until(() => w.stats.unheard >= 1);
+        clock += 1500;
+        await until(() => w.stats.unheardDropped === 1);
+        const got = await lateSubscriber(ch);
+        w.send(["PUBLISH", ch, "fresh"], { needsSubscriber: true });
+        await until(() => got.length === 1);
+        expect(got.map(String)).toEqual(["fresh"]);
+      } finally {
+        proxy.close();
+      }
+    });
+
+    it("asks only within the window after a reconnect, and never for other commands", async () => {
+      const ch = `${uniqueNs()}:in`;
+      const key = `${uniqueNs()}:k`;
+      const proxy = await startProxy();
+      proxy.state.up = true;
+      try {
+        let clock = 0;
+        const { w } = writer({ url: proxy.url, now: () => clock, confirmWindowMs: 500 });
+        await until(() => w.ready);
+        proxy.cut();
+        await until(() => !w.ready);
+        await until(() => w.ready);
+        // A plain publish and a transaction are not held or repeated, window or not.
+        w.send(["PUBLISH", ch, "plain"]);
+        w.transaction([["SET", key, "1"]]);
+        clock += 600;
+        // Past the window: sent once, no reply asked for, so nothing is counted unheard.
+        w.send(["PUBLISH", ch, "late"], { needsSubscriber: true });
+        await w.barrier();
+        expect(await r.get(key)).toBe("1");
+        expect(w.stats.unheard).toBe(0);
+        await r.del(key);
+      } finally {
+        proxy.close();
+      }
+    });
   });
 });

@@ -11,6 +11,11 @@ import type { Logger } from "./logger.ts";
  * On a 2-core machine that extra wake-up of the API and the worker competes
  * with the echo itself (docs/benchmark.md).
  *
+ * The one exception: after a reconnect, a needsSubscriber publish (a
+ * keystroke) asks for its receiver count, per channel until one is heard
+ * (see SendOptions), so input typed across a Redis restart is not published
+ * to a channel whose subscriber has not come back yet.
+ *
  * Commands on one connection run in order, so everything sent here stays in
  * order. `barrier()` asks for one answer (CLIENT REPLY ON, PING, CLIENT REPLY
  * OFF) and resolves once Redis has run everything sent before it: a worker
@@ -58,12 +63,22 @@ export interface RedisWriter {
 
 export interface SendOptions {
   /**
-   * A PUBLISH that must reach a subscriber (a session's input: the worker listens). On a cluster, where
-   * a slot that moved leaves the channel without its subscriber until it follows, one that reached
-   * nobody is sent again, in order, until one hears it or it is as old as the queue limit. The
-   * single-node writer runs without replies and cannot tell: it sends once.
+   * A PUBLISH that must reach a subscriber (a session's input: the worker listens). Where the
+   * subscriber may not be there yet, one that reached nobody is sent again, in order, until one
+   * hears it or it is as old as the queue limit: on a cluster always (a slot that moved leaves the
+   * channel without its subscriber until it follows); on a single node after a reconnect (Redis
+   * restarted: this writer may be back before the worker's subscriber), for each channel until it is
+   * heard once — the rest of the time this writer runs without replies and sends once.
    */
   needsSubscriber?: boolean;
+}
+
+/** What a writer did about publishes nobody heard (send's needsSubscriber), for tests and the benchmark. */
+export interface UnheardStats {
+  /** Publishes sent again because no subscriber heard them. */
+  unheard: number;
+  /** ...and those given up unheard at the queue limit. */
+  unheardDropped: number;
 }
 
 export interface RedisWriterOptions {
@@ -77,6 +92,8 @@ export interface RedisWriterOptions {
   queueMs?: number;
   /** Milliseconds clock for queue ages (default performance.now); tests pass their own to age the queue. */
   now?: () => number;
+  /** After a reconnect, how long a channel's first needsSubscriber publish is sent with a reply asked for (default 10 s). */
+  confirmWindowMs?: number;
 }
 
 const CRLF = "\r\n";
@@ -145,6 +162,32 @@ function writeParts(s: net.Socket, parts: readonly Buffer[]): void {
 
 const sizeOf = (parts: readonly Buffer[]) => parts.reduce((n, p) => n + p.length, 0);
 
+const REPLY_ON = encodeCommand(["CLIENT", "REPLY", "ON"]);
+const REPLY_OFF = encodeCommand(["CLIENT", "REPLY", "OFF"]);
+/** How soon a publish that reached no subscriber is sent again. */
+const UNHEARD_RETRY_MS = 50;
+
+/** A command waiting to be written; `channel` for a needsSubscriber publish. */
+interface Pending {
+  parts: Buffer[];
+  at: number;
+  channel?: string;
+}
+
+/**
+ * A channel whose publishes wait for its first to be heard (after a reconnect): the first goes out
+ * with a reply asked for, again every UNHEARD_RETRY_MS while nobody hears it; the rest follow once it is.
+ */
+interface Line {
+  items: Pending[];
+  bytes: number;
+  inflight: boolean;
+  timer: NodeJS.Timeout | null;
+}
+
+/** What the writer waits to read after its set-up: a barrier's PONG, or a confirmed publish's count. */
+type Expect = { barrier: { resolve(): void; reject(err: Error): void } } | { channel: string };
+
 /**
  * Reads the simple replies of the handshake and of barriers: +status, -error,
  * :integer and $bulk (no arrays are ever asked for). Returns the replies
@@ -177,7 +220,7 @@ export function parseReplies(buf: Buffer): { replies: { error: boolean; value: s
   return { replies, used: at };
 }
 
-export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
+export function createRedisWriter(o: RedisWriterOptions): RedisWriter & { stats: UnheardStats } {
   const u = new URL(o.url);
   const host = u.hostname.replace(/^\[|\]$/g, "") || "127.0.0.1";
   const port = Number(u.port || 6379);
@@ -194,10 +237,19 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
   let closed = false;
   let attempt = 0;
   let retryTimer: NodeJS.Timeout | null = null;
-  let queue: { parts: Buffer[]; at: number }[] = [];
+  const confirmWindow = o.confirmWindowMs ?? 10_000;
+  let queue: Pending[] = [];
   let queued = 0;
-  /** Barriers sent on the current socket, oldest first; each resolves on its PONG. */
-  let waiting: { resolve(): void; reject(err: Error): void }[] = [];
+  /** Answers asked for on the current socket, oldest first (each after the +OK of its CLIENT REPLY ON). */
+  let expects: Expect[] = [];
+  /** Until when a channel not heard since the last reconnect gets its publishes confirmed. */
+  let confirmUntil = Number.NEGATIVE_INFINITY;
+  let everReady = false;
+  /** Channels heard since the last reconnect: their publishes go out without replies again. */
+  const heard = new Set<string>();
+  const lines = new Map<string, Line>();
+  let heldBytes = 0;
+  const stats: UnheardStats = { unheard: 0, unheardDropped: 0 };
   const readyListeners = new Set<(affects?: (key: string) => boolean) => void>();
   const drainListeners = new Set<() => void>();
 
@@ -244,8 +296,12 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
             return;
           }
           if (--expected === 0) becomeReady(s);
-        } else if (r.value === "PONG") {
-          waiting.shift()?.resolve();
+        } else if (r.error || r.value !== "OK") {
+          // (+OK is CLIENT REPLY ON's answer before each asked-for reply.)
+          const e = expects.shift();
+          if (!e) continue;
+          if ("barrier" in e) e.barrier.resolve();
+          else onPublishReply(e.channel, r.error ? r.value : null, Number(r.value));
         }
       }
     });
@@ -257,9 +313,12 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
       if (socket === s) socket = null;
       const was = ready;
       ready = false;
-      const lost = waiting;
-      waiting = [];
-      for (const w of lost) w.reject(new Error("redis connection lost"));
+      const lost = expects;
+      expects = [];
+      for (const e of lost) if ("barrier" in e) e.barrier.reject(new Error("redis connection lost"));
+      // A confirmed publish in flight may or may not have run: it stays first in its line and goes
+      // again after the reconnect (at most a keystroke seen twice, as on a cluster).
+      for (const line of lines.values()) line.inflight = false;
       if (was) o.log.warn({ conn: o.name }, "redis writer: connection lost, reconnecting");
       if (closed) return;
       const delay = Math.min(50 * ++attempt, 1000);
@@ -269,10 +328,18 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
   }
 
   function becomeReady(s: net.Socket): void {
-    s.write(encodeCommand(["CLIENT", "REPLY", "OFF"]));
+    s.write(REPLY_OFF);
     ready = true;
     refusal = null;
     attempt = 0;
+    if (everReady) {
+      // Back after a lost connection (Redis restarted?): a session's subscriber may not be back
+      // yet, and a publish nobody hears is gone. Until each channel is heard once, ask.
+      confirmUntil = now() + confirmWindow;
+      heard.clear();
+    }
+    everReady = true;
+    for (const [channel, line] of lines) kick(channel, line);
     const q = queue;
     queue = [];
     queued = 0;
@@ -280,28 +347,105 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     let dropped = 0;
     for (const c of q) {
       if (c.at < oldest) dropped++;
-      else writeParts(s, c.parts);
+      else route(s, c);
     }
     if (dropped) o.log.warn({ conn: o.name, dropped }, "redis writer: dropped commands older than the queue limit");
     for (const l of readyListeners) l();
   }
 
-  function submit(parts: Buffer[]): boolean {
+  function submit(p: Pending): boolean {
     if (closed) return false;
-    if (ready && socket) {
-      writeParts(socket, parts);
-      return true;
-    }
-    const bytes = sizeOf(parts);
+    if (ready && socket) return route(socket, p);
+    const bytes = sizeOf(p.parts);
     if (queued + bytes > maxQueue) return false;
-    queue.push({ parts, at: now() });
+    queue.push(p);
     queued += bytes;
     return true;
+  }
+
+  /** Written now, or, for a publish on a channel that must be heard first, into its line. */
+  function route(s: net.Socket, p: Pending): boolean {
+    const ch = p.channel;
+    if (ch === undefined) {
+      writeParts(s, p.parts);
+      return true;
+    }
+    let line = lines.get(ch);
+    if (!line) {
+      if (now() >= confirmUntil) {
+        if (heard.size) heard.clear();
+        writeParts(s, p.parts);
+        return true;
+      }
+      if (heard.has(ch)) {
+        writeParts(s, p.parts);
+        return true;
+      }
+      line = { items: [], bytes: 0, inflight: false, timer: null };
+      lines.set(ch, line);
+    }
+    const bytes = sizeOf(p.parts);
+    if (heldBytes + bytes > maxQueue) return false;
+    line.items.push(p);
+    line.bytes += bytes;
+    heldBytes += bytes;
+    kick(ch, line);
+    return true;
+  }
+
+  /** The first of a line's publishes, with a reply asked for (unless one is awaited or due later). */
+  function kick(channel: string, line: Line): void {
+    if (line.inflight || line.timer || !ready || !socket) return;
+    const oldest = now() - maxAge;
+    while (line.items[0] && line.items[0].at < oldest) {
+      unhold(line, line.items.shift()!);
+      stats.unheardDropped++;
+      o.log.warn({ conn: o.name, channel }, "redis writer: a publish no subscriber heard, dropped after the queue limit");
+    }
+    const first = line.items[0];
+    if (!first) {
+      lines.delete(channel);
+      return;
+    }
+    line.inflight = true;
+    expects.push({ channel });
+    writeParts(socket, [REPLY_ON, ...first.parts, REPLY_OFF]);
+  }
+
+  function unhold(line: Line, p: Pending): void {
+    const bytes = sizeOf(p.parts);
+    line.bytes -= bytes;
+    heldBytes -= bytes;
+  }
+
+  function onPublishReply(channel: string, error: string | null, receivers: number): void {
+    const line = lines.get(channel);
+    if (!line) return;
+    line.inflight = false;
+    if (error === null && receivers === 0) {
+      stats.unheard++;
+      line.timer = setTimeout(() => {
+        line.timer = null;
+        kick(channel, line);
+      }, UNHEARD_RETRY_MS);
+      line.timer.unref();
+      return;
+    }
+    // Heard (or refused, which no retry mends): the rest of the line goes out as usual.
+    if (error !== null) o.log.warn({ conn: o.name, channel, error }, "redis writer: Redis refused a publish");
+    lines.delete(channel);
+    heard.add(channel);
+    unhold(line, line.items.shift()!);
+    for (const p of line.items) {
+      unhold(line, p);
+      if (socket) writeParts(socket, p.parts);
+    }
   }
 
   connect();
 
   return {
+    stats,
     sharded: false,
     get ready() {
       return ready;
@@ -312,18 +456,20 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     get refusal() {
       return refusal;
     },
-    send(args) {
-      return submit(encodeCommands([args]));
+    send(args, so) {
+      const p: Pending = { parts: encodeCommands([args]), at: now() };
+      if (so?.needsSubscriber && String(args[0]).toUpperCase() === "PUBLISH" && args[1] !== undefined) p.channel = args[1].toString("latin1");
+      return submit(p);
     },
     transaction(cmds) {
-      return submit(encodeCommands([["MULTI"], ...cmds, ["EXEC"]]));
+      return submit({ parts: encodeCommands([["MULTI"], ...cmds, ["EXEC"]]), at: now() });
     },
     barrier() {
       if (!ready || !socket) return Promise.reject(new Error("redis writer not connected"));
       const s = socket;
       return new Promise<void>((resolve, reject) => {
-        waiting.push({ resolve, reject });
-        s.write(Buffer.concat([encodeCommand(["CLIENT", "REPLY", "ON"]), encodeCommand(["PING"]), encodeCommand(["CLIENT", "REPLY", "OFF"])]));
+        expects.push({ barrier: { resolve, reject } });
+        s.write(Buffer.concat([REPLY_ON, encodeCommand(["PING"]), REPLY_OFF]));
       });
     },
     onReady(l) {
@@ -337,6 +483,8 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter {
     async close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
+      for (const line of lines.values()) if (line.timer) clearTimeout(line.timer);
+      lines.clear();
       const s = socket;
       if (!s) return;
       await new Promise<void>((resolve) => {
