@@ -190,7 +190,7 @@ describe("byte path on a Redis Cluster", () => {
     }
   });
 
-  it("a slot moved back and forth under a stream of appends: each move leaves the log whole (an append redirected by ASK never overtakes one held by TRYAGAIN)", async () => {
+  it("a slot moved back and forth under a stream of appends: each move leaves the log whole (an append redirected by ASK never overtakes one held by TRYAGAIN; the importing node's answer changing between two pipelined appends loses neither)", async () => {
     const cl = clients();
     try {
       await waitFor(async () => cl.writer.ready, 10_000, 20);
@@ -207,7 +207,9 @@ describe("byte path on a Redis Cluster", () => {
       };
       pump();
       try {
-        for (let move = 0; move < 4; move++) {
+        // (A loss depends on when the migration ends against the appends in flight: 1 run in 12
+        // lost bytes with 4 moves under load before the slot went one unit at a time.)
+        for (let move = 0; move < 8; move++) {
           const to = primaries[(move + 1) % 2]!;
           const resent = cl.writer.stats.resent;
           await c.migrateSlot(keySlot(k.log), to, {

@@ -23,7 +23,15 @@ export function createWriterFor(target: RedisTarget, o: Omit<RedisWriterOptions,
  * again. Order per slot holds: while any unit of a slot is unanswered after a
  * redirect, later units of that slot wait, and then all go out in the order
  * they were first submitted; a slot's units are never outstanding on two nodes
- * at once. The cost is a reply read per unit (bench: `--redis cluster`).
+ * at once. A slot that was redirected in the last CAREFUL_MS, and every
+ * needsSubscriber publish, goes one unit at a time (the next is sent once the
+ * last is answered): a node's answer can change between two pipelined units
+ * (an importing node refuses one with TRYAGAIN and, its migration just ended,
+ * runs the next; a subscriber arrives between two publishes), and a later
+ * append that runs first makes every earlier one's XADD fail — bytes lost. A
+ * slot served as before needs no such care: a node that starts refusing one
+ * keeps refusing those pipelined behind it. The cost is a reply read per unit
+ * (bench: `--redis cluster`), and a round trip per unit while a slot moves.
  *
  * Resending is safe for what goes through here: an output append whose log
  * entry is already there fails on its XADD id (the rest of the transaction
@@ -114,6 +122,8 @@ function keyOf(args: Command): string | Buffer {
 const BARRIER_TIMEOUT_MS = 5000;
 /** How soon a publish that reached no subscriber is sent again. */
 const UNHEARD_RETRY_MS = 50;
+/** How long after a redirect (or a lost connection) a slot's units go one at a time. */
+const CAREFUL_MS = 2000;
 
 const sizeOf = (parts: readonly Buffer[]) => parts.reduce((n, p) => n + p.length, 0);
 
@@ -160,6 +170,18 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
    * overtakes an earlier one makes the earlier one's XADD fail as "already there": a byte lost.
    */
   const outstandingAt = new Map<number, string>();
+  /** Slots redirected lately, with when their last redirect was: their units go one at a time. */
+  const unstable = new Map<number, number>();
+  const markUnstable = (slot: number) => unstable.set(slot, now());
+  /** Whether `u` waits for its slot's outstanding units to be answered before it goes. */
+  const careful = (u: Unit): boolean => {
+    if (u.needsSubscriber) return true;
+    const at = unstable.get(u.slot);
+    if (at === undefined) return false;
+    if (now() - at < CAREFUL_MS) return true;
+    unstable.delete(u.slot);
+    return false;
+  };
   const conns = new Map<string, NodeConn>();
   const readyListeners = new Set<(affects?: (key: string) => boolean) => void>();
   const drainListeners = new Set<() => void>();
@@ -243,6 +265,8 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
             u.barrier.reject(new Error("redis connection lost"));
             done(u);
           } else {
+            // Where it goes next (a promoted replica?) may refuse one and run the next.
+            markUnstable(u.slot);
             redo(u);
           }
         }
@@ -311,6 +335,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
         // shortly, ahead of what came after it, until heard or as old as the queue limit.
         if (u.needsSubscriber && int === 0 && now() - u.at < maxAge) {
           stats.unheard++;
+          markUnstable(u.slot);
           redo(u, UNHEARD_RETRY_MS);
           return;
         }
@@ -323,6 +348,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
         return;
       }
       const [kind, , to] = r.split(" ");
+      markUnstable(u.slot);
       if (kind === "MOVED" || kind === "ASK") stats.redirected++;
       if (kind === "MOVED" && to) {
         moved.set(u.slot, to);
@@ -418,7 +444,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
         return;
       }
       // The rest once those are answered (done() settles again).
-      if (outstanding.has(slot) && outstandingAt.get(slot) !== owner) return;
+      if (outstanding.has(slot) && (outstandingAt.get(slot) !== owner || careful(u))) return;
       line.shift();
       if (u.redone) stats.resent++;
       u.redone = false;
@@ -434,7 +460,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
       return true;
     }
     const owner = targetOf(u);
-    if (!owner || (outstanding.has(u.slot) && outstandingAt.get(u.slot) !== owner)) {
+    if (!owner || (outstanding.has(u.slot) && (outstandingAt.get(u.slot) !== owner || careful(u)))) {
       unsettled.set(u.slot, [u]);
       if (!owner) topology.refreshSlotsCache();
       return true;
