@@ -167,9 +167,10 @@ const REPLY_OFF = encodeCommand(["CLIENT", "REPLY", "OFF"]);
 /** How soon a publish that reached no subscriber is sent again. */
 const UNHEARD_RETRY_MS = 50;
 
-/** A command waiting to be written; `channel` for a needsSubscriber publish. */
+/** A command to be written; `channel` for a needsSubscriber publish. */
 interface Pending {
   parts: Buffer[];
+  /** When it started to wait (set only if it does: no clock read per keystroke). */
   at: number;
   channel?: string;
 }
@@ -180,7 +181,6 @@ interface Pending {
  */
 interface Line {
   items: Pending[];
-  bytes: number;
   inflight: boolean;
   timer: NodeJS.Timeout | null;
 }
@@ -358,6 +358,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter & { stats:
     if (ready && socket) return route(socket, p);
     const bytes = sizeOf(p.parts);
     if (queued + bytes > maxQueue) return false;
+    p.at = now();
     queue.push(p);
     queued += bytes;
     return true;
@@ -372,22 +373,22 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter & { stats:
     }
     let line = lines.get(ch);
     if (!line) {
-      if (now() >= confirmUntil) {
-        if (heard.size) heard.clear();
+      // (No clock read per keystroke outside a window.)
+      if (confirmUntil !== Number.NEGATIVE_INFINITY && now() >= confirmUntil) {
+        confirmUntil = Number.NEGATIVE_INFINITY;
+        heard.clear();
+      }
+      if (confirmUntil === Number.NEGATIVE_INFINITY || heard.has(ch)) {
         writeParts(s, p.parts);
         return true;
       }
-      if (heard.has(ch)) {
-        writeParts(s, p.parts);
-        return true;
-      }
-      line = { items: [], bytes: 0, inflight: false, timer: null };
+      line = { items: [], inflight: false, timer: null };
       lines.set(ch, line);
     }
     const bytes = sizeOf(p.parts);
     if (heldBytes + bytes > maxQueue) return false;
+    if (p.at === 0) p.at = now();
     line.items.push(p);
-    line.bytes += bytes;
     heldBytes += bytes;
     kick(ch, line);
     return true;
@@ -398,7 +399,7 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter & { stats:
     if (line.inflight || line.timer || !ready || !socket) return;
     const oldest = now() - maxAge;
     while (line.items[0] && line.items[0].at < oldest) {
-      unhold(line, line.items.shift()!);
+      unhold(line.items.shift()!);
       stats.unheardDropped++;
       o.log.warn({ conn: o.name, channel }, "redis writer: a publish no subscriber heard, dropped after the queue limit");
     }
@@ -412,10 +413,8 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter & { stats:
     writeParts(socket, [REPLY_ON, ...first.parts, REPLY_OFF]);
   }
 
-  function unhold(line: Line, p: Pending): void {
-    const bytes = sizeOf(p.parts);
-    line.bytes -= bytes;
-    heldBytes -= bytes;
+  function unhold(p: Pending): void {
+    heldBytes -= sizeOf(p.parts);
   }
 
   function onPublishReply(channel: string, error: string | null, receivers: number): void {
@@ -435,9 +434,9 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter & { stats:
     if (error !== null) o.log.warn({ conn: o.name, channel, error }, "redis writer: Redis refused a publish");
     lines.delete(channel);
     heard.add(channel);
-    unhold(line, line.items.shift()!);
+    unhold(line.items.shift()!);
     for (const p of line.items) {
-      unhold(line, p);
+      unhold(p);
       if (socket) writeParts(socket, p.parts);
     }
   }
@@ -457,12 +456,12 @@ export function createRedisWriter(o: RedisWriterOptions): RedisWriter & { stats:
       return refusal;
     },
     send(args, so) {
-      const p: Pending = { parts: encodeCommands([args]), at: now() };
+      const p: Pending = { parts: encodeCommands([args]), at: 0 };
       if (so?.needsSubscriber && String(args[0]).toUpperCase() === "PUBLISH" && args[1] !== undefined) p.channel = args[1].toString("latin1");
       return submit(p);
     },
     transaction(cmds) {
-      return submit({ parts: encodeCommands([["MULTI"], ...cmds, ["EXEC"]]), at: now() });
+      return submit({ parts: encodeCommands([["MULTI"], ...cmds, ["EXEC"]]), at: 0 });
     },
     barrier() {
       if (!ready || !socket) return Promise.reject(new Error("redis writer not connected"));
