@@ -9,6 +9,7 @@ export * from "./tokens.ts";
 export * from "./workspace.ts";
 export * from "./bus-messages.ts";
 export * from "./bus-codec.ts";
+export * from "./lua-script.ts";
 export * from "./output-log.ts";
 export * from "./session-state.ts";
 export * from "./db/client.ts";

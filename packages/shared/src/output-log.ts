@@ -1,10 +1,7 @@
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { Redis } from "ioredis";
 import { decodeOut } from "./bus-codec.ts";
+import { luaScript } from "./lua-script.ts";
 import type { RedisWriter } from "./redis-writer.ts";
-
-const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
 
 /**
  * One output chunk into the session's replay log and onto its live channel, in
@@ -41,24 +38,8 @@ export function appendChunk(w: RedisWriter, k: { log: string; out: string }, pay
  */
 export type ByteRedis = Redis;
 
-const READ_OUTPUT_LUA = lua("read-output");
-const READ_OUTPUT_SHA = createHash("sha1").update(READ_OUTPUT_LUA).digest("hex");
-/** Connections that sent the script once (EVAL): EVALSHA from then on, as ioredis's defineCommand does. */
-const scriptSent = new WeakSet<Redis>();
-
-/** The read-output script on `r`: EVAL the first time on a connection, then EVALSHA; EVAL again after NOSCRIPT (a restarted server). */
-async function evalReadOutput(r: Redis, args: (string | number)[]): Promise<unknown[]> {
-  if (!scriptSent.has(r)) {
-    scriptSent.add(r);
-    return (await r.callBuffer("EVAL", [READ_OUTPUT_LUA, 1, ...args])) as unknown[];
-  }
-  try {
-    return (await r.callBuffer("EVALSHA", [READ_OUTPUT_SHA, 1, ...args])) as unknown[];
-  } catch (err) {
-    if (!(err instanceof Error) || !err.message.includes("NOSCRIPT")) throw err;
-    return (await r.callBuffer("EVAL", [READ_OUTPUT_LUA, 1, ...args])) as unknown[];
-  }
-}
+/** The read-output script (lua/read-output.lua). */
+const evalReadOutput = luaScript("read-output", 1);
 
 export interface LogRead {
   /** Start offset of the oldest byte still in the log, or null when the log is empty. */
@@ -69,7 +50,7 @@ export interface LogRead {
 }
 
 export async function readOutput(r: ByteRedis, log: string, from: number, maxBytes: number, maxEntries = 512): Promise<LogRead> {
-  const res = await evalReadOutput(r, [log, String(from), maxBytes, maxEntries]);
+  const res = (await evalReadOutput(r, [log, String(from), maxBytes, maxEntries])) as unknown[];
   const first = Number(res[0]);
   const last = Number(res[1]);
   const chunks: LogRead["chunks"] = [];

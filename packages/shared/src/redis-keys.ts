@@ -104,8 +104,9 @@ export function ticketKey(ns: string, ticketHash: string): string {
   return `${ns}:ticket:${ticketHash}`;
 }
 
-export function rateLimitKey(ns: string, what: string, subject: string, window: number): string {
-  return `${ns}:rl:${what}:${subject}:${window}`;
+/** A subject's accepted requests of one kind (a sorted set: lua/rate-limit.lua). */
+export function rateLimitKey(ns: string, what: string, subject: string): string {
+  return `${ns}:rl:${what}:${subject}`;
 }
 
 /** Pattern that matches every key of a namespace (tests clean up with it). */
