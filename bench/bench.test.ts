@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { ROOT } from "../scripts/processes.ts";
 import { testUrls, uniqueNs } from "../test/helpers/env.ts";
 import { FoldValidator } from "./scenarios.ts";
@@ -61,6 +61,14 @@ describe("pnpm bench --quick", () => {
         BENCH_REDIS_PREFIX: uniqueNs(),
       },
       stdio: ["ignore", "pipe", "pipe"],
+    });
+    // Timed out or failed: the bench stops what it started (its SIGINT handler) rather than run on beside the next tests.
+    onTestFinished(async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGINT");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000).unref())]);
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     });
     let log = "";
     child.stdout.on("data", (b: Buffer) => (log += b.toString()));
