@@ -4,7 +4,7 @@ import { Cluster } from "ioredis";
 import { connectionSettings, type RedisTarget } from "./config.ts";
 import { keySlot } from "./key-slot.ts";
 import type { Logger } from "./logger.ts";
-import { createRedisWriter, encodeCommand, encodeCommands, type Command, type RedisWriter, type RedisWriterOptions, type UnheardStats } from "./redis-writer.ts";
+import { createRedisWriter, encodeCommand, encodeCommands, type Command, type RedisWriter, type RedisWriterOptions, type UnheardStats, UNHEARD_RETRY_MS } from "./redis-writer.ts";
 
 /** The byte path's writer for a target: the single-node one (replies off), or this file's on a cluster. */
 export function createWriterFor(target: RedisTarget, o: Omit<RedisWriterOptions, "url">): RedisWriter {
@@ -120,8 +120,6 @@ function keyOf(args: Command): string | Buffer {
 }
 
 const BARRIER_TIMEOUT_MS = 5000;
-/** How soon a publish that reached no subscriber is sent again. */
-const UNHEARD_RETRY_MS = 50;
 /** How long after a redirect (or a lost connection) a slot's units go one at a time. */
 const CAREFUL_MS = 2000;
 
@@ -335,6 +333,7 @@ export function createClusterWriter(o: ClusterWriterOptions): RedisWriter & { st
         // shortly, ahead of what came after it, until heard or as old as the queue limit.
         if (u.needsSubscriber && int === 0 && now() - u.at < maxAge) {
           stats.unheard++;
+          // (The slot has likely just moved: its other units go carefully too.)
           markUnstable(u.slot);
           redo(u, UNHEARD_RETRY_MS);
           return;

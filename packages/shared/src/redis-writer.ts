@@ -164,8 +164,8 @@ const sizeOf = (parts: readonly Buffer[]) => parts.reduce((n, p) => n + p.length
 
 const REPLY_ON = encodeCommand(["CLIENT", "REPLY", "ON"]);
 const REPLY_OFF = encodeCommand(["CLIENT", "REPLY", "OFF"]);
-/** How soon a publish that reached no subscriber is sent again. */
-const UNHEARD_RETRY_MS = 50;
+/** How soon a publish that reached no subscriber is sent again (here and on a cluster). */
+export const UNHEARD_RETRY_MS = 50;
 
 /** A command to be written; `channel` for a needsSubscriber publish. */
 interface Pending {
@@ -189,7 +189,7 @@ interface Line {
 type Expect = { barrier: { resolve(): void; reject(err: Error): void } } | { channel: string };
 
 /**
- * Reads the simple replies of the handshake and of barriers: +status, -error,
+ * Reads the simple replies of the handshake, of barriers and of confirmed publishes: +status, -error,
  * :integer and $bulk (no arrays are ever asked for). Returns the replies
  * complete in `buf` and how many bytes they used.
  */
