@@ -1,11 +1,13 @@
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SUBPROTOCOL_V1 } from "@molecule/shared";
 import { call, readyWorkspace, waitFor } from "../helpers/http.ts";
+import { cmdlineOf, descendantsOf, statusField } from "../helpers/procs.ts";
 import { startStack, type Stack } from "../helpers/stack.ts";
 import { buildCli, cliHome, PtyProc, runCli } from "./harness.ts";
 
@@ -83,22 +85,28 @@ describe("molecule exec", () => {
     const r = await runCli(bin, ["exec", ws, "--", "sh", "-c", 'id -u; echo $MOLECULE_WS_ID; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; ls -A / | grep -c molecule-workspace'], { env });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.split("\n")).toEqual(["0", ws, "lo", "1", ""]);
-    // Seen from the host: the command runs as a uid of the workspace's own, not as root.
-    const p = runCli(bin, ["exec", ws, "--", "sleep", "5"], { env });
-    const uid = await waitFor(async () => {
-      for (const e of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-        try {
-          if (!readFileSync(`/proc/${e}/cmdline`, "latin1").startsWith("sleep\u00005")) continue;
-          const line = readFileSync(`/proc/${e}/status`, "utf8").split("\n").find((l) => l.startsWith("Uid:"));
-          return Number(line?.split(/\s+/)[1]);
-        } catch {
-          // gone while we looked
-        }
-      }
-      return null;
-    }, 10_000);
-    expect(uid).toBeGreaterThanOrEqual(200_000);
-    await p;
+    // Seen from the host: the command runs as a uid of the workspace's own, not as root. `cat`
+    // lives while our stdin is open, so a slow open under load is waited for, not raced.
+    const c = spawn(process.execPath, [bin, "exec", ws, "--", "cat"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const stderr: Buffer[] = [];
+    c.stderr.on("data", (b: Buffer) => stderr.push(b));
+    const exited = new Promise<number | null>((resolve) => c.on("close", resolve));
+    let ended: number | null | undefined;
+    void exited.then((code) => {
+      ended = code;
+    });
+    try {
+      const uid = await waitFor(async () => {
+        if (ended !== undefined) throw new Error(`exec ended before its command was seen: code ${ended}, ${Buffer.concat(stderr).toString()}`);
+        const pid = descendantsOf().find((p) => cmdlineOf(p) === "cat");
+        return pid === undefined ? null : Number(statusField(pid, "Uid").split(/\s+/)[0]);
+      }, 30_000);
+      expect(uid).toBeGreaterThanOrEqual(200_000);
+      c.stdin.end();
+      expect(await exited, Buffer.concat(stderr).toString()).toBe(0);
+    } finally {
+      c.kill("SIGKILL");
+    }
   });
 
   it("a bad command never reaches a worker: 400 before the upgrade", async () => {
