@@ -68,6 +68,13 @@ const settings = quick
   ? { opens: 3, echo: { pairs: 20, blocks: 2, warmup: 5 }, throughputBytes: 1_000_000, throughputRounds: 1, floodMs: 500, floodRate: 1_000_000, concurrent: { sessions: 6, active: 2, pairs: 5 }, storm: { sessions: 10, ticks: 12 }, thousand: { sessions: 12, openConcurrency: 4, active: 12, pairs: 1, echoConcurrency: 6 } }
   : { opens: 100, echo: { pairs: 1000, blocks: 10, warmup: 200 }, throughputBytes: 64_000_000, throughputRounds: 3, floodMs: 2000, floodRate: 1_000_000, concurrent: { sessions: 200, active: 20, pairs: 50 }, storm: { sessions: 500, ticks: 40 }, thousand: { sessions: 1000, openConcurrency: 100, active: 1000, pairs: 1, echoConcurrency: 100 } };
 
+/**
+ * Waits (up to 15 s) for the machine to go quiet before each measurement; a quick run's figures are
+ * not comparable anyway, and on a busy machine (the test suite beside it) fourteen such waits were
+ * 210 s of its 240 s bound.
+ */
+const settle = () => (quick ? Promise.resolve(0) : waitForQuiet());
+
 const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 
 // ---- the benchmark's own Redis prefix and database -----------------------------------------
@@ -175,7 +182,7 @@ async function both(name: Scenario, bare: Target, system: Target, fn: (t: Target
   if (!only.has(name)) return;
   const entry: { system?: unknown; bare?: unknown; ratio?: unknown } = {};
   for (const t of [bare, system]) {
-    const waited = await waitForQuiet();
+    const waited = await settle();
     if (waited > 1000) log(`waited ${(waited / 1000).toFixed(1)} s for the machine to be quiet`);
     const t0 = performance.now();
     log(`${name}: ${t.name}…`);
@@ -216,7 +223,7 @@ try {
 
   if (only.has("idle")) {
     // First, before any session: heartbeats, sweepers, queue polling and health checks only.
-    await waitForQuiet();
+    await settle();
     log("idle: system…");
     scenarios.idle = { system: await scenarioIdle(s, quick ? 3 : 30, quick ? 0 : 30) };
     log(`idle: ${JSON.stringify(scenarios.idle.system)}`);
@@ -252,7 +259,7 @@ try {
     for (let i = 0; i < settings.throughputRounds; i++) {
       for (const t of [b, s]) {
         if (failed[t.name]) continue;
-        await waitForQuiet();
+        await settle();
         log(`throughput round ${i + 1}/${settings.throughputRounds}: ${t.name}…`);
         try {
           per[t.name].push(await scenarioThroughput(t, redis, bytesArg ?? settings.throughputBytes));
@@ -271,7 +278,7 @@ try {
     for (let i = 0; i < settings.throughputRounds && !failed; i++) {
       for (const mode of ["on", "off"] as const) {
         await setRecording(s, mode === "on");
-        await waitForQuiet();
+        await settle();
         log(`recording round ${i + 1}/${settings.throughputRounds}: ${mode}…`);
         try {
           per[mode].push(await scenarioThroughput(s, redis, bytesArg ?? settings.throughputBytes));
@@ -297,7 +304,7 @@ try {
   system = null;
   if (only.has("storm")) {
     // A cluster of its own (2 API nodes, 2 workers): one API node is killed under its sessions.
-    await waitForQuiet();
+    await settle();
     log(`storm: ${settings.storm.sessions} sessions on one API node, then SIGKILL…`);
     const prefix = `${ns}-s`;
     scenarios.storm = {
