@@ -10,7 +10,9 @@ const TAG_DATA = 0x64; // 'd': output chunk, uint64 BE start offset, bytes
 const TAG_EVENT = 0x65; // 'e': worker event (JSON)
 const TAG_INPUT = 0x69; // 'i': input bytes
 const TAG_CONTROL = 0x63; // 'c': control (JSON)
+const TAG_SEQUENCED = 0x73; // 's': uint32 BE stream, uint32 BE sequence number, then an input or control message
 export const DATA_HEADER = 9;
+const SEQ_HEADER = 9;
 
 /** `chunk` may be the PTY reads of one batch: they are copied once, straight behind the header. */
 export function encodeData(offset: number, chunk: Buffer | readonly Buffer[]): Buffer {
@@ -26,7 +28,8 @@ export function encodeData(offset: number, chunk: Buffer | readonly Buffer[]): B
 }
 
 export type OutMessage = { kind: "data"; offset: number; chunk: Buffer } | { kind: "event"; event: WorkerEvent };
-export type InMessage = { kind: "input"; data: Buffer } | { kind: "control"; control: ControlMessage };
+/** `stream`/`seq`: sent by a client connection's bridge, numbered so a worker can tell what it missed (resync). */
+export type InMessage = ({ kind: "input"; data: Buffer } | { kind: "control"; control: ControlMessage }) & { stream?: number; seq?: number };
 
 export function encodeEvent(e: WorkerEvent): Buffer {
   return Buffer.concat([Buffer.of(TAG_EVENT), Buffer.from(JSON.stringify(e))]);
@@ -39,6 +42,22 @@ export function encodeInput(data: Buffer): Buffer {
 }
 export function encodeControl(c: ControlMessage): Buffer {
   return Buffer.concat([Buffer.of(TAG_CONTROL), Buffer.from(JSON.stringify(c))]);
+}
+
+/**
+ * Input (`data`, copied once) or an encoded control message (`control`, from encodeControl) as
+ * message `seq` of `stream`: one client connection's messages, numbered from 1.
+ */
+export function encodeSequenced(stream: number, seq: number, m: { data: Buffer } | { control: Buffer }): Buffer {
+  const body = "data" in m ? m.data : m.control;
+  const inner = "data" in m ? 1 : 0; // input gets its tag here; a control message has its own
+  const buf = Buffer.allocUnsafe(SEQ_HEADER + inner + body.length);
+  buf[0] = TAG_SEQUENCED;
+  buf.writeUInt32BE(stream, 1);
+  buf.writeUInt32BE(seq, 5);
+  if (inner) buf[SEQ_HEADER] = TAG_INPUT;
+  body.copy(buf, SEQ_HEADER + inner);
+  return buf;
 }
 
 /** Returns null for anything malformed: a bad message is dropped, never thrown into a session. */
@@ -54,6 +73,12 @@ export function decodeOut(buf: Buffer): OutMessage | null {
 }
 
 export function decodeIn(buf: Buffer): InMessage | null {
+  if (buf.length > SEQ_HEADER && buf[0] === TAG_SEQUENCED) {
+    const seq = buf.readUInt32BE(5);
+    const m = seq > 0 ? decodeIn(buf.subarray(SEQ_HEADER)) : null;
+    // One level: a sequenced message does not hold another.
+    return m && m.seq === undefined ? { ...m, stream: buf.readUInt32BE(1), seq } : null;
+  }
   if (buf.length >= 1 && buf[0] === TAG_INPUT) return { kind: "input", data: buf.subarray(1) };
   if (buf.length > 1 && buf[0] === TAG_CONTROL) {
     const r = controlMessage.safeParse(safeJson(buf.subarray(1)));

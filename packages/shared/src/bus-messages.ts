@@ -31,11 +31,19 @@ export const sessionEnd = z.object({
 });
 export type SessionEnd = z.infer<typeof sessionEnd>;
 
+/** An API node's sequence of input and control messages for one client connection (bus-codec.ts, encodeSequenced). */
+const inputStream = z.number().int().min(0).max(0xffff_ffff);
+/** Input streams a worker session remembers (its controllers, most recent first). */
+export const MAX_INPUT_STREAMS = 16;
+
 export const workerEvent = z.discriminatedUnion("kind", [
   // A worker took the session's job: the claim deadline no longer applies (the shell may take a while to start).
   z.object({ kind: z.literal("claimed"), workerId: z.string() }),
   z.object({ kind: z.literal("ready"), workerId: z.string(), cols: z.number(), rows: z.number(), pid: z.number().optional() }),
   z.object({ kind: z.literal("end"), end: sessionEnd }),
+  // The worker's subscriber was away (or input arrived out of sequence): each input stream it knows,
+  // with the last message it applied; the controller's API node sends again what came after (resent).
+  z.object({ kind: z.literal("resync"), streams: z.array(z.tuple([inputStream, z.number().int().min(0)])).max(MAX_INPUT_STREAMS) }),
 ]);
 export type WorkerEvent = z.infer<typeof workerEvent>;
 
@@ -44,5 +52,7 @@ export const controlMessage = z.discriminatedUnion("t", [
   // window: the client's current window (smaller than the job's for a slow reader); the worker pauses at it.
   z.object({ t: z.literal("ack"), offset: z.number().int().min(0), window: z.number().int().min(1).optional() }),
   z.object({ t: z.literal("cancel"), reason: endReason }),
+  // Answer to a resync, ahead of the messages sent again: `stream`'s messages before `from` will not come.
+  z.object({ t: z.literal("resent"), stream: inputStream, from: z.number().int().min(1) }),
 ]);
 export type ControlMessage = z.infer<typeof controlMessage>;

@@ -11,8 +11,9 @@ export type ChannelHandler = (msg: Buffer) => void;
  * One subscriber connection per process, shared by every session: channels are
  * (un)subscribed as sessions come and go, and messages dispatched by channel.
  * After a reconnect (ioredis resubscribes by itself), `onReconnect` listeners run
- * so each session can fill any gap from the replay log: pub/sub losses cost
- * latency, never bytes.
+ * once the subscriptions hold again, so each session can fill any gap: output from the
+ * replay log, input by a resync (the worker's session asks for it again). Pub/sub
+ * losses cost latency, never bytes.
  */
 export function createHub(sub: Redis, log: Logger): Hub {
   // On a cluster, per-session channels are sharded (SSUBSCRIBE on the slot's primary): sharded-hub.ts.
@@ -46,7 +47,16 @@ function createSingleHub(sub: Redis, log: Logger): Hub {
   sub.on("ready", () => {
     if (wasReady) {
       log.warn({ channels: handlers.size }, "redis subscriber reconnected");
-      for (const l of reconnectListeners) l();
+      // ioredis sends the SUBSCRIBE again right after this event: a PING queued behind it is answered
+      // once Redis holds the subscriptions, so what a listener asks for from then on is heard.
+      queueMicrotask(() => {
+        sub.ping().then(
+          () => {
+            for (const l of reconnectListeners) l();
+          },
+          logged(log, "debug", "redis subscriber lost again before it was subscribed (the next reconnect runs the listeners)"),
+        );
+      });
     }
     wasReady = true;
   });

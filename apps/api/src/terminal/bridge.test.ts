@@ -10,16 +10,19 @@ import {
   createLogger,
   createRedis,
   createRedisWriter,
+  decodeIn,
   encodeData,
   encodeEvent,
   sessionKeys,
   type ByteRedis,
   type Hub,
+  type InMessage,
   type RedisWriter,
   type SessionEnd,
   type SessionKeys,
 } from "@molecule/shared";
 import { testUrls, uniqueNs } from "../../../../test/helpers/env.ts";
+import { waitFor } from "../../../../test/helpers/http.ts";
 import { createPresence } from "./presence.ts";
 import { TerminalBridge, type Mode } from "./bridge.ts";
 
@@ -73,13 +76,15 @@ interface Seen {
   /** Most output the client held unacknowledged at any moment (v1). */
   maxInFlight: number;
   closed: Promise<number>;
+  client: WebSocket;
+  bridge: TerminalBridge;
 }
 
 /** A client re-attaching at `from`: v1 clients ack every frame at once. */
 async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes: number; endedAlready?: SessionEnd }): Promise<Seen> {
   const serverSide = once(wss, "connection") as Promise<[WebSocket]>;
   const client = new WebSocket(url);
-  const seen: Seen = { bytes: [], messages: [], lastMessageAt: 0, maxInFlight: 0, closed: once(client, "close").then(([code]) => code as number) };
+  const seen: Omit<Seen, "bridge"> & { bridge?: TerminalBridge } = { bytes: [], messages: [], lastMessageAt: 0, maxInFlight: 0, closed: once(client, "close").then(([code]) => code as number), client };
   let received = o.from;
   client.on("message", (data, isBinary) => {
     const buf = data as Buffer;
@@ -112,8 +117,9 @@ async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes
       presence: createPresence({ redis, writer, log, ns: uniqueNs(), nodeId: "api-test" }),
     },
   );
+  seen.bridge = bridge;
   await bridge.start();
-  return seen;
+  return seen as Seen;
 }
 
 describe("TerminalBridge", () => {
@@ -172,5 +178,49 @@ describe("TerminalBridge", () => {
     expect(await seen.closed).toBe(CLOSE.normal);
     expect(Buffer.concat(seen.bytes).equals(all)).toBe(true);
     expect(seen.messages).toEqual([]);
+  });
+
+  it("a re-attach that missed the end (published between its first read and its subscription) ends once it reads the state again", async () => {
+    const k = sessionKeys(uniqueNs(), randomUUID());
+    const all = randomBytes(50_000);
+    const end = produce(k, all, 0, 1000);
+    await writer.barrier();
+    // Read as running: no end known, and none will be published any more.
+    const seen = await attach(k, { mode: "v1", from: 0, windowBytes: 1 << 20 });
+    seen.bridge.recheck({ workspaceId: null, orgId: null, state: "ended", workerId: "w-test", pid: null, cols: 80, rows: 24, createdAt: null, end: { reason: "exit", offset: end, code: 3 }, corrupt: [] });
+    expect(await seen.closed).toBe(CLOSE.normal);
+    expect(Buffer.concat(seen.bytes).equals(all)).toBe(true);
+    expect(seen.messages.at(-1)).toEqual({ type: "exit", code: 3, signal: null });
+  });
+
+  it("a worker's resync: what this connection sent after the worker's last is sent again, behind where it starts", async () => {
+    const k = sessionKeys(uniqueNs(), randomUUID());
+    const worker = createRedis(testUrls().redisUrl);
+    const got: InMessage[] = [];
+    worker.on("messageBuffer", (_ch: Buffer, m: Buffer) => {
+      const d = decodeIn(m);
+      if (d) got.push(d);
+    });
+    await worker.subscribe(k.in);
+    const seen = await attach(k, { mode: "v1", from: 0, windowBytes: 1 << 20 });
+    try {
+      for (const c of ["a", "b", "c"]) {
+        seen.client.send(Buffer.from(c), { binary: true });
+        // One publish each (frames handled in one go would be coalesced).
+        await waitFor(async () => got.filter((m) => m.kind === "input").length >= ["a", "b", "c"].indexOf(c) + 1, 5000, 5);
+      }
+      const stream = got[0]!.stream!;
+      expect(got.map((m) => [m.seq, m.kind === "input" ? m.data.toString() : null])).toEqual([[1, "a"], [2, "b"], [3, "c"]]);
+      writer.send(["PUBLISH", k.out, encodeEvent({ kind: "resync", streams: [[7, 9], [stream, 1]] })]);
+      await waitFor(async () => got.length >= 6, 5000, 5);
+      expect(got.slice(3)).toEqual([
+        { kind: "control", control: { t: "resent", stream, from: 2 } },
+        { kind: "input", data: Buffer.from("b"), stream, seq: 2 },
+        { kind: "input", data: Buffer.from("c"), stream, seq: 3 },
+      ]);
+    } finally {
+      worker.disconnect();
+      seen.client.close();
+    }
   });
 });

@@ -5,7 +5,6 @@ import {
   clientMessage,
   decodeOut,
   encodeControl,
-  encodeInput,
   logged,
   readOutput,
   type ByteRedis,
@@ -16,6 +15,7 @@ import {
   type RedisWriter,
   type SessionEnd,
   type SessionKeys,
+  type SessionMeta,
 } from "@molecule/shared";
 import { closeFor } from "./end-mapping.ts";
 import { FrameWriter, type Mode } from "./frames.ts";
@@ -23,6 +23,7 @@ import { InputGate } from "./input-gate.ts";
 import { InputThrottle } from "./input-throttle.ts";
 import type { AttachedEntry, Presence, Role } from "./presence.ts";
 import { ReaderWindow } from "./reader-window.ts";
+import { SentInput } from "./sent-input.ts";
 import type { SessionControl } from "./session-control.ts";
 
 export type { Mode } from "./frames.ts";
@@ -120,6 +121,8 @@ export class TerminalBridge {
   private inParts: Buffer[] = [];
   private inPartsBytes = 0;
   private flushQueued = false;
+  /** What this connection sent the worker, numbered and kept a few seconds for a resync. */
+  private readonly sent = new SentInput();
   private closing = false;
   private readonly frames: FrameWriter;
   private readonly onOut = (msg: Buffer) => this.handleOut(msg);
@@ -193,19 +196,39 @@ export class TerminalBridge {
     this.claimTimer = null;
     this.frames.message({ type: "hello", session: this.sessionId, offset: this.reader.next, cols, rows });
     this.deps.metrics?.attached?.();
-    for (const b of this.pendingInput) this.publishIn(encodeInput(b));
+    for (const b of this.pendingInput) this.publishIn({ data: b });
     this.pendingInput = [];
     this.pendingInputBytes = 0;
     // A re-attaching client has everything before its offset: the worker's view of what
     // was consumed may be older (acks are forwarded in steps) and must not keep its PTY paused.
     // A viewer's acks are its own: they never reach the worker, so it never holds the PTY.
-    if (this.opts.from > 0 && this.role === "controller") this.publishIn(encodeControl({ t: "ack", offset: this.opts.from }));
+    if (this.opts.from > 0 && this.role === "controller") this.control({ t: "ack", offset: this.opts.from });
     this.refreshPresence();
     // A re-attach does not know what it missed until it reads the log. A new session was
     // subscribed before its job existed and the worker announces `ready` before any output:
     // everything arrives live, unless output already showed up (known) while waiting.
     if (this.opts.isNew && this.reader.next >= this.reader.known) this.maybeFinish();
     else this.catchUp();
+  }
+
+  private ended(end: SessionEnd): void {
+    this.pendingEnd = end;
+    this.reader.saw(end.offset);
+    if (this.state === "waiting") this.state = "attached";
+    this.maybeFinish();
+  }
+
+  /**
+   * A re-attach read the session's state before it subscribed: a `ready` or an end published in
+   * between reached nobody here, so the state read again once subscribed says what it missed.
+   */
+  recheck(meta: SessionMeta): void {
+    if (this.state === "closed") return;
+    if (meta.end && !this.pendingEnd) this.ended(meta.end);
+    else if (meta.state === "running" && this.state === "waiting") {
+      this.workerId = meta.workerId;
+      this.becomeAttached(meta.cols ?? this.cols, meta.rows ?? this.rows);
+    }
   }
 
   /** A worker holds the job: no no_capacity any more, but the shell must start within START_TIMEOUT_MS. */
@@ -238,11 +261,10 @@ export class TerminalBridge {
       } else if (ev.kind === "ready") {
         this.workerId = ev.workerId;
         this.becomeAttached(ev.cols, ev.rows);
+      } else if (ev.kind === "resync") {
+        this.resync(ev.streams);
       } else {
-        this.pendingEnd = ev.end;
-        this.reader.saw(ev.end.offset);
-        if (this.state === "waiting") this.state = "attached";
-        this.maybeFinish();
+        this.ended(ev.end);
       }
       return;
     }
@@ -283,7 +305,7 @@ export class TerminalBridge {
     const counted = this.reader.consume(offset);
     if (counted === "stale") return;
     if (counted === "probe") this.probeRtt();
-    if (this.reader.takeAck() && this.role === "controller") this.publishIn(encodeControl({ t: "ack", offset: this.reader.acked, window: this.reader.window }));
+    if (this.reader.takeAck() && this.role === "controller") this.control({ t: "ack", offset: this.reader.acked, window: this.reader.window });
     if ((wasBlocked || this.reader.next < this.reader.known) && this.reader.room() > 0) this.catchUp();
     else this.maybeFinish();
   }
@@ -543,18 +565,32 @@ export class TerminalBridge {
     const data = this.inParts.length === 1 ? this.inParts[0]! : Buffer.concat(this.inParts, this.inPartsBytes);
     this.inParts = [];
     this.inPartsBytes = 0;
-    this.send(encodeInput(data));
+    this.send(this.sent.next({ data }));
   }
 
   private control(msg: ControlMessage): void {
     if (this.state === "waiting") return;
-    this.publishIn(encodeControl(msg));
+    this.publishIn({ control: encodeControl(msg) });
   }
 
   /** Control after input the client sent before it must not overtake that input: held input goes first. */
-  private publishIn(payload: Buffer): void {
+  private publishIn(m: { data: Buffer } | { control: Buffer }): void {
     this.flushInput();
-    this.send(payload);
+    this.send(this.sent.next(m));
+  }
+
+  /**
+   * The worker missed messages (its subscriber was away): what this connection sent after the last
+   * one it applied goes again, behind a note of where that starts. Only the controller sends input.
+   */
+  private resync(streams: readonly (readonly [number, number])[]): void {
+    if (this.role !== "controller" || this.state !== "attached") return;
+    this.flushInput();
+    const after = streams.find(([s]) => s === this.sent.stream)?.[1] ?? 0;
+    const again = this.sent.since(after);
+    this.send(encodeControl({ t: "resent", stream: this.sent.stream, from: again.from }));
+    for (const p of again.payloads) this.send(p);
+    this.deps.log.info({ after, from: again.from, resent: again.payloads.length }, "worker resync: input sent again");
   }
 
   private send(payload: Buffer): void {

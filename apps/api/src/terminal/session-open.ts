@@ -200,6 +200,8 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     // A viewer does not hold the session (its orphan grace runs as if nobody were attached).
     if (role === "controller") await deps.redis.set(keys.viewer, config.nodeId, "PX", VIEWER_TTL_MS);
     await bridge.start();
+    // Subscribed now: what the worker announced since the read above is read again (one HGETALL).
+    if (!meta.end) bridge.recheck(await readSessionMeta(deps.redis, keys));
     bridge.log.info({ mode, offset, role }, "terminal re-attached");
   }
 

@@ -252,6 +252,11 @@ export function createTerminalRunner(deps: RunnerDeps) {
     if (which.length) deps.log.warn({ sessions: which.length }, "redis reconnected: re-seeding session logs");
     for (const [, s] of which) s.reseed();
   });
+  // The subscriber is back: input and control published while it was away never arrived; each
+  // session asks its controller's API node for them again (PtySession.resubscribed).
+  const unResubscribed = deps.hub.onReconnect(() => {
+    for (const [, s] of sessions) s.resubscribed();
+  });
 
   // Heartbeat out ("shell alive" for every session here), first in each round of the one timer
   // (started by start()): the checks after it run in the background, so a slow one never delays it.
@@ -357,6 +362,7 @@ export function createTerminalRunner(deps: RunnerDeps) {
       clearTimeout(timer);
       timer = undefined;
       unReady();
+      unResubscribed();
       // Its TTL removes it anyway, a few seconds later. After the writer's last beat has run
       // (a barrier), so that beat cannot bring the key back after the delete.
       await deps.writer

@@ -8,11 +8,14 @@ import {
   createLogger,
   createRedis,
   createRedisWriter,
+  decodeOut,
   encodeControl,
+  encodeSequenced,
   sessionKeys,
   type DbHandle,
   type RedisWriter,
   type TerminalJob,
+  type WorkerEvent,
 } from "@molecule/shared";
 import { testUrls, uniqueNs } from "../../../../test/helpers/env.ts";
 import { waitFor } from "../../../../test/helpers/http.ts";
@@ -119,6 +122,117 @@ describe("PTY flow control", () => {
     } finally {
       await session.end("client_closed");
       await redis.del(keys.meta, keys.log, keys.cancel);
+    }
+  });
+});
+
+describe("numbered input (resync)", () => {
+  /** A shell that prints each byte it gets at once (raw, no echo), and what it printed. */
+  async function rawCat(holdMs: number) {
+    const ns = uniqueNs();
+    const sessionId = randomUUID();
+    const keys = sessionKeys(ns, sessionId);
+    const watcher = createRedis(testUrls().redisUrl);
+    const events: WorkerEvent[] = [];
+    let text = "";
+    watcher.on("messageBuffer", (_ch: Buffer, msg: Buffer) => {
+      const m = decodeOut(msg);
+      if (m?.kind === "event") events.push(m.event);
+      else if (m) text += m.chunk.toString("latin1");
+    });
+    await watcher.subscribe(keys.out);
+    const deps: SessionDeps = {
+      redis,
+      writer,
+      hub: createHub(sub, log),
+      db: db.db,
+      outbox: createAuditOutbox({ db: db.db, redis, ns, workerId: "w-seq", log }),
+      workerId: "w-seq",
+      log,
+      spawn: pty.spawn as SpawnPty,
+      spawnTurn: createSpawnTurns(),
+      replayWindowBytes: 1024 * 1024,
+      recentBytes: 64 * 1024,
+      idleTimeoutMs: 60_000,
+      maxSessionMs: 60_000,
+      holdMs,
+    };
+    const job: TerminalJob = { sessionId, workspaceId: randomUUID(), orgId: randomUUID(), cols: 80, rows: 24, claimDeadline: Date.now() + 60_000, windowBytes: WINDOW, provider: "local", instanceId: null };
+    const session = new PtySession(job, keys, { file: "/bin/sh", args: ["-c", "stty raw -echo; echo up; exec cat"], env: { PATH: "/usr/bin:/bin" }, cwd: "/tmp" }, deps);
+    await session.start();
+    await waitFor(async () => text.includes("up"), 10_000, 5);
+    text = "";
+    const stream = 0x1234_5678;
+    const send = (seq: number, s: string, st = stream) => redis.publish(keys.in, encodeSequenced(st, seq, { data: Buffer.from(s) }));
+    return {
+      keys,
+      stream,
+      send,
+      text: () => text,
+      events,
+      async close() {
+        await session.end("client_closed");
+        watcher.disconnect();
+        await redis.del(keys.meta, keys.log, keys.cancel);
+      },
+    };
+  }
+
+  it("a message ahead of a missing one waits for it and asks for a resync; sent again, each is applied once, in order", async () => {
+    const c = await rawCat(60_000);
+    try {
+      await c.send(1, "a");
+      await waitFor(async () => c.text() === "a", 10_000, 5);
+      await c.send(3, "c");
+      await waitFor(async () => c.events.some((e) => e.kind === "resync"), 10_000, 5);
+      expect(c.events.find((e) => e.kind === "resync")).toEqual({ kind: "resync", streams: [[c.stream, 1]] });
+      expect(c.text()).toBe("a");
+      // The API node's answer: what it kept, again (3 a second time), then what came after.
+      await redis.publish(c.keys.in, encodeControl({ t: "resent", stream: c.stream, from: 2 }));
+      for (const [n, s] of [[2, "b"], [3, "c"], [1, "a"], [4, "d"]] as const) await c.send(n, s);
+      await waitFor(async () => c.text().length >= 4, 10_000, 5);
+      // Another connection's stream starts at 1 of its own.
+      await c.send(1, "x", 99);
+      await c.send(5, "e");
+      await waitFor(async () => c.text().length >= 6, 10_000, 5);
+      expect(c.text()).toBe("abcdxe");
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("`resent` from past a gap: what is gone for good is skipped at once, and what waited is applied", async () => {
+    const c = await rawCat(60_000);
+    try {
+      await c.send(1, "a");
+      await c.send(5, "e");
+      await waitFor(async () => c.events.some((e) => e.kind === "resync"), 10_000, 5);
+      await redis.publish(c.keys.in, encodeControl({ t: "resent", stream: c.stream, from: 4 }));
+      await c.send(4, "d");
+      await waitFor(async () => c.text().length >= 3, 10_000, 5);
+      expect(c.text()).toBe("ade");
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("with no answer, what waited is applied after the hold, in order", async () => {
+    const c = await rawCat(200);
+    try {
+      await c.send(1, "a");
+      // In one write: both arrive before the hold ends.
+      await redis
+        .pipeline()
+        .publish(c.keys.in, encodeSequenced(c.stream, 4, { data: Buffer.from("d") }))
+        .publish(c.keys.in, encodeSequenced(c.stream, 3, { data: Buffer.from("c") }))
+        .exec();
+      await waitFor(async () => c.text().length >= 3, 10_000, 5);
+      expect(c.text()).toBe("acd");
+      await c.send(5, "e");
+      await waitFor(async () => c.text().length >= 4, 10_000, 5);
+      expect(c.text()).toBe("acde");
+    } finally {
+      await c.close();
     }
   });
 });

@@ -5,6 +5,7 @@ import {
   encodeData,
   encodeEvent,
   LIVE_LOG_TTL_MS,
+  MAX_INPUT_STREAMS,
   parseCancel,
   publishSessionIn,
   recordEnded,
@@ -18,6 +19,7 @@ import {
   type EndReason,
   type Hub,
   type ClaimRecording,
+  type InMessage,
   type Logger,
   logged,
   type RedisWriter,
@@ -56,6 +58,8 @@ export interface SessionDeps {
   maxSessionMs: number;
   /** Session recording (asciicast v2): absent, nothing is recorded (the bench compares both). */
   recording?: { store: RecordingStore; maxBytes: number };
+  /** How long input that came ahead of a missing message waits for it (default HOLD_MS). */
+  holdMs?: number;
 }
 
 /** The worker's claim of the session's audit row (runner.ts). */
@@ -98,6 +102,13 @@ export async function endWithoutShell(
   if (opts.audit === false) return;
   await deps.outbox.close(auditRecord(sessionId, deps.workerId, end, 0, 0, endedAt));
 }
+
+/** A sequenced message that came ahead of a missing one waits this long for it (resync), then goes anyway. */
+const HOLD_MS = 1000;
+/** At most this many wait (a resync sends at most a few seconds of input again). */
+const MAX_HELD = 256;
+
+type Sequenced = InMessage & { stream: number; seq: number };
 
 function auditRecord(sessionId: string, workerId: string, end: SessionEnd, bytesIn: number, bytesOut: number, endedAt: number, recording?: { bytes: number; truncated: boolean }) {
   return {
@@ -166,6 +177,12 @@ export class PtySession {
   private unclaimed: boolean;
   private inputBeforeClaim: Buffer[] = [];
   private abandoned = false;
+  /** Each client connection's input stream and the last of its messages applied here, most recent last. */
+  private readonly streams = new Map<number, number>();
+  private lastStream = -1;
+  /** Messages that came ahead of a missing one (resync), in arrival order. */
+  private held: Sequenced[] = [];
+  private holdTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly job: TerminalJob,
@@ -445,6 +462,102 @@ export class PtySession {
     }
     const m = decodeIn(msg);
     if (!m || this.ending) return;
+    if (m.stream === undefined || m.seq === undefined) this.apply(m);
+    else this.sequenced(m as Sequenced);
+  }
+
+  /**
+   * A client connection's messages are numbered (bus-codec.ts): one seen before (sent again after a
+   * resync) is dropped; one ahead of a missing one waits for it, and the controller's API node is
+   * asked for what this session missed (its subscriber was away, and pub/sub keeps nothing).
+   */
+  private sequenced(m: Sequenced): void {
+    const last = this.streams.get(m.stream) ?? 0;
+    if (m.seq <= last) return;
+    if (m.seq > last + 1) {
+      this.hold(m);
+      return;
+    }
+    this.applied(m.stream, m.seq);
+    this.apply(m);
+    if (this.held.length) this.releaseHeld(false);
+  }
+
+  private applied(stream: number, seq: number): void {
+    if (stream !== this.lastStream) {
+      // Most recent last: the oldest connection's is forgotten first.
+      this.streams.delete(stream);
+      this.lastStream = stream;
+      const oldest = this.streams.size >= MAX_INPUT_STREAMS ? this.streams.keys().next().value : undefined;
+      if (oldest !== undefined) this.streams.delete(oldest);
+    }
+    this.streams.set(stream, seq);
+  }
+
+  private hold(m: Sequenced): void {
+    this.held.push(m);
+    if (this.held.length >= MAX_HELD) this.releaseHeld(true);
+    else if (!this.holdTimer) {
+      this.requestResync();
+      this.holdTimer = setTimeout(() => this.releaseHeld(true), this.deps.holdMs ?? HOLD_MS);
+    }
+  }
+
+  /** Applies held messages that are next in their stream; with `giveUp`, all of them, in order, the gaps left. */
+  private releaseHeld(giveUp: boolean): void {
+    for (let progress = true; progress && !this.ending; ) {
+      progress = false;
+      for (const [i, h] of this.held.entries()) {
+        const last = this.streams.get(h.stream) ?? 0;
+        if (h.seq > last + 1) continue;
+        this.held.splice(i, 1);
+        if (h.seq === last + 1) {
+          this.applied(h.stream, h.seq);
+          this.apply(h);
+        }
+        progress = true;
+        break;
+      }
+    }
+    if (giveUp && this.held.length && !this.ending) {
+      const lost = this.held.splice(0).sort((a, b) => a.seq - b.seq);
+      this.log.warn({ held: lost.length }, "input missed while this worker's subscriber was away did not come again: what came after it is applied");
+      for (const h of lost) {
+        if (this.ending || h.seq <= (this.streams.get(h.stream) ?? 0)) continue;
+        this.applied(h.stream, h.seq);
+        this.apply(h);
+      }
+    }
+    if (this.ending) this.held = [];
+    if (this.held.length === 0 && this.holdTimer) {
+      clearTimeout(this.holdTimer);
+      this.holdTimer = null;
+    }
+  }
+
+  /** Asks the API nodes of this session for the messages after the last applied of each stream. */
+  private requestResync(): void {
+    const streams = [...this.streams].reverse();
+    this.deps.writer.send(["PUBLISH", this.keys.out, encodeEvent({ kind: "resync", streams })]);
+  }
+
+  /**
+   * This worker's subscriber is back (and subscribed again): what was published on the session's
+   * channel meanwhile never arrived. Input and control are asked for again; a cancel is in its key too.
+   */
+  resubscribed(): void {
+    if (this.ending || this.unclaimed) return;
+    this.requestResync();
+    this.deps.redis
+      .get(this.keys.cancel)
+      .then((raw) => {
+        const cancelled = parseCancel(raw);
+        if (cancelled) void this.end(cancelled);
+      })
+      .catch(logged(this.log, "warn", "reading the cancel key after a resubscribe failed"));
+  }
+
+  private apply(m: InMessage): void {
     if (m.kind === "input") {
       // Counted here, where it reaches the shell, whoever published it: the audit row's bytes_in.
       if (!this.pty) return;
@@ -478,6 +591,16 @@ export class PtySession {
       case "cancel":
         void this.end(control.reason);
         return;
+      case "resent": {
+        // What comes again starts at `from`: anything of that stream before it is gone for good.
+        const last = this.streams.get(control.stream) ?? 0;
+        if (control.from - 1 > last) {
+          this.log.warn({ lost: control.from - 1 - last }, "input missed while this worker's subscriber was away is too old to send again");
+          this.applied(control.stream, control.from - 1);
+        }
+        if (this.held.length) this.releaseHeld(false);
+        return;
+      }
     }
   }
 
