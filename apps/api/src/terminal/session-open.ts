@@ -201,7 +201,12 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     if (role === "controller") await deps.redis.set(keys.viewer, config.nodeId, "PX", VIEWER_TTL_MS);
     await bridge.start();
     // Subscribed now: what the worker announced since the read above is read again (one HGETALL).
-    if (!meta.end) bridge.recheck(await readSessionMeta(deps.redis, keys));
+    if (!meta.end) {
+      await readSessionMeta(deps.redis, keys).then(
+        (now) => bridge.recheck(now),
+        logged(bridge.log, "warn", "reading the session's state again after subscribing failed (an end announced meanwhile was missed)"),
+      );
+    }
     bridge.log.info({ mode, offset, role }, "terminal re-attached");
   }
 

@@ -128,7 +128,7 @@ describe("PTY flow control", () => {
 
 describe("numbered input (resync)", () => {
   /** A shell that prints each byte it gets at once (raw, no echo), and what it printed. */
-  async function rawCat(holdMs: number) {
+  async function rawCat(holdMs: number, piped = false) {
     const ns = uniqueNs();
     const sessionId = randomUUID();
     const keys = sessionKeys(ns, sessionId);
@@ -157,8 +157,20 @@ describe("numbered input (resync)", () => {
       maxSessionMs: 60_000,
       holdMs,
     };
-    const job: TerminalJob = { sessionId, workspaceId: randomUUID(), orgId: randomUUID(), cols: 80, rows: 24, claimDeadline: Date.now() + 60_000, windowBytes: WINDOW, provider: "local", instanceId: null };
-    const session = new PtySession(job, keys, { file: "/bin/sh", args: ["-c", "stty raw -echo; echo up; exec cat"], env: { PATH: "/usr/bin:/bin" }, cwd: "/tmp" }, deps);
+    const job: TerminalJob = {
+      sessionId,
+      workspaceId: randomUUID(),
+      orgId: randomUUID(),
+      cols: 80,
+      rows: 24,
+      claimDeadline: Date.now() + 60_000,
+      windowBytes: WINDOW,
+      provider: "local",
+      instanceId: null,
+      ...(piped ? { command: ["cat"], pty: false } : {}),
+    };
+    const script = piped ? "echo up; exec cat" : "stty raw -echo; echo up; exec cat";
+    const session = new PtySession(job, keys, { file: "/bin/sh", args: ["-c", script], env: { PATH: "/usr/bin:/bin" }, cwd: "/tmp" }, deps);
     await session.start();
     await waitFor(async () => text.includes("up"), 10_000, 5);
     text = "";
@@ -170,6 +182,7 @@ describe("numbered input (resync)", () => {
       send,
       text: () => text,
       events,
+      session,
       async close() {
         await session.end("client_closed");
         watcher.disconnect();
@@ -231,6 +244,19 @@ describe("numbered input (resync)", () => {
       await c.send(5, "e");
       await waitFor(async () => c.text().length >= 4, 10_000, 5);
       expect(c.text()).toBe("acde");
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("a piped command (an upload) whose input has a hole for good ends, saying so, rather than read on past it", async () => {
+    const c = await rawCat(200, true);
+    try {
+      await c.send(1, "a");
+      await c.send(3, "c");
+      const end = await c.session.done;
+      expect(end.reason).toBe("store_unavailable");
+      expect(end.message).toMatch(/input was lost/);
     } finally {
       await c.close();
     }

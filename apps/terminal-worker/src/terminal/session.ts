@@ -521,6 +521,7 @@ export class PtySession {
     }
     if (giveUp && this.held.length && !this.ending) {
       const lost = this.held.splice(0).sort((a, b) => a.seq - b.seq);
+      if (this.inputGap()) return;
       this.log.warn({ held: lost.length }, "input missed while this worker's subscriber was away did not come again: what came after it is applied");
       for (const h of lost) {
         if (this.ending || h.seq <= (this.streams.get(h.stream) ?? 0)) continue;
@@ -533,6 +534,17 @@ export class PtySession {
       clearTimeout(this.holdTimer);
       this.holdTimer = null;
     }
+  }
+
+  /**
+   * Input is lost for good. A terminal's user sees what went missing and types again; a piped
+   * command's stdin (an upload) would go on with a hole in it, so that session ends instead.
+   */
+  private inputGap(): boolean {
+    if (!(this.job.command && this.job.pty === false)) return false;
+    this.held = [];
+    void this.end("store_unavailable", { message: "part of this command's input was lost while the worker's Redis subscriber was away; run it again" });
+    return true;
   }
 
   /** Asks the API nodes of this session for the messages after the last applied of each stream. */
@@ -595,6 +607,7 @@ export class PtySession {
         // What comes again starts at `from`: anything of that stream before it is gone for good.
         const last = this.streams.get(control.stream) ?? 0;
         if (control.from - 1 > last) {
+          if (this.inputGap()) return;
           this.log.warn({ lost: control.from - 1 - last }, "input missed while this worker's subscriber was away is too old to send again");
           this.applied(control.stream, control.from - 1);
         }
