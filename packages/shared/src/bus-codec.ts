@@ -75,9 +75,13 @@ export function decodeOut(buf: Buffer): OutMessage | null {
 export function decodeIn(buf: Buffer): InMessage | null {
   if (buf.length > SEQ_HEADER && buf[0] === TAG_SEQUENCED) {
     const seq = buf.readUInt32BE(5);
-    const m = seq > 0 ? decodeIn(buf.subarray(SEQ_HEADER)) : null;
+    if (seq === 0) return null;
+    const stream = buf.readUInt32BE(1);
+    // The hot path (a keystroke): one object, no copy.
+    if (buf[SEQ_HEADER] === TAG_INPUT) return { kind: "input", data: buf.subarray(SEQ_HEADER + 1), stream, seq };
     // One level: a sequenced message does not hold another.
-    return m && m.seq === undefined ? { ...m, stream: buf.readUInt32BE(1), seq } : null;
+    const m = buf[SEQ_HEADER] === TAG_CONTROL ? decodeIn(buf.subarray(SEQ_HEADER)) : null;
+    return m?.kind === "control" ? { kind: "control", control: m.control, stream, seq } : null;
   }
   if (buf.length >= 1 && buf[0] === TAG_INPUT) return { kind: "input", data: buf.subarray(1) };
   if (buf.length > 1 && buf[0] === TAG_CONTROL) {
