@@ -6,7 +6,7 @@
  * in order.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { workerConnectionName } from "@molecule/shared";
+import { sessionKeys, workerConnectionName } from "@molecule/shared";
 import { readyWorkspace, waitFor } from "./helpers/http.ts";
 import { startStack, type Stack } from "./helpers/stack.ts";
 import { openShell } from "./helpers/term-client.ts";
@@ -62,5 +62,20 @@ describe("the worker's subscriber dropped alone, mid-typing", () => {
     }
     expect(c.messages.filter((m) => m.type === "error")).toEqual([]);
     await c.close();
+  });
+});
+
+describe("the API node's subscriber away while the session changes", () => {
+  it("the shell exits meanwhile: once it is back the client still gets the exit (the state is read again)", async () => {
+    const c = await openShell(stack.wsUrl, ws, { token });
+    const session = c.hello!.session;
+    await c.run("echo up");
+    stack.apiSub.disconnect();
+    c.send("exit 7\r");
+    // The end is announced while nobody on this node listens.
+    await waitFor(async () => (await stack.redis.hget(sessionKeys(stack.ns, session).meta, "state")) === "ended", 10_000);
+    await stack.apiSub.connect();
+    expect((await c.waitMessage("exit", 10_000)).code).toBe(7);
+    expect((await c.closed).code).toBe(1000);
   });
 });

@@ -144,6 +144,8 @@ export async function startStack(o: StackOptions = {}) {
     workerId,
     sandboxRoot,
     redis: apiRedis,
+    /** The API node's subscriber connection (tests take it away and bring it back). */
+    apiSub,
     async org(name = "org") {
       return createOrg(db.db, `${name}-${ns}`);
     },

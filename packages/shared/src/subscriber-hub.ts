@@ -38,7 +38,8 @@ export interface Hub {
 function createSingleHub(sub: Redis, log: Logger): Hub {
   const handlers = new Map<string, Set<ChannelHandler>>();
   const reconnectListeners = new Set<() => void>();
-  let wasReady = false;
+  // Made after the connection is up (the apps and tests wait for it): its next `ready` is a reconnect.
+  let wasReady = sub.status === "ready";
 
   sub.on("messageBuffer", (channel: Buffer, message: Buffer) => {
     const hs = handlers.get(channel.toString("latin1"));

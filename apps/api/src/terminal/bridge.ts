@@ -7,6 +7,7 @@ import {
   encodeControl,
   logged,
   readOutput,
+  readSessionMeta,
   type ByteRedis,
   type ControlMessage,
   type ErrorCode,
@@ -175,7 +176,14 @@ export class TerminalBridge {
     this.ws.on("error", (err) => this.deps.log.debug({ err }, "client socket error"));
     this.ws.on("pong", () => this.reader.pong());
     await Promise.all([this.deps.hub.subscribe(this.opts.keys.out, this.onOut), this.deps.hub.subscribe(this.opts.keys.presence, this.onPresence)]);
-    this.unReconnect = this.deps.hub.onReconnect(() => this.catchUp());
+    this.unReconnect = this.deps.hub.onReconnect(() => {
+      this.catchUp();
+      // What the worker announced meanwhile (ready, the end) is not in the log: the state says.
+      void readSessionMeta(this.deps.redis, this.opts.keys).then(
+        (meta) => this.recheck(meta),
+        logged(this.deps.log, "warn", "reading the session's state after the subscriber came back failed"),
+      );
+    });
     this.unLost = this.deps.hub.onLost(this.opts.keys.out, () => this.finish({ reason: "store_unavailable", offset: 0 }));
     if (this.state === "closed") return;
     this.presenceId = this.deps.presence.join(this.opts.keys, { role: this.role, ...this.opts.who }).catch((err: unknown) => {
@@ -219,8 +227,8 @@ export class TerminalBridge {
   }
 
   /**
-   * A re-attach read the session's state before it subscribed: a `ready` or an end published in
-   * between reached nobody here, so the state read again once subscribed says what it missed.
+   * A `ready` or an end published while this node was not subscribed (a re-attach read the state
+   * before it subscribed; the subscriber was away) reached nobody here: the state read again says.
    */
   recheck(meta: SessionMeta): void {
     if (this.state === "closed") return;
