@@ -44,6 +44,30 @@ afterAll(async () => {
 
 const WINDOW = 64 * 1024;
 
+/** A session's dependencies on this file's connections (real Redis, PostgreSQL and PTYs). */
+function depsFor(ns: string, workerId: string, spawn: SpawnPty, extra: Partial<SessionDeps> = {}): SessionDeps {
+  return {
+    redis,
+    writer,
+    hub: createHub(sub, log),
+    db: db.db,
+    outbox: createAuditOutbox({ db: db.db, redis, ns, workerId, log }),
+    workerId,
+    log,
+    spawn,
+    spawnTurn: createSpawnTurns(),
+    replayWindowBytes: 1024 * 1024,
+    recentBytes: 64 * 1024,
+    idleTimeoutMs: 60_000,
+    maxSessionMs: 60_000,
+    ...extra,
+  };
+}
+
+function jobFor(sessionId: string, extra: Partial<TerminalJob> = {}): TerminalJob {
+  return { sessionId, workspaceId: randomUUID(), orgId: randomUUID(), cols: 80, rows: 24, claimDeadline: Date.now() + 60_000, windowBytes: WINDOW, provider: "local", instanceId: null, ...extra };
+}
+
 /** A real PTY whose pause/resume calls are recorded (what the flow rule decided, in order). */
 function recordingSpawn(flow: string[]): SpawnPty {
   return (file, args, opts) => {
@@ -68,32 +92,8 @@ describe("PTY flow control", () => {
     const sessionId = randomUUID();
     const keys = sessionKeys(ns, sessionId);
     const flow: string[] = [];
-    const deps: SessionDeps = {
-      redis,
-      writer,
-      hub: createHub(sub, log),
-      db: db.db,
-      outbox: createAuditOutbox({ db: db.db, redis, ns, workerId: "w-flow", log }),
-      workerId: "w-flow",
-      log,
-      spawn: recordingSpawn(flow),
-      spawnTurn: createSpawnTurns(),
-      replayWindowBytes: 1024 * 1024,
-      recentBytes: 64 * 1024,
-      idleTimeoutMs: 60_000,
-      maxSessionMs: 60_000,
-    };
-    const job: TerminalJob = {
-      sessionId,
-      workspaceId: randomUUID(),
-      orgId: randomUUID(),
-      cols: 80,
-      rows: 24,
-      claimDeadline: Date.now() + 60_000,
-      windowBytes: WINDOW,
-      provider: "local",
-      instanceId: null,
-    };
+    const deps = depsFor(ns, "w-flow", recordingSpawn(flow));
+    const job = jobFor(sessionId);
     const session = new PtySession(job, keys, { file: "/bin/sh", args: ["-c", "exec yes"], env: { PATH: "/usr/bin:/bin" }, cwd: "/tmp" }, deps);
     try {
       await session.start();
@@ -141,34 +141,8 @@ describe("numbered input (resync)", () => {
       else if (m) text += m.chunk.toString("latin1");
     });
     await watcher.subscribe(keys.out);
-    const deps: SessionDeps = {
-      redis,
-      writer,
-      hub: createHub(sub, log),
-      db: db.db,
-      outbox: createAuditOutbox({ db: db.db, redis, ns, workerId: "w-seq", log }),
-      workerId: "w-seq",
-      log,
-      spawn: pty.spawn as SpawnPty,
-      spawnTurn: createSpawnTurns(),
-      replayWindowBytes: 1024 * 1024,
-      recentBytes: 64 * 1024,
-      idleTimeoutMs: 60_000,
-      maxSessionMs: 60_000,
-      holdMs,
-    };
-    const job: TerminalJob = {
-      sessionId,
-      workspaceId: randomUUID(),
-      orgId: randomUUID(),
-      cols: 80,
-      rows: 24,
-      claimDeadline: Date.now() + 60_000,
-      windowBytes: WINDOW,
-      provider: "local",
-      instanceId: null,
-      ...(piped ? { command: ["cat"], pty: false } : {}),
-    };
+    const deps = depsFor(ns, "w-seq", pty.spawn as SpawnPty, { holdMs });
+    const job = jobFor(sessionId, piped ? { command: ["cat"], pty: false } : {});
     const script = piped ? "echo up; exec cat" : "stty raw -echo; echo up; exec cat";
     const session = new PtySession(job, keys, { file: "/bin/sh", args: ["-c", script], env: { PATH: "/usr/bin:/bin" }, cwd: "/tmp" }, deps);
     await session.start();
