@@ -173,10 +173,15 @@ describe("capacity and timeouts", () => {
     try {
       const t = (await timed.org("idle")).token;
       const id = await readyWorkspace(timed.url, t);
+      // A command that reads nothing for longer runs to its end: the idle timeout is a shell's.
+      const job = new TermClient(timed.wsUrl, id, { token: t, command: ["sh", "-c", "sleep 3; echo done"] });
       const c = await openShell(timed.wsUrl, id, { token: t });
       const err = await c.waitMessage("error", 5000);
       expect(err.code).toBe("idle_timeout");
       expect((await c.closed).code).toBe(4408);
+      expect(await job.waitMessage("exit", 10_000)).toMatchObject({ code: 0 });
+      expect(job.text()).toContain("done");
+      expect((await job.closed).code).toBe(1000);
     } finally {
       await timed.close();
     }

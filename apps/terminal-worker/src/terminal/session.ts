@@ -627,7 +627,9 @@ export class PtySession {
       this.orphanSince ??= now;
       if (now - this.orphanSince >= graceMs) void this.end("orphaned");
     }
-    if (now - this.lastInput >= this.deps.idleTimeoutMs) {
+    // A command (exec) runs until it ends, however long it goes without input (a build, a job):
+    // the idle timeout is for shells left open; the maximum length and the orphan grace apply to both.
+    if (!this.job.command && now - this.lastInput >= this.deps.idleTimeoutMs) {
       void this.end("idle_timeout", { message: `no input for ${Math.round(this.deps.idleTimeoutMs / 1000)} s` });
     } else if (now - this.startedAt >= this.deps.maxSessionMs) {
       void this.end("session_expired", { message: `maximum session length of ${Math.round(this.deps.maxSessionMs / 1000)} s reached` });
