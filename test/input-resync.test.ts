@@ -78,4 +78,19 @@ describe("the API node's subscriber away while the session changes", () => {
     expect((await c.waitMessage("exit", 10_000)).code).toBe(7);
     expect((await c.closed).code).toBe(1000);
   });
+
+  it("a viewer joins meanwhile (through another node): once it is back the controller's viewer list has it", async () => {
+    const other = await stack.addApi();
+    const c = await openShell(stack.wsUrl, ws, { token });
+    await c.run("echo up");
+    stack.apiSub.disconnect();
+    const v = await openShell(other.wsUrl, ws, { token, session: c.hello!.session, offset: 0, view: true });
+    // The viewer's own list has it: the join is in the session's presence, announced while c's node was away.
+    await v.until(() => v.messages.some((m) => m.type === "viewers" && m.count === 1), 10_000, "the viewer's list");
+    expect(c.messages.some((m) => m.type === "viewers")).toBe(false);
+    await stack.apiSub.connect();
+    await c.until(() => c.messages.some((m) => m.type === "viewers" && m.count === 1), 10_000, "the controller's list");
+    await v.close();
+    await c.close();
+  });
 });

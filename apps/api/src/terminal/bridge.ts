@@ -178,6 +178,8 @@ export class TerminalBridge {
     await Promise.all([this.deps.hub.subscribe(this.opts.keys.out, this.onOut), this.deps.hub.subscribe(this.opts.keys.presence, this.onPresence)]);
     this.unReconnect = this.deps.hub.onReconnect(() => {
       this.catchUp();
+      // Who joined or left meanwhile: presence changes are announced, not kept in the log.
+      this.refreshPresence();
       // What the worker announced meanwhile (ready, the end) is not in the log: the state says.
       void readSessionMeta(this.deps.redis, this.opts.keys).then(
         (meta) => this.recheck(meta),
