@@ -47,7 +47,9 @@ describe.skipIf(!usable && process.env.CI !== "true")("spare shells (local provi
     // The same environment as the shell spawned at its open, but for the session's own two.
     const envOf = async (t: typeof c) => (await t.run("env | grep -Ev '^(MOLECULE_SESSION_ID|TERM|_)=' | sort")).split("\n");
     expect(await envOf(c)).toEqual(await envOf(first));
-    const procs = "ps -e -o pid=,comm= | tr -s ' ' | grep -Ev ' (ps|tr|grep)$'";
+    // ps runs alone (its output filtered after it is done): a pipeline's other parts, forked but not
+    // yet exec'd, would show as one more `bash` for a moment.
+    const procs = `p=$(ps -e -o pid=,comm=); printf '%s\n' "$p" | tr -s ' ' | grep -Ev ' ps$'`;
     expect(await c.run(procs)).toBe(" 1 bwrap\n 2 bash\n");
     expect(await first.run(procs)).toBe(" 1 bwrap\n 2 bash\n");
     // Typed input still reaches it (the release line was the gate's only input).
