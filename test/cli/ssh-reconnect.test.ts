@@ -1,8 +1,12 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readyWorkspace } from "../helpers/http.ts";
+import { readyWorkspace, waitFor } from "../helpers/http.ts";
 import { startTopology, type Topology } from "../helpers/topology.ts";
-import { buildCli, cliHome, PtyProc } from "./harness.ts";
-import { startTcpProxy } from "../helpers/tcp-proxy.ts";
+import { buildCli, cliHome, PtyProc, runCli } from "./harness.ts";
+import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
 
 let t: Topology;
 let ws: string;
@@ -84,4 +88,43 @@ describe("molecule ssh across API node failures", () => {
       await proxy.close();
     }
   }, 90_000);
+});
+
+describe("molecule cp across API node failures", () => {
+  async function upload(via: TcpProxy, fail: () => void): Promise<void> {
+    const h = cliHome();
+    cleanups.push(h.cleanup);
+    const env = { ...h.env, MOLECULE_TOKEN: t.token };
+    const dir = mkdtempSync(join(tmpdir(), "molecule-up-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const src = join(dir, "up.bin");
+    writeFileSync(src, randomBytes(24 * 1024 * 1024));
+    const want = createHash("sha256").update(readFileSync(src)).digest("hex");
+    const start = via.bytesUp;
+    const run = runCli(bin, ["--api", via.url, "cp", src, `${ws}:/root/up.bin`], { env, timeoutMs: 180_000 });
+    // A quarter of the way through, the connection goes.
+    await waitFor(async () => via.bytesUp - start > 6 * 1024 * 1024, 60_000, 5);
+    fail();
+    const r = await run;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/reconnecting… ok/);
+    const sum = await runCli(bin, ["--api", via.url, "exec", ws, "--", "sha256sum", "/root/up.bin"], { env });
+    expect(sum.stdout.split(" ")[0]).toBe(want);
+  }
+
+  it("an upload through the node that is SIGKILLed, and through a cut network, arrives whole: the bytes in flight are sent again, none twice", async () => {
+    // Two fresh nodes (the tests above killed and drained theirs).
+    const a = await t.addApi();
+    const b = await t.addApi();
+    const proxy = await startTcpProxy(port(a.url));
+    try {
+      await upload(proxy, () => {
+        proxy.setTarget(port(b.url));
+        a.proc.child.kill("SIGKILL");
+      });
+      await upload(proxy, () => proxy.cut());
+    } finally {
+      await proxy.close();
+    }
+  }, 240_000);
 });

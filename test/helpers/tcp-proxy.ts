@@ -12,6 +12,7 @@ export async function startTcpProxy(initialPort: number, targetHost = "127.0.0.1
   const sockets = new Set<Socket>();
   let server: Server | null = null;
   let port = 0;
+  let bytesUp = 0;
 
   async function listen(): Promise<void> {
     const s = createServer((client) => {
@@ -26,6 +27,7 @@ export async function startTcpProxy(initialPort: number, targetHost = "127.0.0.1
       };
       client.on("error", drop).on("close", drop);
       upstream.on("error", drop).on("close", drop);
+      client.on("data", (b: Buffer) => (bytesUp += b.length));
       client.pipe(upstream);
       upstream.pipe(client);
     });
@@ -46,6 +48,10 @@ export async function startTcpProxy(initialPort: number, targetHost = "127.0.0.1
     },
     get url(): string {
       return `http://127.0.0.1:${port}`;
+    },
+    /** Bytes clients have sent through it so far (how far an upload got). */
+    get bytesUp(): number {
+      return bytesUp;
     },
     /** New connections go to this port; open ones stay where they are. */
     setTarget(p: number): void {

@@ -44,6 +44,8 @@ export const workerEvent = z.discriminatedUnion("kind", [
   // The worker's subscriber was away (or input arrived out of sequence): each input stream it knows,
   // with the last message it applied; the controller's API node sends again what came after (resent).
   z.object({ kind: z.literal("resync"), streams: z.array(z.tuple([inputStream, z.number().int().min(0)])).max(MAX_INPUT_STREAMS) }),
+  // Input bytes the shell has received, for a client that asked (input_from): what it may forget.
+  z.object({ kind: z.literal("input"), offset: z.number().int().min(0) }),
 ]);
 export type WorkerEvent = z.infer<typeof workerEvent>;
 
@@ -54,5 +56,8 @@ export const controlMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("cancel"), reason: endReason }),
   // Answer to a resync, ahead of the messages sent again: `stream`'s messages before `from` will not come.
   z.object({ t: z.literal("resent"), stream: inputStream, from: z.number().int().min(1) }),
+  // First of a stream whose client counts its input: the stream's input starts at byte `offset` of
+  // the session's; what the shell already has is dropped, and the worker acks what it received.
+  z.object({ t: z.literal("input_from"), offset: z.number().int().min(0) }),
 ]);
 export type ControlMessage = z.infer<typeof controlMessage>;

@@ -7,6 +7,8 @@ export type ServerMessage =
   | { type: "exit"; code: number | null; signal: string | number | null }
   | { type: "error"; code: ErrorCode; message: string }
   | { type: "pong" }
+  /** Additive to v1, only for a client that asked (`input_from`): input bytes the shell has received. */
+  | { type: "input_ack"; offset: number }
   | ViewersMessage;
 
 /** One attached client as presence shows it (additive to v1: docs/terminal-protocol.md, "Controller and viewers"). */

@@ -45,6 +45,12 @@ export const terminalQueryObject = z
     term: z.string().regex(TERM_RE).optional(),
     /** Additive to v1: `view` attaches to `session` as a read-only viewer; `control` (default) as today. */
     mode: z.enum(["control", "view"]).optional(),
+    /**
+     * Additive to v1: this connection's input starts at byte `input_from` of the session's input
+     * (0 for a new session); the server drops what of it the shell already has and says how much
+     * it has (`input_ack`), so a client can re-attach and send again what was in flight.
+     */
+    input_from: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
   });
 export const terminalQuery = terminalQueryObject
   .refine((q) => q.offset === undefined || q.session !== undefined, {
@@ -53,6 +59,8 @@ export const terminalQuery = terminalQueryObject
   })
   .refine((q) => q.pty === undefined || q.command !== undefined, { message: "pty requires command", path: ["pty"] })
   .refine((q) => q.mode !== "view" || q.session !== undefined, { message: "mode=view requires session", path: ["mode"] })
+  .refine((q) => q.input_from === undefined || q.mode !== "view", { message: "a viewer sends no input: input_from is the controller's", path: ["input_from"] })
+  .refine((q) => q.input_from === undefined || q.session !== undefined || q.input_from === 0, { message: "a new session's input starts at 0", path: ["input_from"] })
   .refine((q) => q.session === undefined || (q.command === undefined && q.pty === undefined), {
     message: "a re-attach (session) takes no command: the session has its own",
     path: ["command"],

@@ -72,6 +72,8 @@ export interface SessionMeta {
   rows: number | null;
   /** When the session was opened (ms since the epoch, the API node's clock). */
   createdAt: number | null;
+  /** A command run with pipes (exec without a PTY): its re-attach gets a pipe's input budget. */
+  piped: boolean;
   end: SessionEnd | null;
   /** Fields present but not valid (the caller decides whether to log). */
   corrupt: string[];
@@ -123,6 +125,7 @@ export function parseSessionMeta(raw: Record<string, string>): SessionMeta {
     cols: field("cols", dimension),
     rows: field("rows", dimension),
     createdAt: field("created", nonNegativeInt),
+    piped: raw.piped === "1",
     end,
     corrupt,
   };
@@ -138,10 +141,10 @@ export async function readSessionMeta(redis: Pick<Redis, "hgetall">, keys: Pick<
 export function recordPending(
   tx: ChainableCommander,
   keys: Pick<SessionKeys, "meta">,
-  s: { workspaceId: string; orgId: string; cols: number; rows: number; createdAt: number },
+  s: { workspaceId: string; orgId: string; cols: number; rows: number; createdAt: number; piped?: boolean },
 ): ChainableCommander {
   return tx
-    .hset(keys.meta, { ws: s.workspaceId, org: s.orgId, cols: s.cols, rows: s.rows, state: "pending" satisfies SessionState, created: s.createdAt })
+    .hset(keys.meta, { ws: s.workspaceId, org: s.orgId, cols: s.cols, rows: s.rows, state: "pending" satisfies SessionState, created: s.createdAt, ...(s.piped ? { piped: 1 } : {}) })
     .pexpire(keys.meta, PENDING_META_TTL_MS);
 }
 
@@ -154,9 +157,9 @@ export function recordRunning(tx: ChainableCommander, keys: Pick<SessionKeys, "m
 export function recordReseeded(
   tx: ChainableCommander,
   keys: Pick<SessionKeys, "meta">,
-  s: { workspaceId: string; orgId: string; workerId: string; pid: number },
+  s: { workspaceId: string; orgId: string; workerId: string; pid: number; piped?: boolean },
 ): ChainableCommander {
-  return tx.hset(keys.meta, { ws: s.workspaceId, org: s.orgId, worker: s.workerId, state: "running" satisfies SessionState, pid: s.pid });
+  return tx.hset(keys.meta, { ws: s.workspaceId, org: s.orgId, worker: s.workerId, state: "running" satisfies SessionState, pid: s.pid, ...(s.piped ? { piped: 1 } : {}) });
 }
 
 /** Worker, on a resize: the size a re-attaching client starts with. */

@@ -81,7 +81,7 @@ interface Seen {
 }
 
 /** A client re-attaching at `from`: v1 clients ack every frame at once. */
-async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes: number; endedAlready?: SessionEnd }): Promise<Seen> {
+async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes: number; endedAlready?: SessionEnd; inputFrom?: number }): Promise<Seen> {
   const serverSide = once(wss, "connection") as Promise<[WebSocket]>;
   const client = new WebSocket(url);
   const seen: Omit<Seen, "bridge"> & { bridge?: TerminalBridge } = { bytes: [], messages: [], lastMessageAt: 0, maxInFlight: 0, closed: once(client, "close").then(([code]) => code as number), client };
@@ -103,7 +103,7 @@ async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes
   const [sock] = await serverSide;
   const bridge = new TerminalBridge(
     sock,
-    { sessionId: randomUUID(), workspaceId: randomUUID(), keys: k, mode: o.mode, from: o.from, cols: 80, rows: 24, isNew: false, workerId: "w-test", endedAlready: o.endedAlready ?? null, role: "controller", who: { label: null, address: null, since: new Date().toISOString() } },
+    { sessionId: randomUUID(), workspaceId: randomUUID(), keys: k, mode: o.mode, from: o.from, cols: 80, rows: 24, isNew: false, workerId: "w-test", endedAlready: o.endedAlready ?? null, role: "controller", who: { label: null, address: null, since: new Date().toISOString() }, inputFrom: o.inputFrom ?? null },
     {
       redis,
       writer,
@@ -187,7 +187,7 @@ describe("TerminalBridge", () => {
     await writer.barrier();
     // Read as running: no end known, and none will be published any more.
     const seen = await attach(k, { mode: "v1", from: 0, windowBytes: 1 << 20 });
-    seen.bridge.recheck({ workspaceId: null, orgId: null, state: "ended", workerId: "w-test", pid: null, cols: 80, rows: 24, createdAt: null, end: { reason: "exit", offset: end, code: 3 }, corrupt: [] });
+    seen.bridge.recheck({ workspaceId: null, orgId: null, state: "ended", workerId: "w-test", pid: null, cols: 80, rows: 24, createdAt: null, piped: false, end: { reason: "exit", offset: end, code: 3 }, corrupt: [] });
     expect(await seen.closed).toBe(CLOSE.normal);
     expect(Buffer.concat(seen.bytes).equals(all)).toBe(true);
     expect(seen.messages.at(-1)).toEqual({ type: "exit", code: 3, signal: null });
@@ -218,6 +218,32 @@ describe("TerminalBridge", () => {
         { kind: "input", data: Buffer.from("b"), stream, seq: 2 },
         { kind: "input", data: Buffer.from("c"), stream, seq: 3 },
       ]);
+    } finally {
+      worker.disconnect();
+      seen.client.close();
+    }
+  });
+
+  it("a client that counts its input: its stream starts by saying where, and the worker's acks reach it", async () => {
+    const k = sessionKeys(uniqueNs(), randomUUID());
+    const worker = createRedis(testUrls().redisUrl);
+    const got: InMessage[] = [];
+    worker.on("messageBuffer", (_ch: Buffer, m: Buffer) => {
+      const d = decodeIn(m);
+      if (d) got.push(d);
+    });
+    await worker.subscribe(k.in);
+    const seen = await attach(k, { mode: "v1", from: 0, windowBytes: 1 << 20, inputFrom: 5 });
+    try {
+      seen.client.send(Buffer.from("xyz"), { binary: true });
+      await waitFor(async () => got.length >= 2, 5000, 5);
+      expect(got.slice(0, 2)).toMatchObject([
+        { kind: "control", control: { t: "input_from", offset: 5 }, seq: 1 },
+        { kind: "input", data: Buffer.from("xyz"), seq: 2 },
+      ]);
+      writer.send(["PUBLISH", k.out, encodeEvent({ kind: "input", offset: 8 })]);
+      await waitFor(async () => seen.messages.some((m) => m.type === "input_ack"), 5000, 5);
+      expect(seen.messages.find((m) => m.type === "input_ack")).toEqual({ type: "input_ack", offset: 8 });
     } finally {
       worker.disconnect();
       seen.client.close();

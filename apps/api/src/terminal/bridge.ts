@@ -50,6 +50,11 @@ export interface BridgeOptions {
   role: Role;
   /** How this client appears in presence (label, address, since). */
   who: Omit<AttachedEntry, "role">;
+  /**
+   * The client counts its input (protocol `input_from`): where this connection's input starts in
+   * the session's; the worker drops what the shell already has and its acks reach the client.
+   */
+  inputFrom?: number | null;
   /** Called once when this connection is done (the viewer audit's end). */
   onDone?: () => void;
 }
@@ -165,6 +170,11 @@ export class TerminalBridge {
     this.frames = new FrameWriter(ws, opts.mode);
   }
 
+  /** A controller whose client counts its input (input_from). */
+  private get countsInput(): boolean {
+    return this.role === "controller" && this.opts.inputFrom !== undefined && this.opts.inputFrom !== null;
+  }
+
   get log(): Logger {
     return this.deps.log;
   }
@@ -206,6 +216,8 @@ export class TerminalBridge {
     this.claimTimer = null;
     this.frames.message({ type: "hello", session: this.sessionId, offset: this.reader.next, cols, rows });
     this.deps.metrics?.attached?.();
+    // Before any input of this connection: where it starts.
+    if (this.countsInput) this.control({ t: "input_from", offset: this.opts.inputFrom ?? 0 });
     for (const b of this.pendingInput) this.publishIn({ data: b });
     this.pendingInput = [];
     this.pendingInputBytes = 0;
@@ -273,6 +285,8 @@ export class TerminalBridge {
         this.becomeAttached(ev.cols, ev.rows);
       } else if (ev.kind === "resync") {
         this.resync(ev.streams);
+      } else if (ev.kind === "input") {
+        if (this.countsInput && this.state === "attached") this.frames.message({ type: "input_ack", offset: ev.offset });
       } else {
         this.ended(ev.end);
       }

@@ -86,7 +86,8 @@ export function createSessionOpener(deps: SessionOpenDeps) {
 
   async function open(sock: WebSocket, mode: Mode, req: IncomingMessage, principal: Principal, workspace: WorkspaceRow, query: TerminalQuery, t0: number): Promise<void> {
     const who = { label: principal.tokenPrefix, address: clientAddress(req), since: new Date().toISOString() };
-    if (query.session !== undefined) return reattach(sock, mode, principal, workspace, query.session, query.offset ?? 0, t0, query.mode === "view" ? "viewer" : "controller", who);
+    const inputFrom = query.input_from ?? null;
+    if (query.session !== undefined) return reattach(sock, mode, principal, workspace, query.session, query.offset ?? 0, t0, query.mode === "view" ? "viewer" : "controller", who, inputFrom);
     if (workspace.status !== "ready") {
       return failEarly(sock, mode, "not_ready", `the workspace is ${workspace.status}, not ready`);
     }
@@ -96,7 +97,7 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     const piped = query.command !== undefined && query.pty === false;
     const bridge = new TerminalBridge(
       sock,
-      { sessionId, workspaceId: workspace.id, keys, mode, from: 0, cols: query.cols, rows: query.rows, isNew: true, workerId: null, endedAlready: null, role: "controller", who },
+      { sessionId, workspaceId: workspace.id, keys, mode, from: 0, cols: query.cols, rows: query.rows, isNew: true, workerId: null, endedAlready: null, role: "controller", who, inputFrom },
       {
         ...bridgeDeps,
         ...(piped ? { inputBytesPerSec: config.inputBytesPerSec * PIPE_INPUT_BUDGET_FACTOR } : {}),
@@ -110,7 +111,7 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     // the job exists: the subscription (no output missed), the session state, the audit row.
     await Promise.all([
       bridge.start(),
-      recordPending(deps.redis.multi(), keys, { workspaceId: workspace.id, orgId: principal.orgId, cols: query.cols, rows: query.rows, createdAt: now })
+      recordPending(deps.redis.multi(), keys, { workspaceId: workspace.id, orgId: principal.orgId, cols: query.cols, rows: query.rows, createdAt: now, piped })
         .set(keys.viewer, config.nodeId, "PX", VIEWER_TTL_MS)
         .exec(),
       insertTerminalSession(deps.db, {
@@ -157,6 +158,7 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     t0: number,
     role: Role,
     who: BridgeOptions["who"],
+    inputFrom: number | null,
   ): Promise<void> {
     const notFound = () => failEarly(sock, mode, "session_not_found", "no such session for this workspace (unknown, expired or ended)");
     if (!isUuid(session)) return notFound();
@@ -184,9 +186,11 @@ export function createSessionOpener(deps: SessionOpenDeps) {
         endedAlready: meta.end,
         role,
         who,
+        inputFrom,
         ...(role === "viewer" ? { onDone: () => void watching.then((id) => (id ? viewerLeft(deps.db, id) : undefined)).catch(logged(log, "warn", "the viewer audit row was not closed")) } : {}),
       },
-      { ...bridgeDeps, log, metrics: timedMetrics(t0, "reattach") },
+      // A piped command's re-attach goes on with its upload at a pipe's budget, as at its open.
+      { ...bridgeDeps, ...(meta.piped ? { inputBytesPerSec: config.inputBytesPerSec * PIPE_INPUT_BUDGET_FACTOR } : {}), log, metrics: timedMetrics(t0, "reattach") },
     );
     // The viewer audit: who watched which session, from where, from when to when.
     const watching: Promise<string | null> =

@@ -104,7 +104,6 @@ export async function cp(ctx: Context, src: string, dest: string, flags: { recon
       stdout: process.stdout,
       stderr: stderrSink,
       progress: (sent) => bar.update(sent),
-      failOnDrop: "the copy is incomplete: run molecule cp again",
     });
     bar.done();
     const tarCode = await tar.exited;

@@ -33,11 +33,6 @@ export interface PipeIo {
   stderr: NodeJS.WritableStream;
   /** Bytes of stdin sent and of stdout received so far (molecule cp's progress). */
   progress?: (sent: number, received: number) => void;
-  /**
-   * Input is not acknowledged by the protocol: bytes in flight when a connection drops may be
-   * lost. A client that needs every input byte (an upload) fails instead of re-attaching.
-   */
-  failOnDrop?: string;
 }
 
 /** The command with pipes; resolves with its exit code. */
@@ -48,7 +43,6 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
   const splitter = new FrameSplitter();
   let sent = 0;
   let received = 0;
-  let dropped: string | null = null;
   const session = new SessionClient({
     api: target.api,
     token: target.token,
@@ -58,6 +52,8 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
     rows: 24,
     command,
     pty: false,
+    // stdin is kept until the shell has it: a re-attach sends again what was in flight (an upload survives it).
+    countInput: true,
     reconnectMs: io.reconnectSec * 1000,
     onOutput: (data, done) => {
       let waits = 1;
@@ -76,11 +72,6 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
     },
     onNotice: (line) => process.stderr.write(`molecule: ${line}\n`),
     onReconnect: (state, why) => {
-      if (state === "lost" && io.failOnDrop) {
-        dropped = why;
-        session.close();
-        return;
-      }
       if (state === "lost") process.stderr.write(`molecule: ${why}; reconnecting…`);
       else process.stderr.write(state === "restored" ? " ok\n" : " failed\n");
     },
@@ -99,7 +90,6 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
   })();
   pump.catch((err: Error) => process.stderr.write(`molecule: reading stdin: ${err.message}\n`));
   const end = await session.ended;
-  if (dropped !== null) throw new CliError(`${dropped} during the transfer; ${io.failOnDrop}`, EXIT.error, "connection_lost");
   if (end.kind === "exit") return end.code;
   if (end.kind === "error") throw end.error;
   return EXIT.ok;

@@ -14,6 +14,10 @@ const PING_EVERY_MS = 15_000;
 /** Input buffered in the socket beyond which the source pauses, and below which it resumes. */
 const HIGH_WATER = 4 * 1024 * 1024;
 const LOW_WATER = 1024 * 1024;
+/** Input kept while disconnected goes out in frames of this size (the server refuses frames over 1 MiB). */
+const RESEND_FRAME = 256 * 1024;
+/** With `countInput`: input sent and not yet acknowledged kept at most this much (the source pauses). */
+const MAX_UNACKED = 8 * 1024 * 1024;
 
 const serverMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("hello"), session: z.string(), offset: z.number().int().min(0), cols: z.number(), rows: z.number() }).loose(),
@@ -21,6 +25,7 @@ const serverMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("exit"), code: z.number().int().nullable(), signal: z.union([z.string(), z.number()]).nullable() }).loose(),
   z.object({ type: z.literal("error"), code: z.string(), message: z.string() }).loose(),
   z.object({ type: z.literal("pong") }).loose(),
+  z.object({ type: z.literal("input_ack"), offset: z.number().int().min(0) }).loose(),
 ]);
 type ServerMessage = z.infer<typeof serverMessage>;
 
@@ -56,6 +61,11 @@ export interface SessionClientOptions {
   command?: string[];
   /** With `command`: false runs it with pipes (framed stdout/stderr/stdin). */
   pty?: boolean;
+  /**
+   * Every input byte must arrive (an upload): input is kept until the server acknowledges it
+   * (protocol `input_from` / `input_ack`) and sent again after a re-attach from where the shell is.
+   */
+  countInput?: boolean;
 }
 
 export type SessionEnd = { kind: "exit"; code: number } | { kind: "closed" } | { kind: "error"; error: CliError };
@@ -91,6 +101,10 @@ export class SessionClient {
   private pingTimer: NodeJS.Timeout | null = null;
   private pongSeen = true;
   reconnects = 0;
+  /** With countInput: input the server acknowledged, and what was sent after it (kept to send again). */
+  private inputAcked = 0;
+  private unacked: Buffer[] = [];
+  private unackedBytes = 0;
 
   constructor(private readonly opts: SessionClientOptions) {
     this.ended = new Promise((resolve) => (this.resolveEnd = resolve));
@@ -110,6 +124,7 @@ export class SessionClient {
       u.searchParams.set("command", JSON.stringify(this.opts.command));
       u.searchParams.set("pty", this.opts.pty === false ? "0" : "1");
     }
+    if (this.opts.countInput) u.searchParams.set("input_from", String(this.inputAcked));
     return u.toString();
   }
 
@@ -194,6 +209,8 @@ export class SessionClient {
           if (m.code !== "bad_message") this.lastError = { code: m.code, message: m.message };
         } else if (m.type === "pong") {
           this.pongSeen = true;
+        } else if (m.type === "input_ack") {
+          this.acknowledged(m.offset);
         }
       });
       ws.on("close", (code, reason) => {
@@ -264,6 +281,13 @@ export class SessionClient {
    * being uploaded must not pile up in memory); typed keys never get there.
    */
   input(data: Buffer): boolean {
+    if (this.opts.countInput) {
+      // Kept until acknowledged: sent now if connected, else with the rest after the re-attach.
+      this.unacked.push(Buffer.from(data));
+      this.unackedBytes += data.length;
+      if (this.open && this.ws?.readyState === WebSocket.OPEN) this.ws.send(data, { binary: true });
+      return this.unackedBytes < MAX_UNACKED && (this.ws?.bufferedAmount ?? 0) < HIGH_WATER;
+    }
     if (this.open && this.ws?.readyState === WebSocket.OPEN && this.pendingBytes === 0) {
       this.ws.send(data, { binary: true });
       return this.ws.bufferedAmount < HIGH_WATER;
@@ -275,16 +299,46 @@ export class SessionClient {
 
   /** Resolves once input may flow again: connected, and the socket's buffer drained below the low mark. */
   async writable(): Promise<void> {
-    while (!this.ending && !(this.open && this.ws && this.pendingBytes === 0 && this.ws.bufferedAmount < LOW_WATER)) {
+    while (!this.ending && !(this.open && this.ws && this.pendingBytes === 0 && this.ws.bufferedAmount < LOW_WATER && this.unackedBytes < MAX_UNACKED / 2)) {
       await new Promise((r) => setTimeout(r, 5));
     }
   }
 
+  /** The shell has the session's input up to `offset`: what is before it need not be kept. */
+  private acknowledged(offset: number): void {
+    let drop = offset - this.inputAcked;
+    if (drop <= 0) return;
+    this.inputAcked = offset;
+    while (drop > 0 && this.unacked.length) {
+      const b = this.unacked[0]!;
+      if (b.length <= drop) {
+        this.unacked.shift();
+        this.unackedBytes -= b.length;
+        drop -= b.length;
+      } else {
+        this.unacked[0] = b.subarray(drop);
+        this.unackedBytes -= drop;
+        drop = 0;
+      }
+    }
+  }
+
   private flushPending(): void {
-    if (!this.pendingBytes || !this.ws) return;
-    this.ws.send(Buffer.concat(this.pendingInput), { binary: true });
-    this.pendingInput = [];
-    this.pendingBytes = 0;
+    // countInput: everything after the last ack goes again (the URL said input_from there).
+    if (this.opts.countInput) this.sendFrames(this.unacked, this.unackedBytes);
+    else {
+      this.sendFrames(this.pendingInput, this.pendingBytes);
+      this.pendingInput = [];
+      this.pendingBytes = 0;
+    }
+  }
+
+  /** Sends `parts` joined, in frames the server takes (its limit is 1 MiB a frame). */
+  private sendFrames(parts: Buffer[], bytes: number): void {
+    const ws = this.ws;
+    if (!ws || bytes === 0) return;
+    const all = Buffer.concat(parts, bytes);
+    for (let at = 0; at < all.length; at += RESEND_FRAME) ws.send(all.subarray(at, at + RESEND_FRAME), { binary: true });
   }
 
   resize(cols: number, rows: number): void {

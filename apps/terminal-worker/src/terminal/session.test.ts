@@ -235,4 +235,25 @@ describe("numbered input (resync)", () => {
       await c.close();
     }
   });
+
+  it("a client that counts its input: each byte reaches the shell once, whichever connection sends it again, and is acked", async () => {
+    const c = await rawCat(60_000);
+    const from = (seq: number, offset: number, st: number) => redis.publish(c.keys.in, encodeSequenced(st, seq, { control: encodeControl({ t: "input_from", offset }) }));
+    try {
+      await from(1, 0, c.stream);
+      await c.send(2, "abc");
+      await c.send(3, "def");
+      await waitFor(async () => c.events.some((e) => e.kind === "input" && e.offset === 6), 10_000, 5);
+      // A re-attach (another stream) sends again from byte 4: only what the shell lacks is written.
+      await from(1, 4, 77);
+      await c.send(2, "efgh", 77);
+      // The first connection's last bytes, still in flight, arrive after: already there, dropped.
+      await c.send(4, "gh");
+      await c.send(5, "ij");
+      await waitFor(async () => c.events.some((e) => e.kind === "input" && e.offset === 10), 10_000, 5);
+      expect(c.text()).toBe("abcdefghij");
+    } finally {
+      await c.close();
+    }
+  });
 });

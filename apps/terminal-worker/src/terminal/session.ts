@@ -183,6 +183,11 @@ export class PtySession {
   /** Messages that came ahead of a missing one (resync), in arrival order. */
   private held: Sequenced[] = [];
   private holdTimer: NodeJS.Timeout | null = null;
+  /** Streams whose client counts its input: where in the session's input the stream's next byte is. */
+  private readonly inputAt = new Map<number, number>();
+  /** A client counts its input: each turn that wrote some is acked (`input` event). */
+  private inputAcks = false;
+  private ackQueued = false;
 
   constructor(
     private readonly job: TerminalJob,
@@ -445,7 +450,7 @@ export class PtySession {
   reseed(): void {
     if (this.ending || !this.pty) return;
     this.ttlRenewedAt = Number.NEGATIVE_INFINITY; // a restarted server has the log without its expiry
-    const identity = { workspaceId: this.job.workspaceId, orgId: this.job.orgId, workerId: this.deps.workerId, pid: this.pty.pid };
+    const identity = { workspaceId: this.job.workspaceId, orgId: this.job.orgId, workerId: this.deps.workerId, pid: this.pty.pid, piped: this.job.command !== undefined && this.job.pty === false };
     void recordReseeded(this.deps.redis.pipeline(), this.keys, identity)
       .exec()
       .catch((err: unknown) => this.log.warn({ err }, "re-seeding the session state failed (the next reconnect tries again)"));
@@ -547,6 +552,33 @@ export class PtySession {
     return true;
   }
 
+  /**
+   * The part of `m` the shell has not received. A stream that said where it starts (input_from)
+   * places each of its bytes in the session's input: what a re-attached client sent again, or what
+   * a dead connection still had in flight, is dropped where the shell already has it.
+   */
+  private unseen(m: InMessage & { kind: "input" }): Buffer | null {
+    const at = m.stream === undefined ? undefined : this.inputAt.get(m.stream);
+    if (at === undefined) return m.data;
+    this.inputAt.set(m.stream!, at + m.data.length);
+    if (at + m.data.length <= this.bytesIn) return null;
+    if (at <= this.bytesIn) return m.data.subarray(this.bytesIn - at);
+    // Bytes before it never came (they are not in the client's buffer either: it sends from an ack).
+    if (this.inputGap()) return null;
+    this.log.warn({ missing: at - this.bytesIn }, "input from a re-attached client starts past what the shell received");
+    return m.data;
+  }
+
+  /** Tells a client that counts its input how much the shell received (once per turn, however many messages). */
+  private ackInput(): void {
+    if (this.ackQueued) return;
+    this.ackQueued = true;
+    queueMicrotask(() => {
+      this.ackQueued = false;
+      if (!this.ending) this.deps.writer.send(["PUBLISH", this.keys.out, encodeEvent({ kind: "input", offset: this.bytesIn })]);
+    });
+  }
+
   /** Asks the API nodes of this session for the messages after the last applied of each stream. */
   private requestResync(): void {
     const streams = [...this.streams].reverse();
@@ -573,10 +605,13 @@ export class PtySession {
     if (m.kind === "input") {
       // Counted here, where it reaches the shell, whoever published it: the audit row's bytes_in.
       if (!this.pty) return;
+      const data = this.unseen(m);
+      if (!data) return;
       this.lastInput = Date.now();
-      this.bytesIn += m.data.length;
-      this.pty.write(m.data);
-      this.recorder?.input(m.data);
+      this.bytesIn += data.length;
+      this.pty.write(data);
+      this.recorder?.input(data);
+      if (this.inputAcks) this.ackInput();
       return;
     }
     const control = m.control;
@@ -602,6 +637,13 @@ export class PtySession {
         return;
       case "cancel":
         void this.end(control.reason);
+        return;
+      case "input_from":
+        // Sequenced, so `m.stream` is set; a client that counts its input gets acks from now on.
+        if (m.stream === undefined) return;
+        this.inputAt.set(m.stream, control.offset);
+        this.inputAcks = true;
+        this.ackInput();
         return;
       case "resent": {
         // What comes again starts at `from`: anything of that stream before it is gone for good.
