@@ -19,7 +19,7 @@ export interface SessionKeys {
   out: string;
   /** Input + control channel (API -> worker). */
   in: string;
-  /** Hash: workspace, org, worker, cols, rows, state, end (final event JSON). */
+  /** Hash: workspace, org, worker, cols, rows, state, piped, end (final event JSON). */
   meta: string;
   /** Reason the session was cancelled, set by whichever side ends it. */
   cancel: string;
