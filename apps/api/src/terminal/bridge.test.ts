@@ -122,6 +122,18 @@ async function attach(k: SessionKeys, o: { mode: Mode; from: number; windowBytes
   return seen as Seen;
 }
 
+/** The worker's side of a session: every message published on its input channel, decoded. */
+async function workerSide(k: SessionKeys): Promise<{ worker: ReturnType<typeof createRedis>; got: InMessage[] }> {
+  const worker = createRedis(testUrls().redisUrl);
+  const got: InMessage[] = [];
+  worker.on("messageBuffer", (_ch: Buffer, m: Buffer) => {
+    const d = decodeIn(m);
+    if (d) got.push(d);
+  });
+  await worker.subscribe(k.in);
+  return { worker, got };
+}
+
 describe("TerminalBridge", () => {
   it("re-attach: the log and the output arriving while it is read reach the client once each, in order, then the exit", async () => {
     const k = sessionKeys(uniqueNs(), randomUUID());
@@ -195,13 +207,7 @@ describe("TerminalBridge", () => {
 
   it("a worker's resync: what this connection sent after the worker's last is sent again, behind where it starts", async () => {
     const k = sessionKeys(uniqueNs(), randomUUID());
-    const worker = createRedis(testUrls().redisUrl);
-    const got: InMessage[] = [];
-    worker.on("messageBuffer", (_ch: Buffer, m: Buffer) => {
-      const d = decodeIn(m);
-      if (d) got.push(d);
-    });
-    await worker.subscribe(k.in);
+    const { worker, got } = await workerSide(k);
     const seen = await attach(k, { mode: "v1", from: 0, windowBytes: 1 << 20 });
     try {
       for (const c of ["a", "b", "c"]) {
@@ -226,13 +232,7 @@ describe("TerminalBridge", () => {
 
   it("a client that counts its input: its stream starts by saying where, and the worker's acks reach it", async () => {
     const k = sessionKeys(uniqueNs(), randomUUID());
-    const worker = createRedis(testUrls().redisUrl);
-    const got: InMessage[] = [];
-    worker.on("messageBuffer", (_ch: Buffer, m: Buffer) => {
-      const d = decodeIn(m);
-      if (d) got.push(d);
-    });
-    await worker.subscribe(k.in);
+    const { worker, got } = await workerSide(k);
     const seen = await attach(k, { mode: "v1", from: 0, windowBytes: 1 << 20, inputFrom: 5 });
     try {
       seen.client.send(Buffer.from("xyz"), { binary: true });

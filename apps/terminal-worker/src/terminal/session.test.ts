@@ -256,4 +256,33 @@ describe("numbered input (resync)", () => {
       await c.close();
     }
   });
+
+  it("a counted connection's message left waiting behind a gap is dropped once the client re-attaches (its resend has those bytes)", async () => {
+    const c = await rawCat(1000, true);
+    // stdin frames, as a piped command reads them: [0][length, 4 bytes][bytes]
+    const frame = (t: string) => Buffer.concat([Buffer.from([0, 0, 0, 0, t.length]), Buffer.from(t)]);
+    const seq = (st: number, n: number, m: { data: Buffer } | { control: Buffer }) => encodeSequenced(st, n, m);
+    const from = (offset: number) => ({ control: encodeControl({ t: "input_from", offset }) });
+    try {
+      // One write: the first connection's 3rd message never comes, its 4th waits for it; the client
+      // re-attaches (acked up to 7) and sends again from there.
+      await redis
+        .pipeline()
+        .publish(c.keys.in, seq(c.stream, 1, from(0)))
+        .publish(c.keys.in, seq(c.stream, 2, { data: frame("ab") }))
+        .publish(c.keys.in, seq(c.stream, 4, { data: frame("ef") }))
+        .publish(c.keys.in, seq(55, 1, from(7)))
+        .publish(c.keys.in, seq(55, 2, { data: Buffer.concat([frame("cd"), frame("ef")]) }))
+        .publish(c.keys.in, seq(55, 3, { data: frame("gh") }))
+        .exec();
+      await waitFor(async () => c.events.some((e) => e.kind === "input" && e.offset === 28), 10_000, 5);
+      await waitFor(async () => c.text().includes("gh"), 10_000, 5);
+      // Past the hold (1 s): the piped command was not ended for a hole, each part came once.
+      const ended = await Promise.race([c.session.done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 1500))]);
+      expect(ended).toBe(false);
+      for (const part of ["ab", "cd", "ef", "gh"]) expect(c.text().split(part).length, part).toBe(2);
+    } finally {
+      await c.close();
+    }
+  });
 });

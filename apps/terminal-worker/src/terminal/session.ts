@@ -638,13 +638,20 @@ export class PtySession {
       case "cancel":
         void this.end(control.reason);
         return;
-      case "input_from":
+      case "input_from": {
         // Sequenced, so `m.stream` is set; a client that counts its input gets acks from now on.
-        if (m.stream === undefined) return;
-        this.inputAt.set(m.stream, control.offset);
+        const stream = m.stream;
+        if (stream === undefined) return;
+        this.inputAt.set(stream, control.offset);
         this.inputAcks = true;
+        // The client sends again all the shell lacks: what an earlier counted connection left
+        // waiting behind a gap is in there, so it waits no longer (nor ends a piped command).
+        const before = this.held.length;
+        this.held = this.held.filter((h) => h.stream === stream || !this.inputAt.has(h.stream));
+        if (this.held.length < before) this.releaseHeld(false);
         this.ackInput();
         return;
+      }
       case "resent": {
         // What comes again starts at `from`: anything of that stream before it is gone for good.
         const last = this.streams.get(control.stream) ?? 0;
