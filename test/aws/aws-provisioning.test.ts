@@ -198,7 +198,7 @@ describe("aws provisioning", () => {
       }
       // Not retried: one RunInstances at most (none when the credentials are refused earlier).
       expect(h.cloud.callsOf("RunInstances").length - runsBefore).toBeLessThanOrEqual(1);
-      await waitFor(async () => instancesOf(id).every((i) => !alive(i)), 3000, 20);
+      await waitFor(async () => instancesOf(id).every((i) => !alive(i)), 10_000, 20);
     });
   }
 

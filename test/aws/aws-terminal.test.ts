@@ -169,9 +169,9 @@ describe(`Terminal into an aws workspace through EC2 Instance Connect (${mode} t
     expect(h.sessionKeyDirs()).toHaveLength(1);
 
     await c.close(1001);
-    await waitFor(async () => tree.every((p) => !processAlive(p)), 3000, 20);
+    await waitFor(async () => tree.every((p) => !processAlive(p)), 10_000, 20);
     await waitFor(async () => !processAlive(remote[0]!), 5000, 20);
-    await waitFor(async () => h.sessionKeyDirs().length === 0, 3000, 20);
+    await waitFor(async () => h.sessionKeyDirs().length === 0, 10_000, 20);
     expect((await auditOf(session)).close_reason).toBe("client_closed");
   });
 
@@ -202,7 +202,7 @@ describe(`Terminal into an aws workspace through EC2 Instance Connect (${mode} t
     } finally {
       inst.tags.MoleculeHostKey = real;
     }
-    await waitFor(async () => h.sessionKeyDirs().length === 0, 3000, 20);
+    await waitFor(async () => h.sessionKeyDirs().length === 0, 10_000, 20);
   });
 });
 
@@ -348,8 +348,8 @@ describe("Terminal failures reach the user as protocol errors", () => {
         expect(closed.code).toBe(k.code);
         expect(h.cloud.callsOf("OpenTunnel").length > tunnelsBefore).toBe(k.tunnel);
         expect((await auditOf(session)).close_reason).toBe(k.error);
-        await waitFor(async () => h.sessionKeyDirs().length === 0, 3000, 20);
-        await waitFor(async () => s.worker!.terminal!.sessions.size === 0, 3000, 20);
+        await waitFor(async () => h.sessionKeyDirs().length === 0, 10_000, 20);
+        await waitFor(async () => s.worker!.terminal!.sessions.size === 0, 10_000, 20);
       } finally {
         restore();
       }
@@ -380,17 +380,17 @@ describe(`The EIC Endpoint's limits (${mode} tunnel)`, () => {
       expect(err.message).toMatch(/20 concurrent connections/);
       expect(closed.code).toBe(4503);
       expect((await auditOf(c.hello?.session ?? null)).close_reason).toBe("no_capacity");
-      await waitFor(async () => h.sessionKeyDirs().length === 0, 3000, 20);
+      await waitFor(async () => h.sessionKeyDirs().length === 0, 10_000, 20);
     } finally {
       held.shift()!.close(1000);
     }
-    await waitFor(async () => h.cloud.activeTunnels.get(eice!.id) === 19, 3000, 20);
+    await waitFor(async () => h.cloud.activeTunnels.get(eice!.id) === 19, 10_000, 20);
     const c = await openShell(s.wsUrl, ws, { token });
     await prompt(c);
     c.send("exit\r");
     await c.waitMessage("exit", 10_000);
     for (const t of held) t.close(1000);
-    await waitFor(async () => h.cloud.activeTunnels.get(eice!.id) === 0, 3000, 20);
+    await waitFor(async () => h.cloud.activeTunnels.get(eice!.id) === 0, 10_000, 20);
     h.cloud.instances.delete(other.id);
     idle.close();
   });
@@ -406,7 +406,7 @@ describe(`The EIC Endpoint's limits (${mode} tunnel)`, () => {
       expect(err.message).toMatch(/maximum duration of 2 s .*1 hour.*open the Terminal again/);
       expect((await c.closed).code).toBe(4410);
       expect((await auditOf(c.hello!.session)).close_reason).toBe("session_expired");
-      await waitFor(async () => h.sessionKeyDirs().length === 0, 3000, 20);
+      await waitFor(async () => h.sessionKeyDirs().length === 0, 10_000, 20);
     } finally {
       useProvider();
     }

@@ -151,7 +151,7 @@ describe("the tunnel's bytes", () => {
       output.on("data", (b: Buffer) => (got += b.toString()));
       const input = new PassThrough();
       const done = pipeTunnel(ws, input, output);
-      await waitFor(async () => got.startsWith("SSH-2.0-OpenSSH_9.2p1\r\n"), 3000, 5);
+      await waitFor(async () => got.startsWith("SSH-2.0-OpenSSH_9.2p1\r\n"), 10_000, 5);
       input.end();
       await done;
     }
@@ -211,7 +211,7 @@ describe("the worker-held tunnel behind a Unix socket, and eic-proxy.mjs as ssh'
     const b = await bridgeTunnel(ws, sock, { maxTunnelSec: 3600, openedAt: Date.now(), target: "i-0000000000000e740", acceptMs: 5000 });
     const p = spawn(process.execPath, [EIC_PROXY_SCRIPT, sock], { stdio: ["pipe", "pipe", "pipe"] });
     await new Promise((r) => p.on("exit", r));
-    await waitFor(async () => b.error() !== null, 3000, 10);
+    await waitFor(async () => b.error() !== null, 10_000, 10);
     expect(b.error()).toMatchObject({ kind: "unreachable", message: expect.stringMatching(/1011: Failed to connect/) });
     await b.close();
   });
@@ -219,9 +219,9 @@ describe("the worker-held tunnel behind a Unix socket, and eic-proxy.mjs as ssh'
   it("nothing connecting in time closes the tunnel and frees the endpoint's slot", async () => {
     const before = cloud.activeTunnels.get(eice()) ?? 0;
     const ws = await openTunnel(await url());
-    await waitFor(async () => cloud.activeTunnels.get(eice()) === before + 1, 3000, 10);
+    await waitFor(async () => cloud.activeTunnels.get(eice()) === before + 1, 10_000, 10);
     const b = await bridgeTunnel(ws, join(dir, "t3.sock"), { maxTunnelSec: 3600, openedAt: Date.now(), target: "i-0000000000000e740", acceptMs: 200 });
-    await waitFor(async () => cloud.activeTunnels.get(eice()) === before, 3000, 10);
+    await waitFor(async () => cloud.activeTunnels.get(eice()) === before, 10_000, 10);
     await b.close();
   });
 });
