@@ -7,7 +7,8 @@ import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SUBPROTOCOL_V1 } from "@molecule/shared";
 import { call, readyWorkspace, waitFor } from "../helpers/http.ts";
-import { cmdlineOf, descendantsOf, statusField } from "../helpers/procs.ts";
+import { descendants } from "../../apps/terminal-worker/src/terminal/kill-tree.ts";
+import { cmdlineOf, statusField } from "../helpers/procs.ts";
 import { startStack, type Stack } from "../helpers/stack.ts";
 import { buildCli, cliHome, PtyProc, runCli } from "./harness.ts";
 
@@ -86,7 +87,8 @@ describe("molecule exec", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.split("\n")).toEqual(["0", ws, "lo", "1", ""]);
     // Seen from the host: the command runs as a uid of the workspace's own, not as root. `cat`
-    // lives while our stdin is open, so a slow open under load is waited for, not raced.
+    // lives while our stdin is open, so a slow open under load is waited for, not raced; it is
+    // looked for among this process's descendants only (the worker runs in it).
     const c = spawn(process.execPath, [bin, "exec", ws, "--", "cat"], { env, stdio: ["pipe", "pipe", "pipe"] });
     const stderr: Buffer[] = [];
     c.stderr.on("data", (b: Buffer) => stderr.push(b));
@@ -98,7 +100,7 @@ describe("molecule exec", () => {
     try {
       const uid = await waitFor(async () => {
         if (ended !== undefined) throw new Error(`exec ended before its command was seen: code ${ended}, ${Buffer.concat(stderr).toString()}`);
-        const pid = descendantsOf().find((p) => cmdlineOf(p) === "cat");
+        const pid = descendants(process.pid).find((p) => cmdlineOf(p) === "cat");
         return pid === undefined ? null : Number(statusField(pid, "Uid").split(/\s+/)[0]);
       }, 30_000);
       expect(uid).toBeGreaterThanOrEqual(200_000);

@@ -34,38 +34,6 @@ export function processesMatching(needle: string): { pid: number; cmd: string }[
   return out;
 }
 
-/**
- * Live descendants of `root` (this process by default), from each process's parent in
- * /proc/<pid>/stat: a test looks only at what it started, never at other tests' processes,
- * and reads no other process's command line (which waits on that process's memory map).
- */
-export function descendantsOf(root = process.pid): number[] {
-  const children = new Map<number, number[]>();
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    let st: string;
-    try {
-      st = readFileSync(`/proc/${e}/stat`, "latin1");
-    } catch {
-      continue; // gone meanwhile
-    }
-    const [state, ppid] = st.slice(st.lastIndexOf(")") + 2).split(" ");
-    if (state === "Z") continue;
-    const list = children.get(Number(ppid)) ?? [];
-    list.push(Number(e));
-    children.set(Number(ppid), list);
-  }
-  const out: number[] = [];
-  const todo = [root];
-  for (let p = todo.pop(); p !== undefined; p = todo.pop()) {
-    for (const c of children.get(p) ?? []) {
-      out.push(c);
-      todo.push(c);
-    }
-  }
-  return out;
-}
-
 /** Open file descriptors of this process, by kind (ptmx, socket, file...). */
 export function openFds(pid = process.pid): string[] {
   const out: string[] = [];

@@ -191,10 +191,7 @@ export class TerminalBridge {
       // Who joined or left meanwhile: presence changes are announced, not kept in the log.
       this.refreshPresence();
       // What the worker announced meanwhile (ready, the end) is not in the log: the state says.
-      void readSessionMeta(this.deps.redis, this.opts.keys).then(
-        (meta) => this.recheck(meta),
-        logged(this.deps.log, "warn", "reading the session's state after the subscriber came back failed"),
-      );
+      void this.recheckState();
     });
     this.unLost = this.deps.hub.onLost(this.opts.keys.out, () => this.finish({ reason: "store_unavailable", offset: 0 }));
     if (this.state === "closed") return;
@@ -251,6 +248,14 @@ export class TerminalBridge {
       this.workerId = meta.workerId;
       this.becomeAttached(meta.cols ?? this.cols, meta.rows ?? this.rows);
     }
+  }
+
+  /** `recheck` with the state read now (one HGETALL); a failed read is logged, the session goes on. */
+  recheckState(): Promise<void> {
+    return readSessionMeta(this.deps.redis, this.opts.keys).then(
+      (meta) => this.recheck(meta),
+      logged(this.deps.log, "warn", "reading the session's state again failed (an announcement that reached nobody here stays missed)"),
+    );
   }
 
   /** A worker holds the job: no no_capacity any more, but the shell must start within START_TIMEOUT_MS. */

@@ -71,6 +71,8 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     control: deps.control,
     presence: deps.presence,
   };
+  /** A piped command's input is data, not typing: at its open and at every re-attach. */
+  const pipeBudget = { inputBytesPerSec: config.inputBytesPerSec * PIPE_INPUT_BUDGET_FACTOR };
 
   /** The bridge's metrics, timing this socket's open from the upgrade (t0) to its hello. */
   function timedMetrics(t0: number, kind: "new" | "reattach"): BridgeDeps["metrics"] {
@@ -100,7 +102,7 @@ export function createSessionOpener(deps: SessionOpenDeps) {
       { sessionId, workspaceId: workspace.id, keys, mode, from: 0, cols: query.cols, rows: query.rows, isNew: true, workerId: null, endedAlready: null, role: "controller", who, inputFrom },
       {
         ...bridgeDeps,
-        ...(piped ? { inputBytesPerSec: config.inputBytesPerSec * PIPE_INPUT_BUDGET_FACTOR } : {}),
+        ...(piped ? pipeBudget : {}),
         log: deps.log.child({ session_id: sessionId, workspace_id: workspace.id }),
         metrics: timedMetrics(t0, "new"),
       },
@@ -190,7 +192,7 @@ export function createSessionOpener(deps: SessionOpenDeps) {
         ...(role === "viewer" ? { onDone: () => void watching.then((id) => (id ? viewerLeft(deps.db, id) : undefined)).catch(logged(log, "warn", "the viewer audit row was not closed")) } : {}),
       },
       // A piped command's re-attach goes on with its upload at a pipe's budget, as at its open.
-      { ...bridgeDeps, ...(meta.piped ? { inputBytesPerSec: config.inputBytesPerSec * PIPE_INPUT_BUDGET_FACTOR } : {}), log, metrics: timedMetrics(t0, "reattach") },
+      { ...bridgeDeps, ...(meta.piped ? pipeBudget : {}), log, metrics: timedMetrics(t0, "reattach") },
     );
     // The viewer audit: who watched which session, from where, from when to when.
     const watching: Promise<string | null> =
@@ -204,13 +206,8 @@ export function createSessionOpener(deps: SessionOpenDeps) {
     // A viewer does not hold the session (its orphan grace runs as if nobody were attached).
     if (role === "controller") await deps.redis.set(keys.viewer, config.nodeId, "PX", VIEWER_TTL_MS);
     await bridge.start();
-    // Subscribed now: what the worker announced since the read above is read again (one HGETALL).
-    if (!meta.end) {
-      await readSessionMeta(deps.redis, keys).then(
-        (now) => bridge.recheck(now),
-        logged(bridge.log, "warn", "reading the session's state again after subscribing failed (an end announced meanwhile was missed)"),
-      );
-    }
+    // Subscribed now: what the worker announced since the read above is read again.
+    if (!meta.end) await bridge.recheckState();
     bridge.log.info({ mode, offset, role }, "terminal re-attached");
   }
 

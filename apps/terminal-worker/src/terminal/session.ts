@@ -203,6 +203,11 @@ export class PtySession {
     this.log = deps.log.child({ session_id: job.sessionId, workspace_id: job.workspaceId });
   }
 
+  /** A command run with pipes (exec without a PTY): its stdin is data, its output framed. */
+  private get piped(): boolean {
+    return this.job.command !== undefined && this.job.pty === false;
+  }
+
   get pid(): number | null {
     return this.pty?.pid ?? null;
   }
@@ -235,7 +240,7 @@ export class PtySession {
     else await this.deps.spawnTurn();
     try {
       // An exec session without a PTY runs with pipes, its output framed (pipe-process.ts).
-      this.pty = warm?.pty ?? (this.job.command && this.job.pty === false ? spawnPiped(this.cmd.file, this.cmd.args, { cwd: this.cmd.cwd, env: this.cmd.env }) : this.deps.spawn(this.cmd.file, this.cmd.args, {
+      this.pty = warm?.pty ?? (this.piped ? spawnPiped(this.cmd.file, this.cmd.args, { cwd: this.cmd.cwd, env: this.cmd.env }) : this.deps.spawn(this.cmd.file, this.cmd.args, {
         name: this.job.term ?? "xterm-256color",
         cols: this.job.cols,
         rows: this.job.rows,
@@ -299,7 +304,7 @@ export class PtySession {
   /** Reads the org's settings; a failure leaves the session unrecorded (logged), never without a shell. */
   private async startRecording(): Promise<void> {
     const rec = this.deps.recording;
-    if (!rec || (this.job.command && this.job.pty === false)) return;
+    if (!rec || this.piped) return;
     try {
       const early = this.early.recording ? await this.early.recording : null;
       if (early && "err" in early) throw early.err;
@@ -450,7 +455,7 @@ export class PtySession {
   reseed(): void {
     if (this.ending || !this.pty) return;
     this.ttlRenewedAt = Number.NEGATIVE_INFINITY; // a restarted server has the log without its expiry
-    const identity = { workspaceId: this.job.workspaceId, orgId: this.job.orgId, workerId: this.deps.workerId, pid: this.pty.pid, piped: this.job.command !== undefined && this.job.pty === false };
+    const identity = { workspaceId: this.job.workspaceId, orgId: this.job.orgId, workerId: this.deps.workerId, pid: this.pty.pid, piped: this.piped };
     void recordReseeded(this.deps.redis.pipeline(), this.keys, identity)
       .exec()
       .catch((err: unknown) => this.log.warn({ err }, "re-seeding the session state failed (the next reconnect tries again)"));
@@ -546,7 +551,7 @@ export class PtySession {
    * command's stdin (an upload) would go on with a hole in it, so that session ends instead.
    */
   private inputGap(): boolean {
-    if (!(this.job.command && this.job.pty === false)) return false;
+    if (!this.piped) return false;
     this.held = [];
     void this.end("store_unavailable", { message: "part of this command's input was lost while the worker's Redis subscriber was away; run it again" });
     return true;
