@@ -54,8 +54,10 @@ describe("bad client frames never end the session or hurt another one", () => {
   it("a client flooding input is slowed down without affecting another session", async () => {
     const flood = await openShell(s.wsUrl, ws, { token });
     const calm = await openShell(s.wsUrl, ws, { token });
-    flood.send("stty raw -echo; echo reading; head -c 524288 > /dev/null; stty sane; echo flood-$((1+1))-done\r");
-    await flood.waitText("reading");
+    // The markers are computed by the shell so that the PTY's echo of the command line cannot match them:
+    // input sent before `stty raw -echo` has run lands in the canonical line buffer, which keeps 4 KiB and drops the rest.
+    flood.send("stty raw -echo; echo flood-$((0+1))-reading; head -c 524288 > /dev/null; stty sane; echo flood-$((1+1))-done\r");
+    await flood.waitText("flood-1-reading");
     const chunk = Buffer.alloc(16 * 1024, 0x62);
     const t0 = performance.now();
     // 512 KiB at a 128 KiB/s budget must take about 3 s or more.
