@@ -115,7 +115,8 @@ describe("session recording", () => {
     const c = await openShell(s.wsUrl, ws, { token });
     const sid = c.hello!.session;
     await c.run("echo part-1");
-    c.send("sleep 0.2; echo part-2-while-away\r");
+    // $((…)): the marker is the shell's output, never the PTY's echo of the typed line.
+    c.send("sleep 0.2; echo part-$((1+1))-while-away\r");
     await c.waitText("sleep 0.2");
     c.drop();
     // Output made while nobody is attached is recorded all the same (the file is the worker's).

@@ -43,14 +43,14 @@ describe("replay window", () => {
     await c.run("true");
     const session = c.hello!.session;
     const offset = c.offset;
-    c.send("sleep 0.2; echo last-words; exit 5\r");
+    c.send("sleep 0.2; echo last-$((2+3))-words; exit 5\r");
     c.drop();
     await waitFor(async () => {
       const r = await call(s.url, "GET", `/workspaces/${ws}/terminal/sessions`, { token });
       return r.body.sessions.find((x: { id: string; closed_at: string | null }) => x.id === session)?.closed_at;
     });
     const r = await openShell(s.wsUrl, ws, { token, session, offset });
-    await r.waitText("last-words");
+    await r.waitText("last-5-words");
     expect(await r.waitMessage("exit")).toEqual({ type: "exit", code: 5, signal: null });
     expect((await r.closed).code).toBe(1000);
   });
