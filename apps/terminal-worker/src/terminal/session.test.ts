@@ -251,6 +251,8 @@ describe("numbered input (resync)", () => {
       await c.send(4, "gh");
       await c.send(5, "ij");
       await waitFor(async () => c.events.some((e) => e.kind === "input" && e.offset === 10), 10_000, 5);
+      // The ack says the PTY has the bytes; cat's echo of them comes after it.
+      await waitFor(async () => c.text().length >= 10, 10_000, 5);
       expect(c.text()).toBe("abcdefghij");
     } finally {
       await c.close();
