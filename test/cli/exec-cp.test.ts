@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
-import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
@@ -167,8 +167,36 @@ describe("molecule cp", () => {
     expect(statSync(join(back, "sub")).mode & 0o777).toBe(0o711);
     expect(statSync(join(back, "sub", "secret")).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(back, "sub", "secret"), "utf8")).toBe("s3cret");
+    // Into an existing directory: it lands inside, beside what is there.
+    const into = join(work, "into");
+    mkdirSync(into);
+    writeFileSync(join(into, "mine"), "mine");
+    const downInto = await runCli(bin, ["cp", `${ws}:/root/in/tree`, into], { env });
+    expect(downInto.code, downInto.stderr).toBe(0);
+    expect(readFileSync(join(into, "tree", "sub", "secret"), "utf8")).toBe("s3cret");
+    expect(statSync(join(into, "tree", "run.sh")).mode & 0o777).toBe(0o750);
+    expect(readdirSync(into).sort()).toEqual(["mine", "tree"]);
     const missing = await runCli(bin, ["cp", `${ws}:/root/nothing-here`, join(work, "x")], { env });
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toMatch(/nothing-here/);
+  });
+
+  it("what a workspace sends back is a tenant's data: setuid bits dropped, a FIFO skipped, files ours, links kept as links", async () => {
+    const make = ["set -e", "d=/root/hostile; rm -rf $d; mkdir $d", "cp /bin/true $d/rootshell; chmod 4755 $d/rootshell", "mkfifo $d/pipe", "ln -s /etc $d/etc-link", "echo data > $d/data"].join("; ");
+    const made = await runCli(bin, ["exec", ws, "--", "/bin/sh", "-c", make], { env });
+    expect(made.code, made.stderr).toBe(0);
+    const back = join(work, "hostile-back");
+    const down = await runCli(bin, ["cp", `${ws}:/root/hostile`, back], { env });
+    expect(down.code, down.stderr).toBe(0);
+    expect(down.stderr).toMatch(/skipped pipe \(a FIFO/);
+    expect(down.stderr).toMatch(/dropped the setuid\/setgid bits of rootshell/);
+    expect(readdirSync(back).sort()).toEqual(["data", "etc-link", "rootshell"]);
+    const shell = statSync(join(back, "rootshell"));
+    expect(shell.mode & 0o7777).toBe(0o755);
+    expect(shell.uid).toBe(process.getuid?.());
+    expect(readlinkSync(join(back, "etc-link"))).toBe("/etc");
+    expect(readFileSync(join(back, "data"), "utf8")).toBe("data\n");
+    // Nothing is left of the staging directory beside it.
+    expect(readdirSync(work).filter((n) => n.startsWith(".molecule-cp-"))).toEqual([]);
   });
 });

@@ -1,10 +1,11 @@
 import { spawn } from "node:child_process";
-import { lstat, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
+import { lstat, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { posix } from "node:path";
 import { PassThrough } from "node:stream";
 import type { Context } from "../context.ts";
 import { CliError, EXIT, usageError } from "../errors.ts";
+import { extractArgs, placeTree, sanitizeTree } from "./cp-place.ts";
 import { bytes } from "../output.ts";
 import { piped } from "./exec.ts";
 import { reconnectSeconds } from "./ssh.ts";
@@ -114,12 +115,12 @@ export async function cp(ctx: Context, src: string, dest: string, flags: { recon
   const remote = rs!;
   const target = resolve(dest);
   const into = await stat(target).then((s) => s.isDirectory(), () => false);
-  // Into an existing directory as it is; otherwise into a temporary one beside `dest`, then renamed.
-  const extractDir = into ? target : await mkdtemp(join(dirname(target), ".molecule-cp-"));
+  // Staged beside where it goes (one file system, so the last step is a rename), mode 0700.
+  const stage = await mkdtemp(join(into ? target : dirname(target), ".molecule-cp-"));
   try {
     const rpath = posix.normalize(remote.path);
     const name = posix.basename(rpath) || ".";
-    const tar = localTar(["-C", extractDir, "-xpf", "-"], ["pipe", "ignore", "pipe"]);
+    const tar = localTar(extractArgs(stage), ["pipe", "ignore", "pipe"]);
     const bar = progressBar(null);
     const empty = new PassThrough();
     empty.end();
@@ -135,9 +136,13 @@ export async function cp(ctx: Context, src: string, dest: string, flags: { recon
     const tarCode = await tar.exited;
     if (code !== 0) throw new CliError(`the copy from ${remote.ws}:${remote.path} failed (exit ${code}): ${remoteErr.trim()}`, code, "remote_tar");
     if (tarCode !== 0) throw new CliError(`tar (local) failed: ${tar.stderr().trim()}`, EXIT.error, "local_tar");
-    if (!into) await rename(join(extractDir, name), target);
+    const got = name === "." ? stage : join(stage, name);
+    const report = await sanitizeTree(got);
+    for (const s of report.skipped) process.stderr.write(`molecule: skipped ${s.path} (a ${s.kind}: cp copies files, directories and links)\n`);
+    if (report.unprivileged.length) process.stderr.write(`molecule: dropped the setuid/setgid bits of ${report.unprivileged.join(", ")}\n`);
+    await placeTree(got, into ? join(target, name) : target);
     return EXIT.ok;
   } finally {
-    if (!into) await rm(extractDir, { recursive: true, force: true });
+    await rm(stage, { recursive: true, force: true });
   }
 }
