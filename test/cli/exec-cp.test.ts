@@ -52,6 +52,20 @@ describe("molecule exec", () => {
     expect(row).toMatchObject({ command: ["cat"], pty: false, exit_code: 0, close_reason: "exit" });
   });
 
+  it("molecule sessions shows another member's command with its control characters escaped, not sent to this terminal", async () => {
+    // An OSC 52 clipboard write, a DEL and a C1 CSI in the argv: the audit keeps them as typed.
+    const argv = ["true", "\u001b]52;c;cHduZWQ=\u0007", "a\u007fb", "\u009b2J"];
+    expect((await runCli(bin, ["exec", ws, "--", ...argv], { env })).code).toBe(0);
+    const row = (await call(stack.url, "GET", `/workspaces/${ws}/terminal/sessions`, { token })).body.sessions[0];
+    expect(row.command).toEqual(argv);
+    const table = await runCli(bin, ["sessions", ws, "--limit", "1"], { env });
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(table.stdout).toContain("\\u001b]52;c;cHduZWQ=\\u0007");
+    expect(table.stdout).toContain("a\\u007fb");
+    expect(table.stdout).toContain("\\u009b2J");
+  });
+
   it("stdout and stderr apart, the exit code ours, arguments as given (no shell on the way)", async () => {
     const r = await runCli(bin, ["exec", ws, "--", "sh", "-c", 'echo out; echo err >&2; printf "%s|" "$@"; exit 5', "sh", "a b", "$HOME", "'q'", "-x"], { env });
     expect(r.code).toBe(5);
