@@ -128,7 +128,7 @@ describe("PTY flow control", () => {
 
 describe("numbered input (resync)", () => {
   /** A shell that prints each byte it gets at once (raw, no echo), and what it printed. */
-  async function rawCat(holdMs: number, piped = false) {
+  async function rawCat(holdMs: number, piped = false, extra: Partial<SessionDeps> = {}) {
     const ns = uniqueNs();
     const sessionId = randomUUID();
     const keys = sessionKeys(ns, sessionId);
@@ -141,7 +141,7 @@ describe("numbered input (resync)", () => {
       else if (m) text += m.chunk.toString("latin1");
     });
     await watcher.subscribe(keys.out);
-    const deps = depsFor(ns, "w-seq", pty.spawn as SpawnPty, { holdMs });
+    const deps = depsFor(ns, "w-seq", pty.spawn as SpawnPty, { holdMs, ...extra });
     const job = jobFor(sessionId, piped ? { command: ["cat"], pty: false } : {});
     const script = piped ? "echo up; exec cat" : "stty raw -echo; echo up; exec cat";
     const session = new PtySession(job, keys, { file: "/bin/sh", args: ["-c", script], env: { PATH: "/usr/bin:/bin" }, cwd: "/tmp" }, deps);
@@ -254,6 +254,28 @@ describe("numbered input (resync)", () => {
       // The ack says the PTY has the bytes; cat's echo of them comes after it.
       await waitFor(async () => c.text().length >= 10, 10_000, 5);
       expect(c.text()).toBe("abcdefghij");
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("a counting client's acks: one at input_from, then at most one per period for keystrokes, and one at once after 256 KiB", async () => {
+    const c = await rawCat(60_000, false, { inputAckMs: 400 });
+    const acks = () => c.events.filter((e) => e.kind === "input").map((e) => (e as { offset: number }).offset);
+    try {
+      await redis.publish(c.keys.in, encodeSequenced(c.stream, 1, { control: encodeControl({ t: "input_from", offset: 0 }) }));
+      await waitFor(async () => acks().length === 1, 10_000, 5);
+      expect(acks()).toEqual([0]);
+      // 30 keystrokes: each reaches the shell at once; the ack comes after the period, once.
+      for (let i = 0; i < 30; i++) await c.send(2 + i, "k");
+      await waitFor(async () => c.text().length === 30, 10_000, 5);
+      await waitFor(async () => acks().length === 2, 10_000, 5);
+      expect(acks()).toEqual([0, 30]);
+      // An upload's burst does not wait for the period. (Nobody acks this shell's output, so cat
+      // stalls on it and node-pty logs the writes it still has queued as the session ends.)
+      await c.send(32, "u".repeat(256 * 1024));
+      await waitFor(async () => acks().length === 3, 300, 5);
+      expect(acks()[2]).toBe(30 + 256 * 1024);
     } finally {
       await c.close();
     }

@@ -60,6 +60,8 @@ export interface SessionDeps {
   recording?: { store: RecordingStore; maxBytes: number };
   /** How long input that came ahead of a missing message waits for it (default HOLD_MS). */
   holdMs?: number;
+  /** A counting client's input is acked at most this often (default INPUT_ACK_MS). */
+  inputAckMs?: number;
 }
 
 /** The worker's claim of the session's audit row (runner.ts). */
@@ -107,6 +109,14 @@ export async function endWithoutShell(
 const HOLD_MS = 1000;
 /** At most this many wait (a resync sends at most a few seconds of input again). */
 const MAX_HELD = 256;
+/**
+ * Input acks (counted input): at most one a second, so that a shell's keystrokes cost no extra
+ * message each (what is not acked yet is only sent again after a re-attach, and dropped here
+ * where the shell has it), and one after every 256 KiB, so that an upload's window (the CLI's
+ * 8 MiB) keeps moving.
+ */
+const INPUT_ACK_MS = 1000;
+const INPUT_ACK_BYTES = 256 * 1024;
 
 type Sequenced = InMessage & { stream: number; seq: number };
 
@@ -185,9 +195,12 @@ export class PtySession {
   private holdTimer: NodeJS.Timeout | null = null;
   /** Streams whose client counts its input: where in the session's input the stream's next byte is. */
   private readonly inputAt = new Map<number, number>();
-  /** A client counts its input: each turn that wrote some is acked (`input` event). */
+  /** A client counts its input: what the shell received is acked (`input` event, ackInput). */
   private inputAcks = false;
   private ackQueued = false;
+  private inputAckTimer: NodeJS.Timeout | null = null;
+  /** bytesIn as of the last input ack. */
+  private inputAcked = 0;
 
   constructor(
     private readonly job: TerminalJob,
@@ -574,14 +587,30 @@ export class PtySession {
     return m.data;
   }
 
-  /** Tells a client that counts its input how much the shell received (once per turn, however many messages). */
-  private ackInput(): void {
-    if (this.ackQueued) return;
-    this.ackQueued = true;
-    queueMicrotask(() => {
-      this.ackQueued = false;
-      if (!this.ending) this.deps.writer.send(["PUBLISH", this.keys.out, encodeEvent({ kind: "input", offset: this.bytesIn })]);
-    });
+  /**
+   * Tells a client that counts its input how much the shell received: `now` (at the end of this
+   * turn) after input_from or INPUT_ACK_BYTES, otherwise once INPUT_ACK_MS after the first byte
+   * not acked.
+   */
+  private ackInput(now: boolean): void {
+    if (now || this.bytesIn - this.inputAcked >= INPUT_ACK_BYTES) {
+      if (this.ackQueued) return;
+      this.ackQueued = true;
+      queueMicrotask(() => {
+        this.ackQueued = false;
+        this.sendInputAck();
+      });
+    } else if (!this.inputAckTimer && !this.ending) {
+      this.inputAckTimer = setTimeout(() => this.sendInputAck(), this.deps.inputAckMs ?? INPUT_ACK_MS);
+    }
+  }
+
+  private sendInputAck(): void {
+    if (this.inputAckTimer) clearTimeout(this.inputAckTimer);
+    this.inputAckTimer = null;
+    if (this.ending) return;
+    this.inputAcked = this.bytesIn;
+    this.deps.writer.send(["PUBLISH", this.keys.out, encodeEvent({ kind: "input", offset: this.bytesIn })]);
   }
 
   /** Asks the API nodes of this session for the messages after the last applied of each stream. */
@@ -616,7 +645,7 @@ export class PtySession {
       this.bytesIn += data.length;
       this.pty.write(data);
       this.recorder?.input(data);
-      if (this.inputAcks) this.ackInput();
+      if (this.inputAcks) this.ackInput(false);
       return;
     }
     const control = m.control;
@@ -654,7 +683,7 @@ export class PtySession {
         const before = this.held.length;
         this.held = this.held.filter((h) => h.stream === stream || !this.inputAt.has(h.stream));
         if (this.held.length < before) this.releaseHeld(false);
-        this.ackInput();
+        this.ackInput(true);
         return;
       }
       case "resent": {
@@ -740,6 +769,7 @@ export class PtySession {
   async end(reason: EndReason, extra: { code?: number | null; signal?: number | null; message?: string } = {}): Promise<SessionEnd> {
     if (this.ending) return this.done;
     this.ending = true;
+    if (this.inputAckTimer) clearTimeout(this.inputAckTimer);
     if ((await this.claim) !== "claimed") {
       await this.abandon();
       return this.done;
