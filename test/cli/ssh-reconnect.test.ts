@@ -33,6 +33,12 @@ function live() {
   return t.apis.filter((x) => x.proc.child.exitCode === null && x.proc.child.signalCode === null);
 }
 
+function sshEnv(): Record<string, string> {
+  const h = cliHome();
+  cleanups.push(h.cleanup);
+  return { ...h.env, MOLECULE_TOKEN: t.token };
+}
+
 async function sshVia(url: string): Promise<PtyProc> {
   const h = cliHome();
   cleanups.push(h.cleanup);
@@ -61,6 +67,40 @@ describe("molecule ssh across API node failures", () => {
       for (let i = 0; i < 3000; i++) if (nums[i] !== i + 1) throw new Error(`line ${i + 1} is ${nums[i]} (lost, repeated or reordered)`);
       p.write("exit 7\r");
       expect((await p.exited).exitCode).toBe(7);
+    } finally {
+      await proxy.close();
+      await t.addApi();
+    }
+  }, 150_000);
+
+  it("keystrokes typed while the node holding the socket is SIGKILLed reach the shell once each, in order", async () => {
+    const [a, b] = live() as [(typeof t.apis)[0], (typeof t.apis)[0]];
+    const proxy = await startTcpProxy(port(a.url));
+    try {
+      const p = await sshVia(proxy.url);
+      const from = p.text.length;
+      const n = 1200;
+      // The shell keeps exactly what it is typed (raw, no echo); `timeout` ends it if keys are lost.
+      p.write(`stty raw -echo; echo typing-$((1))-ready; timeout 60 head -c ${n} > /root/typed; stty sane; echo typed-$((1))-done\r`);
+      // Printed after stty ran (the marker is computed, so the line's echo cannot match it).
+      await p.waitText("typing-1-ready", 20_000, from);
+      const keys = Array.from({ length: n }, (_, i) => String.fromCharCode(97 + (i % 26))).join("");
+      for (let i = 0; i < n; i++) {
+        if (i === 300) {
+          proxy.setTarget(port(b.url));
+          a.proc.child.kill("SIGKILL");
+        }
+        p.write(keys[i]!);
+        // A fast typist: a key every 2 ms.
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      await p.waitText("typed-1-done", 90_000, from);
+      expect(p.text.slice(from)).toMatch(/\[molecule: connection lost; reconnecting… ok\]/);
+      const typed = await runCli(bin, ["--api", b.url, "exec", ws, "--", "cat", "/root/typed"], { env: sshEnv() });
+      expect(typed.stdout.length).toBe(n);
+      expect(typed.stdout).toBe(keys);
+      p.write("exit\r");
+      expect((await p.exited).exitCode).toBe(0);
     } finally {
       await proxy.close();
       await t.addApi();

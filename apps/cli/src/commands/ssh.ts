@@ -45,6 +45,9 @@ export async function terminal(ctx: Context, ref: string, o: { escape: string; r
     term: ctx.env.term,
     reconnectMs: reconnectSec * 1000,
     ...(o.command ? { command: o.command, pty: true } : {}),
+    // Keystrokes in flight when the API node dies are sent again after the re-attach (the shell
+    // drops what it already has); acks come at most once a second, so typing costs nothing more.
+    countInput: true,
     onOutput: (data, done) => {
       stdout.write(data, () => done());
     },
