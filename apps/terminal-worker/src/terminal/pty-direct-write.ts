@@ -31,3 +31,16 @@ export function writeKeystrokesDirectly(pty: IPty): void {
     queued(buf);
   };
 }
+
+/**
+ * Forgets input node-pty still has queued for a shell that is being killed: its queue would
+ * otherwise write to the closed master and print "Unhandled pty write error" (EBADF) on stderr,
+ * outside the logs. Relies on the same internals; without them it does nothing.
+ */
+export function dropQueuedInput(pty: IPty): void {
+  const stream = (pty as unknown as { _writeStream?: { _writeQueue?: unknown; _writeImmediate?: unknown } })._writeStream;
+  if (!stream || !Array.isArray(stream._writeQueue)) return;
+  stream._writeQueue.length = 0;
+  if (stream._writeImmediate) clearImmediate(stream._writeImmediate as NodeJS.Immediate);
+  stream._writeImmediate = undefined;
+}

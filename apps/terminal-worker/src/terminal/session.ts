@@ -32,7 +32,7 @@ import type { ShellCommand } from "../providers/index.ts";
 import { SessionRecorder } from "../recording/recorder.ts";
 import { killTree } from "./kill-tree.ts";
 import { spawnPiped } from "./pipe-process.ts";
-import { writeKeystrokesDirectly } from "./pty-direct-write.ts";
+import { dropQueuedInput, writeKeystrokesDirectly } from "./pty-direct-write.ts";
 import type { SparePool } from "./spare-shells.ts";
 import type { SpawnPty, SpawnTurn } from "./types.ts";
 
@@ -305,6 +305,7 @@ export class PtySession {
     this.pending = [];
     this.pendingBytes = 0;
     if (this.pty && !this.exitInfo) {
+      dropQueuedInput(this.pty);
       await killTree(this.pty.pid);
       await this.waitExit(2000);
     }
@@ -721,6 +722,8 @@ export class PtySession {
 
   private exited(code: number, signal: number | null): void {
     this.exitInfo = { code, signal: signal || null };
+    // Nobody reads what is still queued for it.
+    if (this.pty) dropQueuedInput(this.pty);
     for (const w of this.exitWaiters) w();
     this.exitWaiters = [];
     // Output the shell wrote just before exiting may still be in flight from the PTY.
@@ -781,6 +784,7 @@ export class PtySession {
       if (this.pty && !this.exitInfo) {
         // Outside the flow rule: the last output is read (and the exit seen) whatever the window says.
         this.pty.resume();
+        dropQueuedInput(this.pty);
         await killTree(this.pty.pid);
         await this.waitExit(2000);
       }
