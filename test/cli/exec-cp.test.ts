@@ -155,6 +155,12 @@ describe("molecule cp", () => {
     const down = await runCli(bin, ["cp", `${ws}:/root/big.bin`, back], { env, timeoutMs: 240_000 });
     expect(down.code, down.stderr).toBe(0);
     expect(await sha256File(back)).toBe(want);
+    // On a terminal, a download shows how far it is: the workspace's du gives the size.
+    const onTty = new PtyProc(process.execPath, [bin, "cp", `${ws}:/root/big.bin`, join(work, "big.tty")], { env });
+    expect((await onTty.exited).exitCode, onTty.text).toBe(0);
+    expect(onTty.text).toMatch(/\[#* *\] +\d+% [\d.]+ MiB \/ 100\.0 MiB/);
+    expect(onTty.text).not.toMatch(/molecule-size/);
+    expect(await sha256File(join(work, "big.tty"))).toBe(want);
   }, 300_000);
 
   it("a directory with its modes, into an existing directory and to a new name", async () => {

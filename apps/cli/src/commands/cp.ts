@@ -25,6 +25,19 @@ const UPLOAD_SCRIPT = [
   'tar -C "$t" -xpf - && mv -f -- "$t/$name" "$dest"; s=$?; rm -rf -- "$t"; exit $s',
 ].join("\n");
 
+/**
+ * The remote end of a download, a constant script: $1 the directory, $2 the name in it. Beside
+ * tar, which streams at once, du finds the size for the progress bar (GNU du in bytes, another
+ * in KiB) and says it on stderr as `molecule-size N`; without du there is no total, nothing else.
+ */
+const DOWNLOAD_SCRIPT = [
+  'cd -- "$1" || exit 1',
+  '( if s=$(du -sb -- "$2" 2>/dev/null); then u=1; elif s=$(du -sk -- "$2" 2>/dev/null); then u=1024; else exit 0; fi',
+  '  s=${s%%[!0-9]*}; [ -n "$s" ] && printf "molecule-size %s\\n" "$((s * u))" >&2 ) &',
+  'exec tar -cf - -- "$2"',
+].join("\n");
+const SIZE_LINE = /(?:^|\n)molecule-size (\d+)\n/;
+
 /** `ws:path` (a workspace name or id, then a path), or null for a local path. */
 export function parseRemote(arg: string): { ws: string; path: string } | null {
   const m = /^([^:/]+):(.*)$/.exec(arg);
@@ -41,7 +54,8 @@ async function treeSize(p: string): Promise<number> {
   return n;
 }
 
-function progressBar(total: number | null) {
+function progressBar(size: number | null) {
+  let total = size;
   const tty = process.stderr.isTTY === true;
   const t0 = performance.now();
   let last = 0;
@@ -60,6 +74,10 @@ function progressBar(total: number | null) {
       const width = 24;
       const bar = total ? `[${"#".repeat(Math.min(width, Math.floor((n / total) * width))).padEnd(width)}]` : "";
       process.stderr.write(`\r\x1b[K${bar}${pct} ${bytes(n)}${total ? ` / ${bytes(total)}` : ""}  ${bytes(rate)}/s`);
+    },
+    /** A download learns its size once the transfer is under way (du, beside tar). */
+    setTotal(n: number) {
+      if (n > 0) total = n;
     },
     done() {
       if (shown) process.stderr.write("\r\x1b[K");
@@ -91,7 +109,16 @@ export async function cp(ctx: Context, src: string, dest: string, flags: { recon
   if (!rs && !rd) throw usageError("one side must be <workspace>:<path>");
   const stderrSink = new PassThrough();
   let remoteErr = "";
-  stderrSink.on("data", (b: Buffer) => (remoteErr = (remoteErr + b.toString()).slice(-4000)));
+  let onSize: ((n: number) => void) | null = null;
+  stderrSink.on("data", (b: Buffer) => {
+    remoteErr = (remoteErr + b.toString()).slice(-4000);
+    const m = onSize && SIZE_LINE.exec(remoteErr);
+    if (m) {
+      onSize?.(Number(m[1]));
+      onSize = null;
+      remoteErr = remoteErr.replace(SIZE_LINE, (line) => (line.startsWith("\n") ? "\n" : ""));
+    }
+  });
   if (rd) {
     const local = resolve(src);
     const total = await treeSize(local).catch((e: NodeJS.ErrnoException) => {
@@ -122,9 +149,10 @@ export async function cp(ctx: Context, src: string, dest: string, flags: { recon
     const name = posix.basename(rpath) || ".";
     const tar = localTar(extractArgs(stage), ["pipe", "ignore", "pipe"]);
     const bar = progressBar(null);
+    onSize = (n) => bar.setTotal(n);
     const empty = new PassThrough();
     empty.end();
-    const code = await piped(ctx, remote.ws, ["tar", "-C", posix.dirname(rpath), "-cf", "-", "--", name], {
+    const code = await piped(ctx, remote.ws, ["/bin/sh", "-c", DOWNLOAD_SCRIPT, "molecule-cp", posix.dirname(rpath), name], {
       reconnectSec,
       stdin: empty,
       stdout: tar.child.stdin!,
