@@ -219,4 +219,41 @@ describe("molecule cp", () => {
     // Nothing is left of the staging directory beside it.
     expect(readdirSync(work).filter((n) => n.startsWith(".molecule-cp-"))).toEqual([]);
   });
+
+  it("Ctrl-C during a download or an upload leaves nothing behind on either side; a destination that cannot be made says why, without a stack", async () => {
+    const made = await runCli(bin, ["exec", ws, "--", "sh", "-c", "head -c 150000000 /dev/zero > /root/zero.bin"], { env });
+    expect(made.code, made.stderr).toBe(0);
+    const into = join(work, "interrupted");
+    mkdirSync(into);
+    const p = new PtyProc(process.execPath, [bin, "cp", `${ws}:/root/zero.bin`, into], { env });
+    // The bar shows once the copy is under way: the stage is there, part written.
+    await p.waitText(/\d+%/, 60_000);
+    expect(readdirSync(into).some((n) => n.startsWith(".molecule-cp-"))).toBe(true);
+    p.write("\u0003");
+    expect((await p.exited).exitCode, p.text).toBe(130);
+    expect(readdirSync(into)).toEqual([]);
+    // The remote tar was ended with the session (a dropped socket would have left it the orphan grace, 60 s).
+    const newest = async () => (await call(stack.url, "GET", `/workspaces/${ws}/terminal/sessions`, { token })).body.sessions[0];
+    await waitFor(async () => (await newest()).closed_at !== null, 15_000);
+    expect(await newest()).toMatchObject({ command: ["/bin/sh", "-c", expect.stringContaining("tar -cf -"), "molecule-cp", "/root", "zero.bin"], close_reason: "client_closed" });
+    // An upload interrupted (SIGINT to the CLI alone: its local tar goes on, so the remote end
+    // sees the session end, not a short archive): its temporary directory goes with it.
+    const big = join(work, "zero-up.bin");
+    writeFileSync(big, Buffer.alloc(150_000_000));
+    const up = new PtyProc(process.execPath, [bin, "cp", big, `${ws}:/root/up-interrupted/zero.bin`], { env });
+    await up.waitText(/\d+%/, 60_000);
+    process.kill(up.p.pid, "SIGINT");
+    expect((await up.exited).exitCode, up.text).toBe(130);
+    await waitFor(async () => (await newest()).closed_at !== null, 15_000);
+    const left = await runCli(bin, ["exec", ws, "--", "ls", "-A", "/root/up-interrupted"], { env });
+    expect(left).toMatchObject({ code: 0, stdout: "" });
+    const bad = await runCli(bin, ["cp", `${ws}:/root/in`, join(work, "no", "such", "dir")], { env });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe(`error: ${join(work, "no", "such", "dir")}: the directory ${join(work, "no", "such")} does not exist (local_path)\n`);
+    // Any other file error: the path and why, no stack.
+    writeFileSync(join(work, "a-file"), "");
+    const notDir = await runCli(bin, ["cp", `${ws}:/root/in`, join(work, "a-file", "x")], { env });
+    expect(notDir.code).toBe(1);
+    expect(notDir.stderr).toMatch(new RegExp(`^error: ${join(work, "a-file")}/\\.molecule-cp-\\w+: not a directory \\(ENOTDIR\\)\n$`));
+  });
 });

@@ -12,6 +12,7 @@ export interface GlobalFlags {
 /** What every command gets: the environment, the chosen profile and the API it talks to. */
 export class Context {
   private cached: Config | null = null;
+  private readonly interruptHandlers = new Set<() => Promise<unknown>>();
 
   constructor(
     readonly env: CliEnv,
@@ -54,6 +55,24 @@ export class Context {
 
   client(): ApiClient {
     return new ApiClient(this.target(), this.userAgent);
+  }
+
+  /**
+   * Something to end cleanly when Ctrl-C ends the CLI (a remote command's session: closed, it
+   * ends the command, where a dropped socket would leave it running for the orphan grace).
+   * Returns the way to take it back.
+   */
+  onInterrupt(fn: () => Promise<unknown>): () => void {
+    this.interruptHandlers.add(fn);
+    return () => this.interruptHandlers.delete(fn);
+  }
+
+  /** Runs the interrupt handlers; resolves once they are done, or after `ms`. */
+  async interrupt(ms: number): Promise<void> {
+    if (!this.interruptHandlers.size) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.interruptHandlers].map((f) => f())), new Promise((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
   }
 }
 

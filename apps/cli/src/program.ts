@@ -230,17 +230,24 @@ export async function run(argv: string[]): Promise<number> {
       });
   }
 
-  // Ctrl-C outside a raw terminal (create --wait, a slow list): 130, the cursor line cleaned up.
+  // Ctrl-C outside a raw terminal (create --wait, a slow list, exec with pipes, cp): 130, the
+  // cursor line cleaned up, a remote command's session closed first (at most a second; a second
+  // Ctrl-C does not wait).
+  let interrupted = false;
   const onSigint = () => {
+    if (interrupted) process.exit(EXIT.interrupted);
+    interrupted = true;
     if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
     process.stderr.write("interrupted\n");
-    process.exit(EXIT.interrupted);
+    void (ctx?.interrupt(1000) ?? Promise.resolve()).finally(() => process.exit(EXIT.interrupted));
   };
   process.on("SIGINT", onSigint);
   try {
     await program.parseAsync(argv, { from: "user" });
-    return code;
+    return interrupted ? EXIT.interrupted : code;
   } catch (err) {
+    // What the interrupt ended fails on its way out: that is not news.
+    if (interrupted) return EXIT.interrupted;
     if (err instanceof CommanderError) {
       if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") return EXIT.ok;
       return EXIT.usage;
@@ -251,11 +258,31 @@ export async function run(argv: string[]): Promise<number> {
   }
 }
 
+const SYSTEM_ERRORS: Record<string, string> = {
+  ENOENT: "no such file or directory",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  ENOSPC: "no space left on the device",
+  EEXIST: "already exists",
+  ENOTDIR: "not a directory",
+  EISDIR: "is a directory",
+  EROFS: "read-only file system",
+  EXDEV: "on another file system",
+};
+
 function report(err: unknown, json: boolean): number {
   if (err instanceof CliError) {
     if (json) process.stderr.write(`${JSON.stringify({ error: { code: err.code, message: err.message, details: err.details } })}\n`);
     else process.stderr.write(`error: ${err.message}${err.code !== "error" && err.code !== "usage" ? ` (${err.code})` : ""}\n`);
     return err.exitCode;
+  }
+  // A file the command could not read or write (ENOENT, EACCES, ENOSPC …): the path and why, no stack.
+  const sys = err as NodeJS.ErrnoException;
+  if (typeof sys?.code === "string" && typeof sys.syscall === "string") {
+    const what = sys.path ?? sys.syscall;
+    if (json) process.stderr.write(`${JSON.stringify({ error: { code: sys.code, message: sys.message, details: { path: sys.path ?? null } } })}\n`);
+    else process.stderr.write(`error: ${what}: ${SYSTEM_ERRORS[sys.code] ?? sys.message} (${sys.code})\n`);
+    return EXIT.error;
   }
   process.stderr.write(`error: ${(err as Error)?.stack ?? String(err)}\n`);
   return EXIT.error;

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
 import { lstat, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { posix } from "node:path";
@@ -14,7 +15,7 @@ import { reconnectSeconds } from "./ssh.ts";
  * The remote end of an upload, a constant script (never built from user data): $1 is the
  * destination, $2 the name the tar stream holds. Into an existing directory (or a path ending
  * in /) it extracts there; otherwise the one entry becomes $1 (via a temporary directory
- * beside it, so nothing half-written takes the name).
+ * beside it, so nothing half-written takes the name, and nothing is left if it is interrupted).
  */
 const UPLOAD_SCRIPT = [
   'dest=$1; name=$2',
@@ -22,6 +23,8 @@ const UPLOAD_SCRIPT = [
   'case "$dest" in */) mkdir -p -- "$dest" && exec tar -C "$dest" -xpf - ;; esac',
   'dir=$(dirname -- "$dest"); mkdir -p -- "$dir" || exit 1',
   't=$(mktemp -d "$dir/.molecule-cp.XXXXXX") || exit 1',
+  // An interrupted copy (the session ends: SIGHUP to tar and to us) leaves no half-written tree.
+  'trap \'rm -rf -- "$t"; exit 129\' HUP TERM INT',
   'tar -C "$t" -xpf - && mv -f -- "$t/$name" "$dest"; s=$?; rm -rf -- "$t"; exit $s',
 ].join("\n");
 
@@ -93,6 +96,9 @@ function localTar(args: string[], stdio: ["pipe" | "ignore", "pipe" | "ignore", 
   child.stdout?.pipe(output);
   let err = "";
   child.stderr?.on("data", (b: Buffer) => (err = (err + b.toString()).slice(-4000)));
+  // A download's tar that ended early (an error, or Ctrl-C, which reaches it too): the writes
+  // after fail with EPIPE; its exit status is what reports it.
+  child.stdin?.on("error", (e: NodeJS.ErrnoException) => (err = `${err}(its input closed: ${e.code ?? e.message})\n`.slice(-4000)));
   const exited = new Promise<number>((res, rej) => {
     child.once("error", (e) => rej(new CliError(`tar could not run here: ${e.message}`, EXIT.error, "local_tar")));
     child.once("close", (code) => res(code ?? 1));
@@ -143,7 +149,13 @@ export async function cp(ctx: Context, src: string, dest: string, flags: { recon
   const target = resolve(dest);
   const into = await stat(target).then((s) => s.isDirectory(), () => false);
   // Staged beside where it goes (one file system, so the last step is a rename), mode 0700.
-  const stage = await mkdtemp(join(into ? target : dirname(target), ".molecule-cp-"));
+  const stage = await mkdtemp(join(into ? target : dirname(target), ".molecule-cp-")).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== "ENOENT") throw e;
+    throw new CliError(`${dest}: the directory ${dirname(target)} does not exist`, EXIT.error, "local_path");
+  });
+  // Ctrl-C exits at once (program.ts): the stage must not outlive us.
+  const dropStage = () => rmSync(stage, { recursive: true, force: true });
+  process.once("exit", dropStage);
   try {
     const rpath = posix.normalize(remote.path);
     const name = posix.basename(rpath) || ".";
@@ -172,5 +184,6 @@ export async function cp(ctx: Context, src: string, dest: string, flags: { recon
     return EXIT.ok;
   } finally {
     await rm(stage, { recursive: true, force: true });
+    process.off("exit", dropStage);
   }
 }

@@ -77,6 +77,10 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
     },
   });
   await session.start();
+  const offInterrupt = ctx.onInterrupt(() => {
+    session.close();
+    return session.ended;
+  });
   // stdin → framed input, pausing while the socket is full; its end is an EOF frame.
   const pump = (async () => {
     for await (const chunk of io.stdin as AsyncIterable<Buffer>) {
@@ -90,6 +94,7 @@ export async function piped(ctx: Context, ref: string, command: string[], io: Pi
   })();
   pump.catch((err: Error) => process.stderr.write(`molecule: reading stdin: ${err.message}\n`));
   const end = await session.ended;
+  offInterrupt();
   if (end.kind === "exit") return end.code;
   if (end.kind === "error") throw end.error;
   return EXIT.ok;
