@@ -22,6 +22,8 @@ export interface StackOptions {
   ownDatabase?: boolean;
   api?: Partial<ApiConfig>;
   worker?: Partial<WorkerConfig> | false;
+  /** The worker's wall clock (provisioning timeouts), default Date.now. */
+  workerClock?: () => number;
   local?: Partial<LocalProviderOptions>;
   /** More providers for the worker next to `local` (e.g. aws pointed at local fakes). */
   providers?: ProviderRegistry;
@@ -107,6 +109,7 @@ export async function startStack(o: StackOptions = {}) {
           providers: { local, ...o.providers },
           spawn: pty.spawn as never,
           ...(o.recording ? { recording: { store: o.recording.store, maxBytes: o.recording.maxBytes ?? 64 * 1024 * 1024 } } : {}),
+          ...(o.workerClock ? { now: o.workerClock } : {}),
         });
   await worker?.start();
   const url = `http://127.0.0.1:${port}`;

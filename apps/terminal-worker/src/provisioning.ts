@@ -28,6 +28,8 @@ export interface ProvisioningDeps {
   concurrency: number;
   lockMs: number;
   timeoutMs: number;
+  /** The wall clock (compared with updated_at), default Date.now. */
+  now?: () => number;
   metrics?: Pick<WorkerMetrics, "provisioned" | "jobWait">;
 }
 
@@ -133,12 +135,10 @@ export function createProvisioningWorker(d: ProvisioningDeps) {
   worker.on("failed", (job, err) => d.log.debug({ job_id: job?.id, err }, "provision job failed"));
   worker.on("error", (err) => d.log.warn({ err }, "provision worker error"));
 
-  /**
-   * Workspaces stuck provisioning past the timeout become failed with a message (any worker may run it).
-   * `now` is the time to judge by: tests pass a later one instead of waiting out the timeout.
-   */
-  async function sweepTimeouts(now: number = Date.now()): Promise<number> {
-    const cutoff = new Date(now - d.timeoutMs);
+  const clock = d.now ?? Date.now;
+  /** Workspaces stuck provisioning past the timeout become failed with a message (any worker may run it). */
+  async function sweepTimeouts(): Promise<number> {
+    const cutoff = new Date(clock() - d.timeoutMs);
     const stuck = await d.db
       .select({ id: schema.workspaces.id })
       .from(schema.workspaces)

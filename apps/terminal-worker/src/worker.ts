@@ -40,6 +40,8 @@ export interface WorkerDeps {
   metrics?: WorkerMetrics;
   /** Session recording; absent, sessions are not recorded. */
   recording?: { store: RecordingStore; maxBytes: number };
+  /** The wall clock provisioning timeouts are judged by (default Date.now): tests drive it. */
+  now?: () => number;
 }
 
 /** The terminal-worker process: provisioning jobs and terminal sessions. */
@@ -60,6 +62,7 @@ export function createWorker(deps: WorkerDeps) {
         lockMs: c.provisionLockMs,
         timeoutMs: c.provisionTimeoutMs,
         metrics: deps.metrics,
+        ...(deps.now ? { now: deps.now } : {}),
       })
     : null;
   const terminal = c.terminal
