@@ -2,7 +2,8 @@
 export const SUBPROTOCOL_V1 = "molecule.terminal.v1";
 
 export type ServerMessage =
-  | { type: "hello"; session: string; offset: number; cols: number; rows: number }
+  /** `input_from` (additive to v1): only for a client that asked to count its input; the server counts it from there. */
+  | { type: "hello"; session: string; offset: number; cols: number; rows: number; input_from?: number }
   | { type: "gap"; from: number; to: number }
   | { type: "exit"; code: number | null; signal: string | number | null }
   | { type: "error"; code: ErrorCode; message: string }

@@ -244,6 +244,9 @@ describe("TerminalBridge", () => {
       writer.send(["PUBLISH", k.out, encodeEvent({ kind: "input", offset: 8 })]);
       await waitFor(async () => seen.messages.some((m) => m.type === "input_ack"), 5000, 5);
       expect(seen.messages.find((m) => m.type === "input_ack")).toEqual({ type: "input_ack", offset: 8 });
+      // hello said that this server counts, and from where (a client without input_from gets no such field: above).
+      await waitFor(async () => seen.messages.some((m) => m.type === "hello"), 5000, 5);
+      expect(seen.messages.find((m) => m.type === "hello")).toMatchObject({ type: "hello", input_from: 5 });
     } finally {
       worker.disconnect();
       seen.client.close();

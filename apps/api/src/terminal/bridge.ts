@@ -211,7 +211,8 @@ export class TerminalBridge {
     this.state = "attached";
     if (this.claimTimer) clearTimeout(this.claimTimer);
     this.claimTimer = null;
-    this.frames.message({ type: "hello", session: this.sessionId, offset: this.reader.next, cols, rows });
+    // A counting client learns from `input_from` here that this server counts (an older one says nothing).
+    this.frames.message({ type: "hello", session: this.sessionId, offset: this.reader.next, cols, rows, ...(this.countsInput ? { input_from: this.opts.inputFrom ?? 0 } : {}) });
     this.deps.metrics?.attached?.();
     // Before any input of this connection: where it starts.
     if (this.countsInput) this.control({ t: "input_from", offset: this.opts.inputFrom ?? 0 });

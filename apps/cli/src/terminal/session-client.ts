@@ -20,7 +20,9 @@ const RESEND_FRAME = 256 * 1024;
 const MAX_UNACKED = 8 * 1024 * 1024;
 
 const serverMessage = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("hello"), session: z.string(), offset: z.number().int().min(0), cols: z.number(), rows: z.number() }).loose(),
+  z
+    .object({ type: z.literal("hello"), session: z.string(), offset: z.number().int().min(0), cols: z.number(), rows: z.number(), input_from: z.number().int().min(0).optional() })
+    .loose(),
   z.object({ type: z.literal("gap"), from: z.number().int(), to: z.number().int() }).loose(),
   z.object({ type: z.literal("exit"), code: z.number().int().nullable(), signal: z.union([z.string(), z.number()]).nullable() }).loose(),
   z.object({ type: z.literal("error"), code: z.string(), message: z.string() }).loose(),
@@ -105,9 +107,14 @@ export class SessionClient {
   private inputAcked = 0;
   private unacked: Buffer[] = [];
   private unackedBytes = 0;
+  /** countInput, until a server's hello shows it does not count (one older than input_from). */
+  private counting: boolean;
+  /** Counting: of the input given, how much is still to go out for the first time (typed while away). */
+  private neverSent = 0;
 
   constructor(private readonly opts: SessionClientOptions) {
     this.ended = new Promise((resolve) => (this.resolveEnd = resolve));
+    this.counting = opts.countInput === true;
   }
 
   private url(): string {
@@ -124,7 +131,7 @@ export class SessionClient {
       u.searchParams.set("command", JSON.stringify(this.opts.command));
       u.searchParams.set("pty", this.opts.pty === false ? "0" : "1");
     }
-    if (this.opts.countInput) u.searchParams.set("input_from", String(this.inputAcked));
+    if (this.counting) u.searchParams.set("input_from", String(this.inputAcked));
     return u.toString();
   }
 
@@ -194,6 +201,9 @@ export class SessionClient {
           this.sessionId = m.session;
           this.offset = m.offset;
           this.acks.reset(m.offset);
+          // A server that ignores input_from never acks: what waits for an ack would wait for
+          // ever. What is kept was never sent (input before the first hello), so it goes as is.
+          if (this.counting && m.input_from === undefined) this.stopCounting();
           this.startPing(ws);
           // The size may have changed while we were away.
           this.sendJson({ type: "resize", cols: this.opts.cols, rows: this.opts.rows });
@@ -281,11 +291,12 @@ export class SessionClient {
    * being uploaded must not pile up in memory); typed keys never get there.
    */
   input(data: Buffer): boolean {
-    if (this.opts.countInput) {
+    if (this.counting) {
       // Kept until acknowledged: sent now if connected, else with the rest after the re-attach.
       this.unacked.push(Buffer.from(data));
       this.unackedBytes += data.length;
       if (this.open && this.ws?.readyState === WebSocket.OPEN) this.ws.send(data, { binary: true });
+      else this.neverSent += data.length;
       return this.unackedBytes < MAX_UNACKED && (this.ws?.bufferedAmount ?? 0) < HIGH_WATER;
     }
     if (this.open && this.ws?.readyState === WebSocket.OPEN && this.pendingBytes === 0) {
@@ -323,9 +334,29 @@ export class SessionClient {
     }
   }
 
+  /**
+   * Uncounted from now on: what was never sent goes after the hello as a re-attach always sent
+   * it; what an earlier connection sent without an ack is not sent twice (it may have arrived).
+   */
+  private stopCounting(): void {
+    this.counting = false;
+    const all = Buffer.concat(this.unacked, this.unackedBytes);
+    const rest = all.subarray(all.length - this.neverSent);
+    if (rest.length) {
+      this.pendingInput.push(rest);
+      this.pendingBytes += rest.length;
+    }
+    this.unacked = [];
+    this.unackedBytes = 0;
+    this.neverSent = 0;
+  }
+
   private flushPending(): void {
-    // countInput: everything after the last ack goes again (the URL said input_from there).
-    if (this.opts.countInput) this.sendFrames(this.unacked, this.unackedBytes);
+    // Counting: everything after the last ack goes again (the URL said input_from there).
+    if (this.counting) {
+      this.sendFrames(this.unacked, this.unackedBytes);
+      this.neverSent = 0;
+    }
     else {
       this.sendFrames(this.pendingInput, this.pendingBytes);
       this.pendingInput = [];
