@@ -1,6 +1,7 @@
 import { AckSchedule } from "@molecule/shared/ack-schedule";
 import WebSocket from "ws";
 import { z } from "zod";
+import { InputCounter } from "@molecule/shared/input-counter";
 import { CliError } from "../errors.ts";
 
 /** docs/terminal-protocol.md */
@@ -103,18 +104,12 @@ export class SessionClient {
   private pingTimer: NodeJS.Timeout | null = null;
   private pongSeen = true;
   reconnects = 0;
-  /** With countInput: input the server acknowledged, and what was sent after it (kept to send again). */
-  private inputAcked = 0;
-  private unacked: Buffer[] = [];
-  private unackedBytes = 0;
-  /** countInput, until a server's hello shows it does not count (one older than input_from). */
-  private counting: boolean;
-  /** Counting: of the input given, how much is still to go out for the first time (typed while away). */
-  private neverSent = 0;
+  /** With countInput: what the server has not acknowledged, kept to send again (until a server shows it does not count). */
+  private readonly counter: InputCounter | null;
 
   constructor(private readonly opts: SessionClientOptions) {
     this.ended = new Promise((resolve) => (this.resolveEnd = resolve));
-    this.counting = opts.countInput === true;
+    this.counter = opts.countInput ? new InputCounter() : null;
   }
 
   private url(): string {
@@ -131,7 +126,7 @@ export class SessionClient {
       u.searchParams.set("command", JSON.stringify(this.opts.command));
       u.searchParams.set("pty", this.opts.pty === false ? "0" : "1");
     }
-    if (this.counting) u.searchParams.set("input_from", String(this.inputAcked));
+    if (this.counter?.active) u.searchParams.set("input_from", String(this.counter.acked));
     return u.toString();
   }
 
@@ -201,12 +196,16 @@ export class SessionClient {
           this.sessionId = m.session;
           this.offset = m.offset;
           this.acks.reset(m.offset);
-          // A server that ignores input_from never acks: what waits for an ack would wait for
-          // ever. What is kept was never sent (input before the first hello), so it goes as is.
-          if (this.counting && m.input_from === undefined) this.stopCounting();
           this.startPing(ws);
           // The size may have changed while we were away.
           this.sendJson({ type: "resize", cols: this.opts.cols, rows: this.opts.rows });
+          // Counted: everything after the last ack goes again (the URL said input_from there). A
+          // server that ignores input_from never acks (its hello has none): only what never went
+          // out goes, and the rest of the session is uncounted.
+          for (const b of this.counter?.active ? this.counter.hello(m.input_from) : []) {
+            this.pendingInput.push(Buffer.from(b.buffer, b.byteOffset, b.length));
+            this.pendingBytes += b.length;
+          }
           this.flushPending();
           settle("open");
         } else if (m.type === "gap") {
@@ -220,7 +219,7 @@ export class SessionClient {
         } else if (m.type === "pong") {
           this.pongSeen = true;
         } else if (m.type === "input_ack") {
-          this.acknowledged(m.offset);
+          this.counter?.ack(m.offset);
         }
       });
       ws.on("close", (code, reason) => {
@@ -291,13 +290,12 @@ export class SessionClient {
    * being uploaded must not pile up in memory); typed keys never get there.
    */
   input(data: Buffer): boolean {
-    if (this.counting) {
+    if (this.counter?.active) {
       // Kept until acknowledged: sent now if connected, else with the rest after the re-attach.
-      this.unacked.push(Buffer.from(data));
-      this.unackedBytes += data.length;
-      if (this.open && this.ws?.readyState === WebSocket.OPEN) this.ws.send(data, { binary: true });
-      else this.neverSent += data.length;
-      return this.unackedBytes < MAX_UNACKED && (this.ws?.bufferedAmount ?? 0) < HIGH_WATER;
+      const now = this.open && this.ws?.readyState === WebSocket.OPEN;
+      this.counter.add(data, now);
+      if (now) this.ws!.send(data, { binary: true });
+      return this.counter.keptBytes < MAX_UNACKED && (this.ws?.bufferedAmount ?? 0) < HIGH_WATER;
     }
     if (this.open && this.ws?.readyState === WebSocket.OPEN && this.pendingBytes === 0) {
       this.ws.send(data, { binary: true });
@@ -310,58 +308,15 @@ export class SessionClient {
 
   /** Resolves once input may flow again: connected, and the socket's buffer drained below the low mark. */
   async writable(): Promise<void> {
-    while (!this.ending && !(this.open && this.ws && this.pendingBytes === 0 && this.ws.bufferedAmount < LOW_WATER && this.unackedBytes < MAX_UNACKED / 2)) {
+    while (!this.ending && !(this.open && this.ws && this.pendingBytes === 0 && this.ws.bufferedAmount < LOW_WATER && (this.counter?.keptBytes ?? 0) < MAX_UNACKED / 2)) {
       await new Promise((r) => setTimeout(r, 5));
     }
   }
 
-  /** The shell has the session's input up to `offset`: what is before it need not be kept. */
-  private acknowledged(offset: number): void {
-    let drop = offset - this.inputAcked;
-    if (drop <= 0) return;
-    this.inputAcked = offset;
-    while (drop > 0 && this.unacked.length) {
-      const b = this.unacked[0]!;
-      if (b.length <= drop) {
-        this.unacked.shift();
-        this.unackedBytes -= b.length;
-        drop -= b.length;
-      } else {
-        this.unacked[0] = b.subarray(drop);
-        this.unackedBytes -= drop;
-        drop = 0;
-      }
-    }
-  }
-
-  /**
-   * Uncounted from now on: what was never sent goes after the hello as a re-attach always sent
-   * it; what an earlier connection sent without an ack is not sent twice (it may have arrived).
-   */
-  private stopCounting(): void {
-    this.counting = false;
-    const all = Buffer.concat(this.unacked, this.unackedBytes);
-    const rest = all.subarray(all.length - this.neverSent);
-    if (rest.length) {
-      this.pendingInput.push(rest);
-      this.pendingBytes += rest.length;
-    }
-    this.unacked = [];
-    this.unackedBytes = 0;
-    this.neverSent = 0;
-  }
-
   private flushPending(): void {
-    // Counting: everything after the last ack goes again (the URL said input_from there).
-    if (this.counting) {
-      this.sendFrames(this.unacked, this.unackedBytes);
-      this.neverSent = 0;
-    }
-    else {
-      this.sendFrames(this.pendingInput, this.pendingBytes);
-      this.pendingInput = [];
-      this.pendingBytes = 0;
-    }
+    this.sendFrames(this.pendingInput, this.pendingBytes);
+    this.pendingInput = [];
+    this.pendingBytes = 0;
   }
 
   /** Sends `parts` joined, in frames the server takes (its limit is 1 MiB a frame). */
