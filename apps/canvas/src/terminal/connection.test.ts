@@ -36,9 +36,10 @@ class FakeSocket implements SocketLike {
     const b = typeof s === "string" ? new TextEncoder().encode(s) : s;
     this.onmessage?.({ data: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) });
   }
-  hello(session: string, offset: number, cols = 80, rows = 24): void {
+  /** A server's hello; with `inputFrom`, one that counts input (an older one sends none). */
+  hello(session: string, offset: number, cols = 80, rows = 24, inputFrom?: number): void {
     this.open();
-    this.json({ type: "hello", session, offset, cols, rows });
+    this.json({ type: "hello", session, offset, cols, rows, ...(inputFrom === undefined ? {} : { input_from: inputFrom }) });
   }
   drop(code = 1006): void {
     this.readyState = 3;
@@ -108,7 +109,7 @@ const flush = () => new Promise<void>((r) => setTimeout(r, 0));
 
 const SID = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b";
 
-function setup(o: { ticket?: () => Promise<string>; autoConsume?: boolean } = {}) {
+function setup(o: { ticket?: () => Promise<string>; autoConsume?: boolean; watch?: string } = {}) {
   const sockets: FakeSocket[] = [];
   const states: ConnectionState[] = [];
   const output: { text: string; end: number }[] = [];
@@ -127,6 +128,7 @@ function setup(o: { ticket?: () => Promise<string>; autoConsume?: boolean } = {}
       },
       timers,
       random: () => 0.5,
+      ...(o.watch ? { watch: o.watch } : {}),
     },
     {
       output: (data, end) => {
@@ -162,7 +164,7 @@ describe("TerminalConnection: opening", () => {
     expect(s.protocol).toBe(SUBPROTOCOL_V1);
     expect(s.binaryType).toBe("arraybuffer");
     expect(s.url.startsWith("ws://lb.test/workspaces/w1/terminal?")).toBe(true);
-    expect(Object.fromEntries(s.query)).toEqual({ ticket: "tkt_1", cols: "100", rows: "30" });
+    expect(Object.fromEntries(s.query)).toEqual({ ticket: "tkt_1", cols: "100", rows: "30", input_from: "0" });
     s.hello(SID, 0, 100, 30);
     expect(t.states.at(-1)).toEqual({ kind: "open", session: SID });
     expect(t.conn.session).toBe(SID);
@@ -466,5 +468,74 @@ describe("describeClose", () => {
     expect(describeClose(CLOSE.restarting).resumable).toBe(true);
     expect(describeClose(CLOSE.worker_lost).resumable).toBe(false);
     expect(describeClose(4999).title).toBe("The connection closed (code 4999)");
+  });
+});
+
+describe("TerminalConnection: counted input", () => {
+  it("keys sent and not yet acknowledged go again after a re-attach, from the last ack; keys typed while away after them", async () => {
+    const t = setup();
+    t.conn.start();
+    await flush();
+    t.last().hello(SID, 0, 100, 30, 0);
+    const first = t.last();
+    t.conn.send("ls");
+    first.json({ type: "input_ack", offset: 2 });
+    // In flight when the node died: sent, never acknowledged.
+    t.conn.send(" -la");
+    first.drop(1006);
+    t.conn.send("\r");
+    await t.timers.advance(250);
+    const second = t.last();
+    expect(second.query.get("input_from")).toBe("2");
+    second.hello(SID, 0, 100, 30, 2);
+    // The worker drops whatever of it the shell already has: each key reaches it once.
+    expect(second.input()).toBe(" -la\r");
+    // Acked up to the space: what is after it goes again on the next re-attach, nothing before.
+    second.json({ type: "input_ack", offset: 3 });
+    second.drop(1006);
+    await t.timers.advance(250);
+    expect(t.last().query.get("input_from")).toBe("3");
+    t.last().hello(SID, 0, 100, 30, 3);
+    expect(t.last().input()).toBe("-la\r");
+  });
+
+  it("a server that does not count (no input_from in hello): what never went out is sent once, and counting stops", async () => {
+    const t = setup();
+    t.conn.start();
+    t.conn.send("typed-early");
+    await flush();
+    t.last().hello(SID, 0, 100, 30);
+    expect(t.last().input()).toBe("typed-early");
+    t.conn.send("x");
+    t.last().drop(1006);
+    t.conn.send("y");
+    await t.timers.advance(250);
+    expect(t.last().query.get("input_from")).toBeNull();
+    t.last().hello(SID, 0, 100, 30);
+    // As before counted input: what was typed while away, not what the old connection sent.
+    expect(t.last().input()).toBe("y");
+  });
+
+  it("a new session after a real end counts from 0 again", async () => {
+    const t = setup();
+    t.conn.start();
+    await flush();
+    t.last().hello(SID, 0, 100, 30, 0);
+    t.conn.send("abc");
+    t.last().json({ type: "input_ack", offset: 3 });
+    t.last().json({ type: "exit", code: 0, signal: null });
+    t.last().drop(1000);
+    expect(t.states.at(-1)).toMatchObject({ kind: "ended" });
+    t.conn.restart();
+    await flush();
+    expect(t.last().query.get("input_from")).toBe("0");
+    expect(t.last().query.get("session")).toBeNull();
+  });
+
+  it("a viewer sends no input, so it counts none (the server refuses input_from from a viewer)", async () => {
+    const t = setup({ watch: SID });
+    t.conn.start();
+    await flush();
+    expect(Object.fromEntries(t.last().query)).toEqual({ ticket: "tkt_1", cols: "100", rows: "30", session: SID, offset: "0", mode: "view" });
   });
 });

@@ -1,4 +1,5 @@
 import { AckSchedule } from "@molecule/shared/ack-schedule";
+import { InputCounter } from "@molecule/shared/input-counter";
 import { SUBPROTOCOL_V1, type ServerMessage, type ViewersMessage } from "@molecule/shared/protocol-constants";
 import { describeClose, type CloseMeaning } from "./close-codes.ts";
 
@@ -55,6 +56,11 @@ export interface ConnectionOptions {
   maxPendingInputBytes?: number;
   /** Watch this live session as a viewer (mode=view): output only, no input or resizes. */
   watch?: string;
+  /**
+   * Count input (protocol `input_from`, default on for a controller): keys in flight when the API
+   * node holding the socket dies are sent again after the re-attach, and the shell gets each once.
+   */
+  countInput?: boolean;
 }
 
 export type ConnectionState =
@@ -100,7 +106,10 @@ const encoder = new TextEncoder();
  * with backoff), and turns each real end into words. No DOM in here.
  */
 export class TerminalConnection {
-  private readonly opts: Required<Omit<ConnectionOptions, "timers" | "random" | "watch">> & { timers: Timers; random: () => number };
+  private readonly opts: Required<Omit<ConnectionOptions, "timers" | "random" | "watch" | "countInput">> & { timers: Timers; random: () => number };
+  /** Counted input (null for a viewer or with countInput false); a new one per session. */
+  private counter: InputCounter | null;
+  private readonly countInput: boolean;
   /** The session this connection only watches (mode=view), or null for a controller. */
   readonly watch: string | null;
   private ws: SocketLike | null = null;
@@ -145,7 +154,9 @@ export class TerminalConnection {
     this.cols = size.cols;
     this.rows = size.rows;
     this.watch = opts.watch ?? null;
+    this.countInput = opts.countInput !== false;
     this.session = this.watch;
+    this.counter = this.newCounter();
     const timers = this.opts.timers;
     this.acks = new AckSchedule({
       everyBytes: this.opts.ackEveryBytes,
@@ -158,6 +169,10 @@ export class TerminalConnection {
 
   get state(): ConnectionState {
     return this.st;
+  }
+
+  private newCounter(): InputCounter | null {
+    return this.watch || !this.countInput ? null : new InputCounter();
   }
 
   /** Opens a new session. */
@@ -175,6 +190,7 @@ export class TerminalConnection {
     this.received = 0;
     this.consumedOffset = 0;
     this.acks.reset(0);
+    this.counter = this.newCounter();
     this.lastError = null;
     this.lastExit = null;
     this.droppedAt = null;
@@ -195,8 +211,16 @@ export class TerminalConnection {
     if (this.watch) return;
     const bytes = typeof data === "string" ? encoder.encode(data) : data;
     if (bytes.length === 0 || this.disposed || this.st.kind === "ended") return;
-    if (this.st.kind === "open" && this.ws?.readyState === OPEN) {
-      this.ws.send(bytes);
+    const now = this.st.kind === "open" && this.ws?.readyState === OPEN;
+    if (this.counter?.active) {
+      // Kept until the server acknowledges it; what waits for a connection is bounded as before.
+      if (!now && this.counter.unsentBytes + bytes.length > this.opts.maxPendingInputBytes) return;
+      this.counter.add(bytes, now);
+      if (now) this.ws!.send(bytes);
+      return;
+    }
+    if (now) {
+      this.ws!.send(bytes);
       return;
     }
     if (this.pendingBytes + bytes.length > this.opts.maxPendingInputBytes) return;
@@ -247,6 +271,7 @@ export class TerminalConnection {
       q.set("offset", String(this.received));
     }
     if (this.watch) q.set("mode", "view");
+    if (this.counter?.active) q.set("input_from", String(this.counter.acked));
     return `${this.opts.endpoint}?${q}`;
   }
 
@@ -323,6 +348,9 @@ export class TerminalConnection {
       case "viewers":
         this.ev.viewers?.(m);
         return;
+      case "input_ack":
+        this.counter?.ack(m.offset);
+        return;
     }
   }
 
@@ -342,7 +370,9 @@ export class TerminalConnection {
     this.droppedAt = null;
     this.setState({ kind: "open", session: m.session });
     this.syncSize();
-    const pending = this.pending;
+    // Counted: everything after the last ack again (a server that does not count gets only what
+    // never went out, and the counting stops); then what waited uncounted.
+    const pending = [...(this.counter?.active ? this.counter.hello(m.input_from) : []), ...this.pending];
     this.pending = [];
     this.pendingBytes = 0;
     for (const b of pending) this.ws?.send(b);
