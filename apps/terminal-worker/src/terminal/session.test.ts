@@ -126,6 +126,27 @@ describe("PTY flow control", () => {
   });
 });
 
+describe("the end of a command's output", () => {
+  it("output a command printed just before it exited reaches the log though the PTY was paused (the client's window full)", async () => {
+    const ns = uniqueNs();
+    const sessionId = randomUUID();
+    const keys = sessionKeys(ns, sessionId);
+    // A 4 KiB window nobody acks: the worker pauses after the first read, the rest of the 5003
+    // bytes wait in the kernel's buffer, and the command exits meanwhile.
+    const session = new PtySession(jobFor(sessionId, { windowBytes: 4096 }), keys, { file: "/bin/sh", args: ["-c", "head -c 5000 /dev/zero | tr '\\0' y; printf END; exit 3"], env: { PATH: "/usr/bin:/bin" }, cwd: "/tmp" }, depsFor(ns, "w-tail", pty.spawn as SpawnPty));
+    try {
+      await session.start();
+      const end = await session.done;
+      expect(end).toMatchObject({ reason: "exit", code: 3 });
+      expect(session.counts.bytesOut).toBe(5003);
+      const log = await redis.xrangeBuffer(keys.log, "-", "+");
+      expect(Buffer.concat(log.map(([, f]) => f[1]!)).toString().endsWith("yyyEND")).toBe(true);
+    } finally {
+      await redis.del(keys.meta, keys.log, keys.cancel);
+    }
+  });
+});
+
 describe("numbered input (resync)", () => {
   /** A shell that prints each byte it gets at once (raw, no echo), and what it printed. */
   async function rawCat(holdMs: number, piped = false, extra: Partial<SessionDeps> = {}) {

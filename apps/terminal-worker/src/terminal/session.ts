@@ -33,6 +33,7 @@ import { SessionRecorder } from "../recording/recorder.ts";
 import { killTree } from "./kill-tree.ts";
 import { spawnPiped } from "./pipe-process.ts";
 import { dropQueuedInput, writeKeystrokesDirectly } from "./pty-direct-write.ts";
+import { drainBeforeDestroy } from "./pty-exit-drain.ts";
 import type { SparePool } from "./spare-shells.ts";
 import type { SpawnPty, SpawnTurn } from "./types.ts";
 
@@ -268,6 +269,7 @@ export class PtySession {
     }
     const pty = this.pty;
     writeKeystrokesDirectly(pty);
+    drainBeforeDestroy(pty);
     pty.onData((data) => this.output(data as unknown as Buffer));
     pty.onExit(({ exitCode, signal }) => this.exited(exitCode, signal ?? null));
     const claim = await this.claim;
