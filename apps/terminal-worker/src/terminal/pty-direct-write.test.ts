@@ -1,3 +1,4 @@
+import fs from "node:fs";
 import * as pty from "node-pty";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { waitFor } from "../../../../test/helpers/http.ts";
@@ -27,20 +28,21 @@ describe("writing a shell's input", () => {
     await s.exited;
   });
 
-  it("input still queued for a shell that is killed is dropped, not written to the closed PTY (which node-pty prints on stderr)", async () => {
-    const errors = vi.spyOn(console, "error");
-    // A shell that never reads: a large write stays queued.
+  it("input still queued for a shell that is killed is dropped: no write reaches the PTY after it (node-pty would print EBADF on stderr)", async () => {
+    // node-pty writes through the CJS fs module: every write it issues is seen here.
+    const writes = vi.spyOn(fs, "write");
+    // A shell that never reads: a large write stays queued, node-pty retrying it on every turn.
     const s = shell("echo up; exec sleep 30");
     await waitFor(async () => s.out().includes("up"), 10_000, 5);
     s.p.write("x".repeat(1024 * 1024));
     const queue = (s.p as unknown as { _writeStream: { _writeQueue: unknown[] } })._writeStream._writeQueue;
     expect(queue.length).toBeGreaterThan(0);
     dropQueuedInput(s.p);
-    expect(queue.length).toBe(0);
+    // One write may still be in flight in the thread pool (issued before the drop); none after it.
+    const issued = writes.mock.calls.length;
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(writes.mock.calls.length).toBe(issued);
     s.p.kill("SIGKILL");
     await s.exited;
-    // node-pty retries a full PTY on the next turns: give it some.
-    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
-    expect(errors.mock.calls.filter((c) => String(c[0]).includes("pty write error"))).toEqual([]);
   });
 });

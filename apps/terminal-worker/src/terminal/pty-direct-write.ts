@@ -34,8 +34,9 @@ export function writeKeystrokesDirectly(pty: IPty): void {
 
 /**
  * Forgets input node-pty still has queued for a shell that is being killed: its queue would
- * otherwise write to the closed master and print "Unhandled pty write error" (EBADF) on stderr,
- * outside the logs. Relies on the same internals; without them it does nothing.
+ * otherwise go on writing to the master after it closed and print "Unhandled pty write error"
+ * (EBADF) on stderr, outside the logs, once per session. A write already in flight in the thread
+ * pool can still fail that way. Relies on the same internals; without them it does nothing.
  */
 export function dropQueuedInput(pty: IPty): void {
   const stream = (pty as unknown as { _writeStream?: { _writeQueue?: unknown; _writeImmediate?: unknown } })._writeStream;
