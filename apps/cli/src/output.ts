@@ -8,7 +8,7 @@ export function printJson(v: unknown): void {
  * \u escapes. Some of what is listed was typed by someone else (another member's command in
  * `molecule sessions`): it must not drive this terminal (titles, OSC 52 clipboard writes).
  */
-export function visible(v: string | number | null | undefined): string {
+export function visible(v: unknown): string {
   if (v === null || v === undefined) return "-";
   return String(v).replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
@@ -26,7 +26,7 @@ export function printTable(headers: string[], rows: (string | number | null | un
 
 export function printFields(fields: [string, unknown][]): void {
   const w = Math.max(...fields.map(([k]) => k.length));
-  for (const [k, v] of fields) process.stdout.write(`${`${k}:`.padEnd(w + 2)}${visible(v === null || v === undefined ? null : String(v))}\n`);
+  for (const [k, v] of fields) process.stdout.write(`${`${k}:`.padEnd(w + 2)}${visible(v)}\n`);
 }
 
 export function ago(iso: string | null | undefined, now = Date.now()): string {

@@ -30,7 +30,8 @@ export class InputCounter {
 
   /** Input given: kept until acknowledged; `sent` says whether it went out now. */
   add(data: Uint8Array, sent: boolean): void {
-    this.kept.push(data.slice());
+    // A copy (a Buffer's slice() would be a view of the caller's memory).
+    this.kept.push(new Uint8Array(data));
     this.keptLength += data.length;
     if (!sent) this.unsent += data.length;
   }

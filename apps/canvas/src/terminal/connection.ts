@@ -56,11 +56,6 @@ export interface ConnectionOptions {
   maxPendingInputBytes?: number;
   /** Watch this live session as a viewer (mode=view): output only, no input or resizes. */
   watch?: string;
-  /**
-   * Count input (protocol `input_from`, default on for a controller): keys in flight when the API
-   * node holding the socket dies are sent again after the re-attach, and the shell gets each once.
-   */
-  countInput?: boolean;
 }
 
 export type ConnectionState =
@@ -106,10 +101,13 @@ const encoder = new TextEncoder();
  * with backoff), and turns each real end into words. No DOM in here.
  */
 export class TerminalConnection {
-  private readonly opts: Required<Omit<ConnectionOptions, "timers" | "random" | "watch" | "countInput">> & { timers: Timers; random: () => number };
-  /** Counted input (null for a viewer or with countInput false); a new one per session. */
+  private readonly opts: Required<Omit<ConnectionOptions, "timers" | "random" | "watch">> & { timers: Timers; random: () => number };
+  /**
+   * A controller counts its input (protocol `input_from`): keys in flight when the API node
+   * holding the socket dies go again after the re-attach, and the shell gets each once. Null for
+   * a viewer; a new one per session.
+   */
   private counter: InputCounter | null;
-  private readonly countInput: boolean;
   /** The session this connection only watches (mode=view), or null for a controller. */
   readonly watch: string | null;
   private ws: SocketLike | null = null;
@@ -154,7 +152,6 @@ export class TerminalConnection {
     this.cols = size.cols;
     this.rows = size.rows;
     this.watch = opts.watch ?? null;
-    this.countInput = opts.countInput !== false;
     this.session = this.watch;
     this.counter = this.newCounter();
     const timers = this.opts.timers;
@@ -172,7 +169,7 @@ export class TerminalConnection {
   }
 
   private newCounter(): InputCounter | null {
-    return this.watch || !this.countInput ? null : new InputCounter();
+    return this.watch ? null : new InputCounter();
   }
 
   /** Opens a new session. */

@@ -313,17 +313,13 @@ export class SessionClient {
     }
   }
 
+  /** What waited goes out joined, in frames the server takes (its limit is 1 MiB a frame). */
   private flushPending(): void {
-    this.sendFrames(this.pendingInput, this.pendingBytes);
+    const ws = this.ws;
+    if (!ws) return;
+    const all = Buffer.concat(this.pendingInput, this.pendingBytes);
     this.pendingInput = [];
     this.pendingBytes = 0;
-  }
-
-  /** Sends `parts` joined, in frames the server takes (its limit is 1 MiB a frame). */
-  private sendFrames(parts: Buffer[], bytes: number): void {
-    const ws = this.ws;
-    if (!ws || bytes === 0) return;
-    const all = Buffer.concat(parts, bytes);
     for (let at = 0; at < all.length; at += RESEND_FRAME) ws.send(all.subarray(at, at + RESEND_FRAME), { binary: true });
   }
 

@@ -292,8 +292,7 @@ describe("numbered input (resync)", () => {
       await waitFor(async () => c.text().length === 30, 10_000, 5);
       await waitFor(async () => acks().length === 2, 10_000, 5);
       expect(acks()).toEqual([0, 30]);
-      // An upload's burst does not wait for the period. (Nobody acks this shell's output, so cat
-      // stalls on it and node-pty logs the writes it still has queued as the session ends.)
+      // An upload's burst does not wait for the period.
       await c.send(32, "u".repeat(256 * 1024));
       await waitFor(async () => acks().length === 3, 300, 5);
       expect(acks()[2]).toBe(30 + 256 * 1024);

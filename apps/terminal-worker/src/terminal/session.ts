@@ -196,8 +196,6 @@ export class PtySession {
   private holdTimer: NodeJS.Timeout | null = null;
   /** Streams whose client counts its input: where in the session's input the stream's next byte is. */
   private readonly inputAt = new Map<number, number>();
-  /** A client counts its input: what the shell received is acked (`input` event, ackInput). */
-  private inputAcks = false;
   private ackQueued = false;
   private inputAckTimer: NodeJS.Timeout | null = null;
   /** bytesIn as of the last input ack. */
@@ -648,7 +646,8 @@ export class PtySession {
       this.bytesIn += data.length;
       this.pty.write(data);
       this.recorder?.input(data);
-      if (this.inputAcks) this.ackInput(false);
+      // A client that counts its input (a stream said input_from) is told what the shell received.
+      if (this.inputAt.size > 0) this.ackInput(false);
       return;
     }
     const control = m.control;
@@ -680,7 +679,6 @@ export class PtySession {
         const stream = m.stream;
         if (stream === undefined) return;
         this.inputAt.set(stream, control.offset);
-        this.inputAcks = true;
         // The client sends again all the shell lacks: what an earlier counted connection left
         // waiting behind a gap is in there, so it waits no longer (nor ends a piped command).
         const before = this.held.length;
